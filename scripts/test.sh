@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The single test command: setup, formatting, lints, build, Rust tests, then the
+# end-to-end tests (official SignalR JS client against the example chat server).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "setup"
+bash scripts/setup.sh
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+step "cargo build"
+cargo build --workspace --all-targets --quiet
+
+step "cargo test"
+cargo test --workspace --quiet
+
+target_dir=$(cargo metadata --format-version 1 --no-deps |
+  node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).target_directory))')
+export SIGNALBOX_CHAT_BIN="${SIGNALBOX_CHAT_BIN:-$target_dir/debug/examples/chat}"
+
+step "e2e tests (node --test, server: $SIGNALBOX_CHAT_BIN)"
+node --test --test-reporter=spec e2e/tests/
