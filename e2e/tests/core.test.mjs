@@ -247,6 +247,57 @@ describe('access_token query on hub routes', () => {
 });
 
 // ---------------------------------------------------------------------------
+// Connection ids, handshake and keep-alive (raw WebSocket)
+// ---------------------------------------------------------------------------
+
+describe('transport details', () => {
+  it('v1: the public connectionId is not accepted as ?id= (only the token is)', async (s) => {
+    const token = s.token('id-user');
+    const neg = await negotiate(s.url, { token });
+    const sock = s.socket(`${wsUrlOf(s.url)}${HUB_PATH}?id=${encodeURIComponent(neg.body.connectionId)}`, {
+      headers: { Authorization: `Bearer ${token}` },
+    });
+    await assert.rejects(sock.opened, (err) => {
+      assert.ok(err.status >= 400 && err.status < 500, `expected a 4xx upgrade rejection, got ${err.message}`);
+      return true;
+    });
+  });
+
+  it('v0: the connectionId is the ?id= value', async (s) => {
+    const user = uniq('v0-user');
+    const token = s.token(user);
+    const neg = await negotiate(s.url, { query: '', token });
+    assert.equal(neg.status, 200, neg.text);
+    const sock = s.socket(`${wsUrlOf(s.url)}${HUB_PATH}?id=${encodeURIComponent(neg.body.connectionId)}`, {
+      headers: { Authorization: `Bearer ${token}` },
+    });
+    await sock.opened;
+    sock.send(`{"protocol":"json","version":1}${RS}`);
+    assert.deepEqual(await sock.nextRecord(() => true), {});
+    sock.send(`{"type":1,"invocationId":"7","target":"WhoAmI","arguments":[]}${RS}`);
+    assert.deepEqual(await sock.nextRecord((r) => r.type === 3), { type: 3, invocationId: '7', result: user });
+  });
+
+  it('handshake with an unsupported protocol gets the error and is closed', async (s) => {
+    const token = s.token('hs-user');
+    const neg = await negotiate(s.url, { token });
+    const sock = s.socket(`${wsUrlOf(s.url)}${HUB_PATH}?id=${encodeURIComponent(neg.body.connectionToken)}`, {
+      headers: { Authorization: `Bearer ${token}` },
+    });
+    await sock.opened;
+    sock.send(`{"protocol":"carrier-pigeon","version":1}${RS}`);
+    assert.deepEqual(await sock.nextRecord(() => true), { error: "The protocol 'carrier-pigeon' is not supported." });
+    await sock.waitClosed({ timeoutMs: 10_000 });
+  });
+
+  it('the server pings an idle connection within the 15 s keep-alive interval', async (s) => {
+    const sock = await rawHubSocket(s, { protocol: 'json' });
+    const ping = await sock.nextRecord((r) => r.type === 6, { timeoutMs: 20_000 });
+    assert.deepEqual(ping, { type: 6 });
+  });
+});
+
+// ---------------------------------------------------------------------------
 // Hub tests, once per hub protocol
 // ---------------------------------------------------------------------------
 
