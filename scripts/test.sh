@@ -26,4 +26,4 @@ target_dir=$(cargo metadata --format-version 1 --no-deps |
 export SIGNALBOX_CHAT_BIN="${SIGNALBOX_CHAT_BIN:-$target_dir/debug/examples/chat}"
 
 step "e2e tests (node --test, server: $SIGNALBOX_CHAT_BIN)"
-node --test --test-reporter=spec e2e/tests/
+node --test --test-reporter=spec e2e/tests/*.test.mjs
