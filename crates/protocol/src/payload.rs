@@ -13,6 +13,18 @@ use serde_json::value::RawValue;
 
 use crate::protocol::EncodeError;
 
+/// Deepest nesting of arrays / maps accepted when typing or transcoding a MessagePack payload
+/// (the same limit `serde_json` applies to JSON), so hostile input cannot overflow the stack.
+pub const MAX_PAYLOAD_DEPTH: usize = 128;
+
+fn msgpack_deserializer(
+    bytes: &[u8],
+) -> rmp_serde::Deserializer<rmp_serde::decode::ReadRefReader<'_, [u8]>> {
+    let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+    de.set_max_depth(MAX_PAYLOAD_DEPTH);
+    de
+}
+
 /// One argument / item / result value.
 #[derive(Clone)]
 pub enum Payload {
@@ -55,12 +67,12 @@ impl Payload {
 
     /// Types the value.
     ///
-    /// `Json` is parsed with `serde_json::from_str`, `MessagePack` with `rmp_serde::from_slice`
-    /// (structs may be maps or arrays), and `Value` is round-tripped through `serde_json::Value`.
+    /// `Json` is parsed with `serde_json::from_str`, `MessagePack` with `rmp_serde` (structs may
+    /// be maps or arrays; nesting is limited to [`MAX_PAYLOAD_DEPTH`]), and `Value` is round-tripped through `serde_json::Value`.
     pub fn deserialize<T: serde::de::DeserializeOwned>(&self) -> Result<T, PayloadError> {
         match self {
             Payload::Json(raw) => Ok(serde_json::from_str(raw.get())?),
-            Payload::MessagePack(bytes) => Ok(rmp_serde::from_slice(bytes)?),
+            Payload::MessagePack(bytes) => Ok(T::deserialize(&mut msgpack_deserializer(bytes))?),
             Payload::Value(value) => {
                 let json = serde_json::to_value(&**value)?;
                 Ok(serde_json::from_value(json)?)
@@ -79,7 +91,7 @@ impl Payload {
                 Ok(())
             }
             Payload::MessagePack(bytes) => {
-                let mut de = rmp_serde::Deserializer::from_read_ref(&bytes[..]);
+                let mut de = msgpack_deserializer(bytes);
                 let mut ser = serde_json::Serializer::new(&mut *out);
                 serde_transcode::transcode(&mut de, &mut ser)?;
                 Ok(())
@@ -220,6 +232,23 @@ mod tests {
     fn garbage_msgpack_payload_fails_to_transcode() {
         let m = Payload::MessagePack(Bytes::from_static(&[0xdc, 0xff]));
         assert!(m.write_json(&mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn msgpack_nesting_is_limited() {
+        let nested = |depth: usize| {
+            let mut v = vec![0x91; depth];
+            v.push(0x01);
+            Payload::MessagePack(Bytes::from(v))
+        };
+        let ok = nested(MAX_PAYLOAD_DEPTH - 1);
+        assert!(ok.deserialize::<serde_json::Value>().is_ok());
+        let mut json = Vec::new();
+        ok.write_json(&mut json).unwrap();
+        assert_eq!(json.len(), 2 * (MAX_PAYLOAD_DEPTH - 1) + 1);
+        let deep = nested(MAX_PAYLOAD_DEPTH + 1);
+        assert!(deep.deserialize::<serde_json::Value>().is_err());
+        assert!(deep.write_json(&mut Vec::new()).is_err());
     }
 
     #[test]
