@@ -19,9 +19,9 @@ use crate::message::{
 use crate::payload::Payload;
 use crate::protocol::{DecodeError, EncodeError};
 
-const RESULT_KIND_ERROR: i128 = 1;
-const RESULT_KIND_VOID: i128 = 2;
-const RESULT_KIND_NON_VOID: i128 = 3;
+const RESULT_KIND_ERROR: u8 = 1;
+const RESULT_KIND_VOID: u8 = 2;
+const RESULT_KIND_NON_VOID: u8 = 3;
 
 // ---------------------------------------------------------------------------------------------
 // Writing
@@ -115,12 +115,12 @@ fn write_body(message: &HubMessage, out: &mut Vec<u8>) -> Result<(), EncodeError
             write_str(out, &m.invocation_id)?;
             match &m.outcome {
                 CompletionOutcome::Error(error) => {
-                    write_uint(out, RESULT_KIND_ERROR as u64)?;
+                    write_uint(out, u64::from(RESULT_KIND_ERROR))?;
                     write_str(out, error)?;
                 }
-                CompletionOutcome::Void => write_uint(out, RESULT_KIND_VOID as u64)?,
+                CompletionOutcome::Void => write_uint(out, u64::from(RESULT_KIND_VOID))?,
                 CompletionOutcome::Result(result) => {
-                    write_uint(out, RESULT_KIND_NON_VOID as u64)?;
+                    write_uint(out, u64::from(RESULT_KIND_NON_VOID))?;
                     result.write_msgpack(out)?;
                 }
             }
@@ -138,7 +138,8 @@ fn write_body(message: &HubMessage, out: &mut Vec<u8>) -> Result<(), EncodeError
         HubMessage::Close(m) => {
             write_array_len(out, 3)?;
             write_uint(out, kind)?;
-            match &m.error {
+            // Like .NET, an empty error is written as nil.
+            match m.error.as_deref().filter(|e| !e.is_empty()) {
                 Some(error) => write_str(out, error)?,
                 None => enc::write_nil(out).map_err(write_err)?,
             }
@@ -481,13 +482,13 @@ fn parse_body(body: &[u8]) -> ReadResult<Option<HubMessage>> {
             let invocation_id = r
                 .required_str("invocation ID for Completion message")?
                 .to_owned();
-            let outcome = match r.int("resultKind")? {
-                RESULT_KIND_ERROR => {
+            let outcome = match u8::try_from(r.int("resultKind")?) {
+                Ok(RESULT_KIND_ERROR) => {
                     need(items, 5, "Completion")?;
                     CompletionOutcome::Error(r.str_or_nil("error")?.unwrap_or_default().to_owned())
                 }
-                RESULT_KIND_VOID => CompletionOutcome::Void,
-                RESULT_KIND_NON_VOID => {
+                Ok(RESULT_KIND_VOID) => CompletionOutcome::Void,
+                Ok(RESULT_KIND_NON_VOID) => {
                     need(items, 5, "Completion")?;
                     CompletionOutcome::Result(r.payload()?)
                 }

@@ -114,6 +114,18 @@ impl Protocol {
     }
 }
 
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::fmt::Display for TransferFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Why incoming bytes could not be decoded into a hub message. The connection must be closed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -180,6 +192,8 @@ mod tests {
             TransferFormat::Binary
         );
         assert_eq!(TransferFormat::Binary.name(), "Binary");
+        assert_eq!(Protocol::MessagePack.to_string(), "messagepack");
+        assert_eq!(TransferFormat::Text.to_string(), "Text");
         assert_eq!(
             serde_json::to_string(&TransferFormat::Text).unwrap(),
             "\"Text\""

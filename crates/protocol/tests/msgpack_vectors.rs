@@ -181,6 +181,15 @@ fn vectors() -> Vec<(HubMessage, &'static str)> {
             .into(),
             "05 93 07 a165 c3",
         ),
+        // like .NET, an empty error is written as nil
+        (
+            Close {
+                error: Some(String::new()),
+                allow_reconnect: false,
+            }
+            .into(),
+            "04 93 07 c0 c2",
+        ),
         // JS
         (Ack { sequence_id: 1 }.into(), "03 92 08 01"),
         (Ack { sequence_id: 300 }.into(), "05 92 08 cd012c"),

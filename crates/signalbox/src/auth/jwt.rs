@@ -1,0 +1,607 @@
+//! JWT bearer authentication: validating tokens and reading them from requests.
+//!
+//! Tokens come from `Authorization: Bearer …` on every route, and additionally from the
+//! `access_token` query parameter on hub routes only (browsers cannot set headers on WebSocket and
+//! EventSource requests). Algorithms are pinned per key and `none` is never accepted.
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::HeaderMap;
+use http::header::AUTHORIZATION;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
+use serde_json::{Map, Value};
+
+use super::principal::Principal;
+
+/// Default upper bound on the length of a token, in bytes.
+pub const DEFAULT_MAX_TOKEN_LENGTH: usize = 8 * 1024;
+
+/// Why a token was refused. The variant names are safe to log; the token never is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// No token was presented.
+    #[error("no bearer token")]
+    Missing,
+    /// The token is longer than the configured maximum.
+    #[error("token too large")]
+    TooLarge,
+    /// The token is not a well-formed JWT.
+    #[error("malformed token")]
+    Malformed,
+    /// The token's algorithm is not allowed for any configured key (including `none`).
+    #[error("algorithm not allowed")]
+    AlgorithmNotAllowed,
+    /// The token names a key id that is not configured.
+    #[error("unknown key id")]
+    UnknownKey,
+    /// The signature does not verify.
+    #[error("invalid signature")]
+    InvalidSignature,
+    /// The token has expired.
+    #[error("token expired")]
+    Expired,
+    /// The token is not valid yet (`nbf`).
+    #[error("token not yet valid")]
+    NotYetValid,
+    /// The issuer is not accepted.
+    #[error("invalid issuer")]
+    InvalidIssuer,
+    /// The audience is not accepted.
+    #[error("invalid audience")]
+    InvalidAudience,
+    /// A required claim is missing or has the wrong type.
+    #[error("invalid claims")]
+    InvalidClaims,
+}
+
+impl AuthError {
+    /// A short stable label, for metrics and logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "missing",
+            AuthError::TooLarge => "too_large",
+            AuthError::Malformed => "malformed",
+            AuthError::AlgorithmNotAllowed => "algorithm",
+            AuthError::UnknownKey => "unknown_kid",
+            AuthError::InvalidSignature => "signature",
+            AuthError::Expired => "expired",
+            AuthError::NotYetValid => "not_yet_valid",
+            AuthError::InvalidIssuer => "issuer",
+            AuthError::InvalidAudience => "audience",
+            AuthError::InvalidClaims => "claims",
+        }
+    }
+}
+
+/// Errors building a [`JwtAuth`] from configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JwtConfigError {
+    /// A key could not be parsed.
+    #[error("invalid {kind} key: {source}")]
+    InvalidKey {
+        /// Which kind of key.
+        kind: &'static str,
+        /// The parser's error.
+        source: jsonwebtoken::errors::Error,
+    },
+    /// An HMAC secret is shorter than 32 bytes.
+    #[error("the HMAC secret must be at least 32 bytes long (got {0})")]
+    WeakSecret(usize),
+    /// An algorithm was configured for a key of another family.
+    #[error("algorithm {0:?} does not match the key type")]
+    AlgorithmMismatch(Algorithm),
+    /// No key was configured.
+    #[error("no verification key configured")]
+    NoKeys,
+}
+
+struct Key {
+    kid: Option<String>,
+    key: DecodingKey,
+    algorithms: Vec<Algorithm>,
+}
+
+struct Inner {
+    keys: Vec<Key>,
+    issuers: Vec<String>,
+    audiences: Vec<String>,
+    leeway_secs: u64,
+    user_id_claim: String,
+    max_token_length: usize,
+    require_exp: bool,
+}
+
+/// Validates JWT bearer tokens. Cheap to clone.
+#[derive(Clone)]
+pub struct JwtAuth {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for JwtAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtAuth")
+            .field("keys", &self.inner.keys.len())
+            .field("issuers", &self.inner.issuers)
+            .field("audiences", &self.inner.audiences)
+            .field("leeway_secs", &self.inner.leeway_secs)
+            .field("user_id_claim", &self.inner.user_id_claim)
+            .finish()
+    }
+}
+
+impl JwtAuth {
+    /// A validator for HS256 tokens signed with `secret` (at least 32 bytes), with default settings.
+    pub fn hs256(secret: impl AsRef<[u8]>) -> Result<Self, JwtConfigError> {
+        JwtAuth::builder()
+            .hmac_secret(secret, &[Algorithm::HS256])?
+            .build()
+    }
+
+    /// Starts a builder.
+    pub fn builder() -> JwtAuthBuilder {
+        JwtAuthBuilder::default()
+    }
+
+    /// The claim that names the user (default `sub`).
+    pub fn user_id_claim(&self) -> &str {
+        &self.inner.user_id_claim
+    }
+
+    /// Validates a token and returns its principal.
+    pub fn validate(&self, token: &str) -> Result<Principal, AuthError> {
+        let inner = &*self.inner;
+        if token.len() > inner.max_token_length {
+            return Err(AuthError::TooLarge);
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
+        let mut candidates = inner
+            .keys
+            .iter()
+            .filter(|k| k.algorithms.contains(&header.alg))
+            .peekable();
+        if candidates.peek().is_none() {
+            return Err(AuthError::AlgorithmNotAllowed);
+        }
+        let candidates: Vec<&Key> = match &header.kid {
+            Some(kid) if inner.keys.iter().any(|k| k.kid.is_some()) => {
+                let matching: Vec<&Key> = candidates
+                    .filter(|k| k.kid.as_deref() == Some(kid.as_str()))
+                    .collect();
+                if matching.is_empty() {
+                    return Err(AuthError::UnknownKey);
+                }
+                matching
+            }
+            _ => candidates.collect(),
+        };
+
+        let mut validation = Validation::new(header.alg);
+        validation.leeway = inner.leeway_secs;
+        validation.validate_nbf = true;
+        validation.validate_exp = inner.require_exp;
+        if inner.require_exp {
+            validation.set_required_spec_claims(&["exp"]);
+        } else {
+            validation.required_spec_claims.clear();
+        }
+        if inner.issuers.is_empty() {
+            validation.iss = None;
+        } else {
+            validation.set_issuer(&inner.issuers);
+            validation.required_spec_claims.insert("iss".to_owned());
+        }
+        if inner.audiences.is_empty() {
+            validation.validate_aud = false;
+        } else {
+            validation.set_audience(&inner.audiences);
+            validation.required_spec_claims.insert("aud".to_owned());
+        }
+
+        let mut last = AuthError::InvalidSignature;
+        for key in candidates {
+            match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation) {
+                Ok(data) => return Ok(Principal::new(data.claims, &inner.user_id_claim)),
+                Err(err) => {
+                    last = map_error(err.kind());
+                    if last != AuthError::InvalidSignature {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// Reads and validates the bearer token of a request. With `allow_query` the `access_token`
+    /// query parameter is accepted when no `Authorization` header is present (hub routes only).
+    pub fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+        allow_query: bool,
+    ) -> Result<Principal, AuthError> {
+        let token = bearer_token(headers, if allow_query { query } else { None })
+            .ok_or(AuthError::Missing)?;
+        self.validate(&token)
+    }
+}
+
+fn map_error(kind: &ErrorKind) -> AuthError {
+    match kind {
+        ErrorKind::ExpiredSignature => AuthError::Expired,
+        ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+        ErrorKind::InvalidIssuer => AuthError::InvalidIssuer,
+        ErrorKind::InvalidAudience => AuthError::InvalidAudience,
+        ErrorKind::InvalidAlgorithm
+        | ErrorKind::InvalidAlgorithmName
+        | ErrorKind::MissingAlgorithm => AuthError::AlgorithmNotAllowed,
+        ErrorKind::InvalidSignature => AuthError::InvalidSignature,
+        ErrorKind::MissingRequiredClaim(_) | ErrorKind::InvalidClaimFormat(_) => {
+            AuthError::InvalidClaims
+        }
+        _ => AuthError::Malformed,
+    }
+}
+
+/// The bearer token of a request: the `Authorization: Bearer` header, else (when `query` is given)
+/// the `access_token` query parameter.
+pub fn bearer_token(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
+    if let Some(value) = headers.get(AUTHORIZATION) {
+        let value = value.to_str().ok()?.trim();
+        let (scheme, token) = value.split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_owned())
+            .filter(|t| !t.is_empty());
+    }
+    let query = query?;
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k.eq_ignore_ascii_case("access_token"))
+        .map(|(_, v)| v.into_owned())
+        .filter(|t| !t.is_empty())
+}
+
+/// Builder for [`JwtAuth`].
+pub struct JwtAuthBuilder {
+    keys: Vec<Key>,
+    issuers: Vec<String>,
+    audiences: Vec<String>,
+    leeway_secs: u64,
+    user_id_claim: String,
+    max_token_length: usize,
+    require_exp: bool,
+}
+
+impl fmt::Debug for JwtAuthBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtAuthBuilder")
+            .field("keys", &self.keys.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for JwtAuthBuilder {
+    fn default() -> Self {
+        Self {
+            keys: Vec::new(),
+            issuers: Vec::new(),
+            audiences: Vec::new(),
+            leeway_secs: 30,
+            user_id_claim: "sub".to_owned(),
+            max_token_length: DEFAULT_MAX_TOKEN_LENGTH,
+            require_exp: true,
+        }
+    }
+}
+
+const HMAC: [Algorithm; 3] = [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512];
+const RSA: [Algorithm; 6] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+];
+const EC: [Algorithm; 2] = [Algorithm::ES256, Algorithm::ES384];
+
+fn check_family(algorithms: &[Algorithm], family: &[Algorithm]) -> Result<(), JwtConfigError> {
+    match algorithms.iter().find(|a| !family.contains(a)) {
+        Some(alg) => Err(JwtConfigError::AlgorithmMismatch(*alg)),
+        None => Ok(()),
+    }
+}
+
+impl JwtAuthBuilder {
+    /// Adds an HMAC secret (at least 32 bytes) for the given HS* algorithms.
+    pub fn hmac_secret(
+        mut self,
+        secret: impl AsRef<[u8]>,
+        algorithms: &[Algorithm],
+    ) -> Result<Self, JwtConfigError> {
+        let secret = secret.as_ref();
+        if secret.len() < 32 {
+            return Err(JwtConfigError::WeakSecret(secret.len()));
+        }
+        check_family(algorithms, &HMAC)?;
+        let key =
+            DecodingKey::from_secret(secret).map_err(|source| JwtConfigError::InvalidKey {
+                kind: "HMAC",
+                source,
+            })?;
+        self.keys.push(Key {
+            kid: None,
+            key,
+            algorithms: algorithms.to_vec(),
+        });
+        Ok(self)
+    }
+
+    /// Adds an RSA public key (PEM) for the given RS*/PS* algorithms, optionally with a key id.
+    pub fn rsa_pem(
+        mut self,
+        pem: &[u8],
+        algorithms: &[Algorithm],
+        kid: Option<&str>,
+    ) -> Result<Self, JwtConfigError> {
+        check_family(algorithms, &RSA)?;
+        let key = DecodingKey::from_rsa_pem(pem).map_err(|source| JwtConfigError::InvalidKey {
+            kind: "RSA",
+            source,
+        })?;
+        self.keys.push(Key {
+            kid: kid.map(str::to_owned),
+            key,
+            algorithms: algorithms.to_vec(),
+        });
+        Ok(self)
+    }
+
+    /// Adds an EC public key (PEM) for ES256 or ES384, optionally with a key id.
+    pub fn ec_pem(
+        mut self,
+        pem: &[u8],
+        algorithms: &[Algorithm],
+        kid: Option<&str>,
+    ) -> Result<Self, JwtConfigError> {
+        check_family(algorithms, &EC)?;
+        let key = DecodingKey::from_ec_pem(pem)
+            .map_err(|source| JwtConfigError::InvalidKey { kind: "EC", source })?;
+        self.keys.push(Key {
+            kid: kid.map(str::to_owned),
+            key,
+            algorithms: algorithms.to_vec(),
+        });
+        Ok(self)
+    }
+
+    /// Adds a ready decoding key (for example from a JWKS document) for the given algorithms.
+    pub fn decoding_key(
+        mut self,
+        key: DecodingKey,
+        algorithms: &[Algorithm],
+        kid: Option<&str>,
+    ) -> Self {
+        self.keys.push(Key {
+            kid: kid.map(str::to_owned),
+            key,
+            algorithms: algorithms.to_vec(),
+        });
+        self
+    }
+
+    /// Accepts only tokens whose `iss` is one of these (and requires `iss`).
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuers.push(issuer.into());
+        self
+    }
+
+    /// Accepts only tokens whose `aud` contains one of these (and requires `aud`).
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audiences.push(audience.into());
+        self
+    }
+
+    /// Clock-skew leeway for `exp` and `nbf`, in seconds. Defaults to 30.
+    pub fn leeway_secs(mut self, leeway: u64) -> Self {
+        self.leeway_secs = leeway;
+        self
+    }
+
+    /// The claim used as the user id. Defaults to `sub`.
+    pub fn user_id_claim(mut self, claim: impl Into<String>) -> Self {
+        self.user_id_claim = claim.into();
+        self
+    }
+
+    /// Maximum token length in bytes. Defaults to 8 KiB.
+    pub fn max_token_length(mut self, max: usize) -> Self {
+        self.max_token_length = max;
+        self
+    }
+
+    /// Whether tokens must carry `exp`. Defaults to `true`.
+    pub fn require_exp(mut self, require: bool) -> Self {
+        self.require_exp = require;
+        self
+    }
+
+    /// Finishes the validator.
+    pub fn build(self) -> Result<JwtAuth, JwtConfigError> {
+        if self.keys.is_empty() {
+            return Err(JwtConfigError::NoKeys);
+        }
+        Ok(JwtAuth {
+            inner: Arc::new(Inner {
+                keys: self.keys,
+                issuers: self.issuers,
+                audiences: self.audiences,
+                leeway_secs: self.leeway_secs,
+                user_id_claim: self.user_id_claim,
+                max_token_length: self.max_token_length,
+                require_exp: self.require_exp,
+            }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    use serde_json::json;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-test";
+
+    fn now() -> u64 {
+        jsonwebtoken::get_current_timestamp()
+    }
+
+    fn token(claims: &Value, alg: Algorithm, secret: &[u8]) -> String {
+        encode(
+            &Header::new(alg),
+            claims,
+            &EncodingKey::from_secret(secret).unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn auth() -> JwtAuth {
+        JwtAuth::hs256(SECRET).unwrap()
+    }
+
+    #[test]
+    fn accepts_a_valid_token() {
+        let t = token(
+            &json!({"sub": "alice", "exp": now() + 60}),
+            Algorithm::HS256,
+            SECRET,
+        );
+        let p = auth().validate(&t).unwrap();
+        assert_eq!(p.user_id(), Some("alice"));
+    }
+
+    #[test]
+    fn rejects_bad_tokens_with_reasons() {
+        let a = auth();
+        let expired = token(
+            &json!({"sub": "a", "exp": now() - 120}),
+            Algorithm::HS256,
+            SECRET,
+        );
+        assert_eq!(a.validate(&expired), Err(AuthError::Expired));
+        let wrong = token(
+            &json!({"sub": "a", "exp": now() + 60}),
+            Algorithm::HS256,
+            b"another-secret-another-secret-another",
+        );
+        assert_eq!(a.validate(&wrong), Err(AuthError::InvalidSignature));
+        let hs512 = token(
+            &json!({"sub": "a", "exp": now() + 60}),
+            Algorithm::HS512,
+            SECRET,
+        );
+        assert_eq!(a.validate(&hs512), Err(AuthError::AlgorithmNotAllowed));
+        let early = token(
+            &json!({"sub": "a", "exp": now() + 600, "nbf": now() + 300}),
+            Algorithm::HS256,
+            SECRET,
+        );
+        assert_eq!(a.validate(&early), Err(AuthError::NotYetValid));
+        let no_exp = token(&json!({"sub": "a"}), Algorithm::HS256, SECRET);
+        assert_eq!(a.validate(&no_exp), Err(AuthError::InvalidClaims));
+        assert_eq!(a.validate("garbage"), Err(AuthError::Malformed));
+        assert_eq!(a.validate(&"a".repeat(10_000)), Err(AuthError::TooLarge));
+    }
+
+    #[test]
+    fn rejects_alg_none() {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let header = b64.encode(br#"{"alg":"none","typ":"JWT"}"#);
+        let claims = b64.encode(format!(r#"{{"sub":"a","exp":{}}}"#, now() + 60));
+        let t = format!("{header}.{claims}.");
+        assert!(auth().validate(&t).is_err());
+    }
+
+    #[test]
+    fn leeway_tolerates_small_skew() {
+        let t = token(
+            &json!({"sub": "a", "exp": now() - 5}),
+            Algorithm::HS256,
+            SECRET,
+        );
+        assert!(auth().validate(&t).is_ok());
+    }
+
+    #[test]
+    fn issuer_and_audience() {
+        let a = JwtAuth::builder()
+            .hmac_secret(SECRET, &[Algorithm::HS256])
+            .unwrap()
+            .issuer("me")
+            .audience("api")
+            .build()
+            .unwrap();
+        let ok = token(
+            &json!({"sub": "a", "exp": now() + 60, "iss": "me", "aud": "api"}),
+            Algorithm::HS256,
+            SECRET,
+        );
+        assert!(a.validate(&ok).is_ok());
+        let bad_iss = token(
+            &json!({"sub": "a", "exp": now() + 60, "iss": "x", "aud": "api"}),
+            Algorithm::HS256,
+            SECRET,
+        );
+        assert_eq!(a.validate(&bad_iss), Err(AuthError::InvalidIssuer));
+        let bad_aud = token(
+            &json!({"sub": "a", "exp": now() + 60, "iss": "me", "aud": "x"}),
+            Algorithm::HS256,
+            SECRET,
+        );
+        assert_eq!(a.validate(&bad_aud), Err(AuthError::InvalidAudience));
+        let no_iss = token(
+            &json!({"sub": "a", "exp": now() + 60, "aud": "api"}),
+            Algorithm::HS256,
+            SECRET,
+        );
+        assert_eq!(a.validate(&no_iss), Err(AuthError::InvalidClaims));
+    }
+
+    #[test]
+    fn weak_secret_and_mismatched_algorithms_are_config_errors() {
+        assert!(matches!(
+            JwtAuth::hs256(b"short"),
+            Err(JwtConfigError::WeakSecret(5))
+        ));
+        assert!(matches!(
+            JwtAuth::builder().hmac_secret(SECRET, &[Algorithm::RS256]),
+            Err(JwtConfigError::AlgorithmMismatch(Algorithm::RS256))
+        ));
+        assert!(matches!(
+            JwtAuth::builder().build(),
+            Err(JwtConfigError::NoKeys)
+        ));
+    }
+
+    #[test]
+    fn bearer_token_sources() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(
+            bearer_token(&headers, Some("access_token=abc&x=1")),
+            Some("abc".into())
+        );
+        assert_eq!(bearer_token(&headers, None), None);
+        headers.insert(AUTHORIZATION, "Bearer xyz".parse().unwrap());
+        assert_eq!(
+            bearer_token(&headers, Some("access_token=abc")),
+            Some("xyz".into())
+        );
+        headers.insert(AUTHORIZATION, "Basic xyz".parse().unwrap());
+        assert_eq!(bearer_token(&headers, None), None);
+    }
+}

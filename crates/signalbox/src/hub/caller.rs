@@ -1,0 +1,134 @@
+//! The caller of a hub method (SignalR's `HubCallerContext` plus `Clients` and `Groups`).
+
+use std::sync::Arc;
+
+use signalbox_protocol::{Protocol, TransportType};
+use tokio_util::sync::CancellationToken;
+
+use super::clients::{CallerClients, Groups, HubClients};
+use crate::auth::Principal;
+use crate::connection::HttpRequestInfo;
+use crate::context::HubContext;
+
+/// Who is calling: the connection, its user and the request that opened it, with access to
+/// clients and groups. Cheap to clone.
+#[derive(Clone)]
+pub struct Caller {
+    inner: Arc<CallerInner>,
+}
+
+struct CallerInner {
+    connection_id: Arc<str>,
+    principal: Option<Principal>,
+    user_id: Option<Arc<str>>,
+    request: Arc<HttpRequestInfo>,
+    transport: TransportType,
+    protocol: Protocol,
+    context: HubContext,
+    abort: CancellationToken,
+    aborted_by_hub: CancellationToken,
+}
+
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller")
+            .field("connection_id", &self.inner.connection_id)
+            .field("user_id", &self.inner.user_id)
+            .field("transport", &self.inner.transport)
+            .field("protocol", &self.inner.protocol)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Caller {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        connection_id: Arc<str>,
+        principal: Option<Principal>,
+        user_id: Option<Arc<str>>,
+        request: Arc<HttpRequestInfo>,
+        transport: TransportType,
+        protocol: Protocol,
+        context: HubContext,
+        abort: CancellationToken,
+        aborted_by_hub: CancellationToken,
+    ) -> Self {
+        Self {
+            inner: Arc::new(CallerInner {
+                connection_id,
+                principal,
+                user_id,
+                request,
+                transport,
+                protocol,
+                context,
+                abort,
+                aborted_by_hub,
+            }),
+        }
+    }
+
+    /// The public connection id (`Context.ConnectionId`).
+    pub fn connection_id(&self) -> &str {
+        &self.inner.connection_id
+    }
+
+    /// The user id (`Context.UserIdentifier`), from the configured claim.
+    pub fn user_id(&self) -> Option<&str> {
+        self.inner.user_id.as_deref()
+    }
+
+    /// The authenticated principal, if any (`Context.User`).
+    pub fn principal(&self) -> Option<&Principal> {
+        self.inner.principal.as_ref()
+    }
+
+    /// The request that opened the transport.
+    pub fn request(&self) -> &HttpRequestInfo {
+        &self.inner.request
+    }
+
+    /// The transport in use.
+    pub fn transport(&self) -> TransportType {
+        self.inner.transport
+    }
+
+    /// The hub protocol in use.
+    pub fn protocol(&self) -> Protocol {
+        self.inner.protocol
+    }
+
+    /// Recipients, including the caller-relative ones.
+    pub fn clients(&self) -> CallerClients {
+        CallerClients::new(
+            self.inner.context.clients(),
+            self.inner.connection_id.clone(),
+        )
+    }
+
+    /// Recipients (same as [`HubContext::clients`]).
+    pub fn hub_clients(&self) -> HubClients {
+        self.inner.context.clients()
+    }
+
+    /// Group membership.
+    pub fn groups(&self) -> Groups {
+        self.inner.context.groups()
+    }
+
+    /// A handle usable outside this call.
+    pub fn context(&self) -> &HubContext {
+        &self.inner.context
+    }
+
+    /// Closes this connection (`Context.Abort()`); the client is told not to reconnect.
+    pub fn abort(&self) {
+        self.inner.aborted_by_hub.cancel();
+        self.inner.abort.cancel();
+    }
+
+    /// Resolves when the connection is closing.
+    pub async fn closed(&self) {
+        self.inner.abort.cancelled().await;
+    }
+}

@@ -1,0 +1,230 @@
+//! Hubs: methods clients invoke, lifecycle hooks, and the per-connection loop
+//! (HubProtocol.md; SignalR's `Hub`, `HubConnectionHandler` and `DefaultHubDispatcher`).
+
+mod args;
+mod caller;
+mod clients;
+mod error;
+pub(crate) mod handler;
+mod method;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use futures_util::future::{BoxFuture, FutureExt};
+use serde::Serialize;
+
+pub use args::{BindError, HubArgs, IntoArguments};
+pub use caller::Caller;
+pub use clients::{CallerClients, ClientProxy, Groups, HubClients};
+pub use error::HubError;
+pub(crate) use method::{InvokeError, MethodDescriptor};
+
+use crate::auth::{JwtAuth, Policy};
+use crate::context::HubContext;
+use crate::lifetime::{HubLifetimeManager, LocalLifetimeManager};
+use crate::options::{ConnectionOptions, HubOptions};
+
+type LifecycleHook = Arc<dyn Fn(Caller) -> BoxFuture<'static, Result<(), HubError>> + Send + Sync>;
+
+/// A hub: a named set of methods, its options, authentication and policies. Mount it with
+/// [`HubRouterExt::map_hub`](crate::HubRouterExt::map_hub). Cheap to clone.
+#[derive(Clone)]
+pub struct Hub {
+    pub(crate) inner: Arc<HubInner>,
+}
+
+pub(crate) struct HubInner {
+    pub(crate) name: String,
+    pub(crate) methods: HashMap<String, MethodDescriptor>,
+    pub(crate) on_connected: Option<LifecycleHook>,
+    pub(crate) on_disconnected: Option<LifecycleHook>,
+    pub(crate) options: HubOptions,
+    pub(crate) connection_options: ConnectionOptions,
+    pub(crate) policy: Policy,
+    pub(crate) auth: Option<JwtAuth>,
+    pub(crate) context: HubContext,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut methods: Vec<&String> = self.inner.methods.keys().collect();
+        methods.sort();
+        f.debug_struct("Hub")
+            .field("name", &self.inner.name)
+            .field("methods", &methods)
+            .field("policy", &self.inner.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hub {
+    /// Starts declaring a hub.
+    pub fn builder(name: impl Into<String>) -> HubBuilder {
+        HubBuilder::new(name.into())
+    }
+
+    /// The hub's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// A handle for sending to this hub's clients from outside hub methods.
+    pub fn context(&self) -> HubContext {
+        self.inner.context.clone()
+    }
+
+    /// The hub's options.
+    pub fn options(&self) -> &HubOptions {
+        &self.inner.options
+    }
+}
+
+/// Declares a hub.
+///
+/// ```
+/// use signalbox::{Caller, Hub, HubError, Policy};
+///
+/// let hub = Hub::builder("chat")
+///     .authorize(Policy::authenticated())
+///     .method("Send", |caller: Caller, (message,): (String,)| async move {
+///         let user = caller.user_id().unwrap_or("anonymous").to_owned();
+///         caller.clients().all().send("ReceiveMessage", (user, message)).await?;
+///         Ok::<_, HubError>(())
+///     })
+///     .build();
+/// assert_eq!(hub.name(), "chat");
+/// ```
+pub struct HubBuilder {
+    name: String,
+    methods: HashMap<String, MethodDescriptor>,
+    on_connected: Option<LifecycleHook>,
+    on_disconnected: Option<LifecycleHook>,
+    options: HubOptions,
+    connection_options: ConnectionOptions,
+    policy: Policy,
+    auth: Option<JwtAuth>,
+    lifetime: Option<Arc<dyn HubLifetimeManager>>,
+}
+
+impl std::fmt::Debug for HubBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubBuilder")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HubBuilder {
+    fn new(name: String) -> Self {
+        Self {
+            name,
+            methods: HashMap::new(),
+            on_connected: None,
+            on_disconnected: None,
+            options: HubOptions::default(),
+            connection_options: ConnectionOptions::default(),
+            policy: Policy::anonymous(),
+            auth: None,
+            lifetime: None,
+        }
+    }
+
+    /// Adds a method clients can invoke. Names are matched case-insensitively; the handler takes the
+    /// [`Caller`] and its arguments as a tuple (`()` for none) and returns a serialisable result
+    /// (`()` sends `result: null`).
+    pub fn method<A, R, F, Fut>(mut self, name: &str, handler: F) -> Self
+    where
+        F: Fn(Caller, A) -> Fut + Send + Sync + 'static,
+        A: HubArgs,
+        Fut: Future<Output = Result<R, HubError>> + Send + 'static,
+        R: Serialize + Send + Sync + 'static,
+    {
+        self.methods
+            .insert(name.to_lowercase(), MethodDescriptor::new(handler));
+        self
+    }
+
+    /// Requires `policy` for method `name` (declared before or after), on top of the hub's policy.
+    /// A caller that fails it gets an error completion; the connection stays open.
+    pub fn method_policy(mut self, name: &str, policy: Policy) -> Self {
+        if let Some(method) = self.methods.get_mut(&name.to_lowercase()) {
+            method.policy = Some(policy);
+        } else {
+            tracing::warn!(target: "signalbox::hub", method = name, "policy for an undeclared method ignored");
+        }
+        self
+    }
+
+    /// Runs when a connection has completed its handshake. An error closes the connection.
+    pub fn on_connected<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(Caller) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HubError>> + Send + 'static,
+    {
+        self.on_connected = Some(Arc::new(move |caller| hook(caller).boxed()));
+        self
+    }
+
+    /// Runs when a connection has ended.
+    pub fn on_disconnected<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(Caller) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HubError>> + Send + 'static,
+    {
+        self.on_disconnected = Some(Arc::new(move |caller| hook(caller).boxed()));
+        self
+    }
+
+    /// Requires `policy` to negotiate and connect (like `[Authorize]` on the hub class).
+    pub fn authorize(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Validates bearer tokens with `auth` on this hub's routes.
+    pub fn authentication(mut self, auth: JwtAuth) -> Self {
+        self.auth = Some(auth);
+        self
+    }
+
+    /// Replaces the hub options.
+    pub fn options(mut self, options: HubOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Replaces the connection (transport) options.
+    pub fn connection_options(mut self, options: ConnectionOptions) -> Self {
+        self.connection_options = options;
+        self
+    }
+
+    /// Uses another lifetime manager (for example a backplane). Defaults to
+    /// [`LocalLifetimeManager`].
+    pub fn lifetime_manager(mut self, lifetime: Arc<dyn HubLifetimeManager>) -> Self {
+        self.lifetime = Some(lifetime);
+        self
+    }
+
+    /// Finishes the hub.
+    pub fn build(self) -> Hub {
+        let lifetime = self
+            .lifetime
+            .unwrap_or_else(|| Arc::new(LocalLifetimeManager::new()));
+        Hub {
+            inner: Arc::new(HubInner {
+                name: self.name,
+                methods: self.methods,
+                on_connected: self.on_connected,
+                on_disconnected: self.on_disconnected,
+                options: self.options,
+                connection_options: self.connection_options,
+                policy: self.policy,
+                auth: self.auth,
+                context: HubContext::new(lifetime),
+            }),
+        }
+    }
+}

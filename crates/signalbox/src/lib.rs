@@ -1,0 +1,52 @@
+//! signalbox: an ASP.NET Core SignalR compatible server for axum.
+//!
+//! The official SignalR clients (`@microsoft/signalr` and the .NET, Java and Python clients)
+//! connect unchanged. Declare a [`Hub`] with typed async methods, mount it with
+//! [`HubRouterExt::map_hub`], and send to clients from anywhere through a [`HubContext`].
+//!
+//! ## Layout
+//!
+//! * [`auth`]: JWT bearer tokens ([`JwtAuth`]), the [`Principal`] of a connection, [`Policy`].
+//! * `connection`: negotiate, the connection table and the transports (bytes only).
+//! * [`hub`]: hubs, methods, the caller, clients and groups, and the per-connection loop.
+//! * [`lifetime`]: routing to all, groups, users and connections ([`HubLifetimeManager`]).
+//! * [`HubContext`]: sending from outside hub methods.
+//!
+//! ```no_run
+//! use axum::Router;
+//! use signalbox::{Caller, Hub, HubError, HubRouterExt, JwtAuth, Policy};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let hub = Hub::builder("chat")
+//!     .authentication(JwtAuth::hs256("a secret of at least thirty-two bytes!")?)
+//!     .authorize(Policy::authenticated())
+//!     .method("Send", |caller: Caller, (message,): (String,)| async move {
+//!         let user = caller.user_id().unwrap_or_default().to_owned();
+//!         caller.clients().all().send("ReceiveMessage", (user, message)).await?;
+//!         Ok::<_, HubError>(())
+//!     })
+//!     .build();
+//! let app: Router = Router::new().map_hub("/hubs/chat", hub);
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:5000").await?;
+//! axum::serve(listener, app).await?;
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod auth;
+mod connection;
+mod context;
+pub mod hub;
+pub mod lifetime;
+mod options;
+mod router;
+
+pub use auth::{JwtAuth, Policy, Principal};
+pub use connection::{HttpRequestInfo, redact_query};
+pub use context::HubContext;
+pub use hub::{Caller, Hub, HubBuilder, HubError};
+pub use lifetime::{HubLifetimeManager, LocalLifetimeManager, Target};
+pub use options::{ConnectionOptions, HubOptions};
+pub use router::HubRouterExt;
+pub use signalbox_protocol as protocol;
+pub use signalbox_protocol::{Protocol, TransportType};

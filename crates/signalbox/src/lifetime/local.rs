@@ -1,0 +1,409 @@
+//! The in-memory lifetime manager (SignalR's `DefaultHubLifetimeManager`).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use futures_util::future::{BoxFuture, FutureExt};
+
+use super::{ConnectionHandle, HubLifetimeManager, SendError, SerializedMessage, Target};
+
+/// Keeps connections, groups and users of one node in memory.
+///
+/// A message is encoded once per protocol (lazily, at the first recipient using it) and the frame is
+/// queued to each recipient without waiting; a recipient whose queue is full is closed, the others
+/// are unaffected.
+#[derive(Debug, Default)]
+pub struct LocalLifetimeManager {
+    connections: DashMap<Arc<str>, Entry>,
+    groups: DashMap<String, HashSet<Arc<str>>>,
+    users: DashMap<Arc<str>, HashSet<Arc<str>>>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    handle: ConnectionHandle,
+    groups: HashSet<String>,
+}
+
+impl LocalLifetimeManager {
+    /// An empty manager.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The number of connections on this node.
+    pub fn connection_count(&self) -> usize {
+        self.connections.len()
+    }
+
+    /// The handle of a local connection.
+    pub fn connection(&self, connection_id: &str) -> Option<ConnectionHandle> {
+        self.connections
+            .get(connection_id)
+            .map(|e| e.handle.clone())
+    }
+
+    /// Whether a local connection is in a group.
+    pub fn is_in_group(&self, connection_id: &str, group: &str) -> bool {
+        self.groups
+            .get(group)
+            .is_some_and(|members| members.contains(connection_id))
+    }
+
+    /// Handles of the recipients of `target` on this node.
+    pub fn recipients(&self, target: &Target) -> Vec<ConnectionHandle> {
+        let by_ids = |ids: &mut dyn Iterator<Item = &str>| -> Vec<ConnectionHandle> {
+            ids.filter_map(|id| self.connections.get(id).map(|e| e.handle.clone()))
+                .collect()
+        };
+        match target {
+            Target::All => self.connections.iter().map(|e| e.handle.clone()).collect(),
+            Target::AllExcept(excluded) => self
+                .connections
+                .iter()
+                .filter(|e| !excluded.iter().any(|x| **x == *e.handle.id))
+                .map(|e| e.handle.clone())
+                .collect(),
+            Target::Connection(id) => by_ids(&mut std::iter::once(id.as_str())),
+            Target::Connections(ids) => by_ids(&mut ids.iter().map(String::as_str)),
+            Target::Group(group) => self.group_members(group, &[]),
+            Target::Groups(groups) => groups
+                .iter()
+                .flat_map(|g| self.group_members(g, &[]))
+                .collect(),
+            Target::GroupExcept(group, excluded) => self.group_members(group, excluded),
+            Target::User(user) => self.user_connections(user),
+            Target::Users(users) => users
+                .iter()
+                .flat_map(|u| self.user_connections(u))
+                .collect(),
+        }
+    }
+
+    fn group_members(&self, group: &str, excluded: &[String]) -> Vec<ConnectionHandle> {
+        let ids: Vec<Arc<str>> = match self.groups.get(group) {
+            Some(members) => members
+                .iter()
+                .filter(|id| !excluded.iter().any(|x| **x == ***id))
+                .cloned()
+                .collect(),
+            None => return Vec::new(),
+        };
+        ids.iter()
+            .filter_map(|id| self.connections.get(id).map(|e| e.handle.clone()))
+            .collect()
+    }
+
+    fn user_connections(&self, user: &str) -> Vec<ConnectionHandle> {
+        let ids: Vec<Arc<str>> = match self.users.get(user) {
+            Some(ids) => ids.iter().cloned().collect(),
+            None => return Vec::new(),
+        };
+        ids.iter()
+            .filter_map(|id| self.connections.get(id).map(|e| e.handle.clone()))
+            .collect()
+    }
+
+    /// Sends synchronously to the local recipients of `target`; returns how many were queued.
+    pub fn send_local(&self, target: &Target, message: &SerializedMessage) -> usize {
+        self.recipients(target)
+            .iter()
+            .filter(|handle| handle.send_message(message))
+            .count()
+    }
+
+    fn add(&self, handle: ConnectionHandle) {
+        let id: Arc<str> = Arc::from(handle.id());
+        if let Some(user) = handle.user_id() {
+            self.users
+                .entry(Arc::from(user))
+                .or_default()
+                .insert(id.clone());
+        }
+        self.connections.insert(
+            id,
+            Entry {
+                handle,
+                groups: HashSet::new(),
+            },
+        );
+    }
+
+    fn remove(&self, connection_id: &str) {
+        let Some((id, entry)) = self.connections.remove(connection_id) else {
+            return;
+        };
+        for group in &entry.groups {
+            self.groups.remove_if_mut(group, |_, members| {
+                members.remove(&id);
+                members.is_empty()
+            });
+        }
+        if let Some(user) = entry.handle.user_id() {
+            self.users.remove_if_mut(user, |_, ids| {
+                ids.remove(&id);
+                ids.is_empty()
+            });
+        }
+    }
+
+    /// Adds a local connection to a group; returns `false` if the connection is not on this node.
+    pub fn add_local_to_group(&self, connection_id: &str, group: &str) -> bool {
+        let Some(mut entry) = self.connections.get_mut(connection_id) else {
+            return false;
+        };
+        let id: Arc<str> = Arc::from(entry.handle.id());
+        entry.groups.insert(group.to_owned());
+        drop(entry);
+        self.groups.entry(group.to_owned()).or_default().insert(id);
+        true
+    }
+
+    /// Removes a local connection from a group; returns `false` if the connection is not on this
+    /// node.
+    pub fn remove_local_from_group(&self, connection_id: &str, group: &str) -> bool {
+        let Some(mut entry) = self.connections.get_mut(connection_id) else {
+            return false;
+        };
+        entry.groups.remove(group);
+        drop(entry);
+        self.groups.remove_if_mut(group, |_, members| {
+            members.remove(connection_id);
+            members.is_empty()
+        });
+        true
+    }
+}
+
+fn check_groups(target: &Target) -> Result<(), SendError> {
+    let empty = match target {
+        Target::Group(g) | Target::GroupExcept(g, _) => g.is_empty(),
+        Target::Groups(gs) => gs.iter().any(String::is_empty),
+        _ => false,
+    };
+    if empty {
+        Err(SendError::EmptyGroupName)
+    } else {
+        Ok(())
+    }
+}
+
+impl HubLifetimeManager for LocalLifetimeManager {
+    fn on_connected(&self, connection: ConnectionHandle) -> BoxFuture<'_, ()> {
+        self.add(connection);
+        async {}.boxed()
+    }
+
+    fn on_disconnected<'a>(&'a self, connection_id: &'a str) -> BoxFuture<'a, ()> {
+        self.remove(connection_id);
+        async {}.boxed()
+    }
+
+    fn send(
+        &self,
+        target: Target,
+        message: Arc<SerializedMessage>,
+    ) -> BoxFuture<'_, Result<(), SendError>> {
+        let result = check_groups(&target).map(|()| {
+            self.send_local(&target, &message);
+        });
+        async move { result }.boxed()
+    }
+
+    fn add_to_group<'a>(
+        &'a self,
+        connection_id: &'a str,
+        group: &'a str,
+    ) -> BoxFuture<'a, Result<(), SendError>> {
+        let result = if group.is_empty() {
+            Err(SendError::EmptyGroupName)
+        } else {
+            self.add_local_to_group(connection_id, group);
+            Ok(())
+        };
+        async move { result }.boxed()
+    }
+
+    fn remove_from_group<'a>(
+        &'a self,
+        connection_id: &'a str,
+        group: &'a str,
+    ) -> BoxFuture<'a, Result<(), SendError>> {
+        let result = if group.is_empty() {
+            Err(SendError::EmptyGroupName)
+        } else {
+            self.remove_local_from_group(connection_id, group);
+            Ok(())
+        };
+        async move { result }.boxed()
+    }
+
+    fn abort_connection<'a>(&'a self, connection_id: &'a str) -> BoxFuture<'a, ()> {
+        if let Some(entry) = self.connections.get(connection_id) {
+            entry.handle.abort();
+        }
+        async {}.boxed()
+    }
+
+    fn local_connection_ids(&self) -> Vec<String> {
+        self.connections
+            .iter()
+            .map(|e| e.handle.id().to_owned())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use signalbox_protocol::{HubMessage, Invocation, Payload, Protocol};
+    use tokio::sync::mpsc;
+    use tokio_util::sync::CancellationToken;
+
+    struct Conn {
+        rx: mpsc::Receiver<Bytes>,
+        abort: CancellationToken,
+    }
+
+    fn connect(
+        m: &LocalLifetimeManager,
+        id: &str,
+        user: Option<&str>,
+        protocol: Protocol,
+        cap: usize,
+    ) -> Conn {
+        let (tx, rx) = mpsc::channel(cap);
+        let abort = CancellationToken::new();
+        m.add(ConnectionHandle::new(
+            Arc::from(id),
+            user.map(Arc::from),
+            protocol,
+            tx,
+            abort.clone(),
+        ));
+        Conn { rx, abort }
+    }
+
+    fn msg(text: &str) -> SerializedMessage {
+        SerializedMessage::new(HubMessage::Invocation(Invocation::new(
+            "M",
+            vec![Payload::new(text.to_owned())],
+        )))
+    }
+
+    fn received(conn: &mut Conn) -> usize {
+        let mut n = 0;
+        while conn.rx.try_recv().is_ok() {
+            n += 1;
+        }
+        n
+    }
+
+    #[test]
+    fn routes_every_target_type() {
+        let m = LocalLifetimeManager::new();
+        let mut a1 = connect(&m, "a1", Some("alice"), Protocol::Json, 8);
+        let mut a2 = connect(&m, "a2", Some("alice"), Protocol::MessagePack, 8);
+        let mut b = connect(&m, "b", Some("bob"), Protocol::Json, 8);
+        let mut anon = connect(&m, "x", None, Protocol::Json, 8);
+        m.add_local_to_group("a1", "g");
+        m.add_local_to_group("b", "g");
+
+        let cases: Vec<(Target, [usize; 4])> = vec![
+            (Target::All, [1, 1, 1, 1]),
+            (
+                Target::AllExcept(vec!["a1".into(), "x".into()]),
+                [0, 1, 1, 0],
+            ),
+            (Target::Connection("b".into()), [0, 0, 1, 0]),
+            (
+                Target::Connections(vec!["a2".into(), "x".into(), "nope".into()]),
+                [0, 1, 0, 1],
+            ),
+            (Target::Group("g".into()), [1, 0, 1, 0]),
+            (
+                Target::Groups(vec!["g".into(), "none".into()]),
+                [1, 0, 1, 0],
+            ),
+            (
+                Target::GroupExcept("g".into(), vec!["b".into()]),
+                [1, 0, 0, 0],
+            ),
+            (Target::User("alice".into()), [1, 1, 0, 0]),
+            (Target::User("Alice".into()), [0, 0, 0, 0]),
+            (
+                Target::Users(vec!["alice".into(), "bob".into()]),
+                [1, 1, 1, 0],
+            ),
+        ];
+        for (target, expected) in cases {
+            m.send_local(&target, &msg("hi"));
+            let got = [
+                received(&mut a1),
+                received(&mut a2),
+                received(&mut b),
+                received(&mut anon),
+            ];
+            assert_eq!(got, expected, "target {target:?}");
+        }
+    }
+
+    #[test]
+    fn groups_are_case_sensitive_and_left_on_disconnect() {
+        let m = LocalLifetimeManager::new();
+        let mut a = connect(&m, "a", None, Protocol::Json, 8);
+        m.add_local_to_group("a", "Room");
+        m.send_local(&Target::Group("room".into()), &msg("x"));
+        assert_eq!(received(&mut a), 0);
+        m.send_local(&Target::Group("Room".into()), &msg("x"));
+        assert_eq!(received(&mut a), 1);
+        m.remove_local_from_group("a", "Room");
+        m.send_local(&Target::Group("Room".into()), &msg("x"));
+        assert_eq!(received(&mut a), 0);
+        m.add_local_to_group("a", "Room");
+        m.remove("a");
+        assert!(m.groups.is_empty());
+        assert!(m.connections.is_empty());
+        assert!(
+            !m.add_local_to_group("a", "Room"),
+            "unknown connections are ignored"
+        );
+    }
+
+    #[test]
+    fn a_full_queue_closes_only_that_connection() {
+        let m = LocalLifetimeManager::new();
+        let slow = connect(&m, "slow", None, Protocol::Json, 1);
+        let mut fast = connect(&m, "fast", None, Protocol::Json, 8);
+        m.send_local(&Target::All, &msg("1"));
+        assert!(!slow.abort.is_cancelled());
+        m.send_local(&Target::All, &msg("2"));
+        assert!(slow.abort.is_cancelled());
+        assert!(!fast.abort.is_cancelled());
+        assert_eq!(received(&mut fast), 2);
+    }
+
+    #[test]
+    fn frames_are_shared_between_recipients_of_one_protocol() {
+        let m = LocalLifetimeManager::new();
+        let mut a = connect(&m, "a", None, Protocol::Json, 8);
+        let mut b = connect(&m, "b", None, Protocol::Json, 8);
+        m.send_local(&Target::All, &msg("x"));
+        let fa = a.rx.try_recv().unwrap();
+        let fb = b.rx.try_recv().unwrap();
+        assert_eq!(fa.as_ptr(), fb.as_ptr());
+    }
+
+    #[tokio::test]
+    async fn empty_group_names_are_rejected() {
+        let m = LocalLifetimeManager::new();
+        assert!(matches!(
+            m.send(Target::Group(String::new()), Arc::new(msg("x")))
+                .await,
+            Err(SendError::EmptyGroupName)
+        ));
+        assert!(m.add_to_group("a", "").await.is_err());
+    }
+}

@@ -1,0 +1,167 @@
+//! Routing messages to connections: all, groups, users, single connections (SignalR's
+//! `HubLifetimeManager`). [`LocalLifetimeManager`] keeps everything in memory; a backplane
+//! implements the same trait across nodes.
+
+mod local;
+mod serialized;
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use signalbox_protocol::Protocol;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use local::LocalLifetimeManager;
+pub use serialized::SerializedMessage;
+
+/// Who a message goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Target {
+    /// Every connection of the hub.
+    All,
+    /// Every connection except these connection ids.
+    AllExcept(Vec<String>),
+    /// One connection id.
+    Connection(String),
+    /// Several connection ids.
+    Connections(Vec<String>),
+    /// The members of a group.
+    Group(String),
+    /// The members of several groups (a connection in two of them receives the message twice).
+    Groups(Vec<String>),
+    /// The members of a group except these connection ids.
+    GroupExcept(String, Vec<String>),
+    /// Every connection of a user.
+    User(String),
+    /// Every connection of several users.
+    Users(Vec<String>),
+}
+
+/// Errors from sending through a lifetime manager.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// A group name was empty.
+    #[error("group names must not be empty")]
+    EmptyGroupName,
+    /// The message could not be serialised.
+    #[error("the message could not be serialised: {0}")]
+    Serialize(String),
+    /// The backplane failed.
+    #[error("backplane error: {0}")]
+    Backplane(String),
+}
+
+/// What the lifetime manager knows of one local connection: where to write its frames.
+#[derive(Clone)]
+pub struct ConnectionHandle {
+    id: Arc<str>,
+    user_id: Option<Arc<str>>,
+    protocol: Protocol,
+    outbound: mpsc::Sender<Bytes>,
+    abort: CancellationToken,
+}
+
+impl fmt::Debug for ConnectionHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectionHandle")
+            .field("id", &self.id)
+            .field("user_id", &self.user_id)
+            .field("protocol", &self.protocol)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConnectionHandle {
+    pub(crate) fn new(
+        id: Arc<str>,
+        user_id: Option<Arc<str>>,
+        protocol: Protocol,
+        outbound: mpsc::Sender<Bytes>,
+        abort: CancellationToken,
+    ) -> Self {
+        Self {
+            id,
+            user_id,
+            protocol,
+            outbound,
+            abort,
+        }
+    }
+
+    /// The public connection id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The connection's user id, if authenticated.
+    pub fn user_id(&self) -> Option<&str> {
+        self.user_id.as_deref()
+    }
+
+    /// The connection's hub protocol.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// Queues a frame without waiting. A full queue marks the connection as a slow consumer and
+    /// closes it; a closed one means the connection is gone. Returns whether the frame was queued.
+    pub fn try_send(&self, frame: Bytes) -> bool {
+        match self.outbound.try_send(frame) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(target: "signalbox::hub", connection_id = %self.id, "outbound queue full; closing slow connection");
+                self.abort.cancel();
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Sends a serialised message in this connection's protocol.
+    pub fn send_message(&self, message: &SerializedMessage) -> bool {
+        match message.bytes(self.protocol) {
+            Some(frame) => self.try_send(frame),
+            None => false,
+        }
+    }
+
+    /// Asks the connection to close.
+    pub fn abort(&self) {
+        self.abort.cancel();
+    }
+}
+
+/// Routes messages to connections and keeps group and user membership.
+pub trait HubLifetimeManager: Send + Sync + 'static {
+    /// A connection finished its handshake on this node.
+    fn on_connected(&self, connection: ConnectionHandle) -> BoxFuture<'_, ()>;
+    /// A connection of this node ended; it leaves all its groups.
+    fn on_disconnected<'a>(&'a self, connection_id: &'a str) -> BoxFuture<'a, ()>;
+    /// Sends a message to a target.
+    fn send(
+        &self,
+        target: Target,
+        message: Arc<SerializedMessage>,
+    ) -> BoxFuture<'_, Result<(), SendError>>;
+    /// Adds a connection to a group (idempotent; unknown connections are ignored).
+    fn add_to_group<'a>(
+        &'a self,
+        connection_id: &'a str,
+        group: &'a str,
+    ) -> BoxFuture<'a, Result<(), SendError>>;
+    /// Removes a connection from a group (idempotent).
+    fn remove_from_group<'a>(
+        &'a self,
+        connection_id: &'a str,
+        group: &'a str,
+    ) -> BoxFuture<'a, Result<(), SendError>>;
+    /// Asks a connection to close, wherever it is.
+    fn abort_connection<'a>(&'a self, connection_id: &'a str) -> BoxFuture<'a, ()>;
+    /// Ids of the connections on this node.
+    fn local_connection_ids(&self) -> Vec<String>;
+}

@@ -1,0 +1,78 @@
+//! Options for hubs and for the HTTP connection layer, with the ASP.NET Core SignalR defaults.
+
+use std::time::Duration;
+
+use signalbox_protocol::{Protocol, TransportType};
+
+/// Per-hub options (ASP.NET Core `HubOptions`).
+#[derive(Debug, Clone)]
+pub struct HubOptions {
+    /// Interval between server pings. Defaults to 15 seconds.
+    pub keep_alive_interval: Duration,
+    /// A client that sent nothing for this long (counted from its first message) is closed.
+    /// Defaults to 30 seconds.
+    pub client_timeout_interval: Duration,
+    /// Time allowed for the handshake. Defaults to 15 seconds.
+    pub handshake_timeout: Duration,
+    /// Largest hub message a client may send, in bytes; `None` = unlimited. Defaults to 32 KiB.
+    pub maximum_receive_message_size: Option<usize>,
+    /// Send exception details to clients in errors. Defaults to `false`.
+    pub enable_detailed_errors: bool,
+    /// Hub invocations one client may run at once. Defaults to 1.
+    pub maximum_parallel_invocations_per_client: usize,
+    /// Hub protocols accepted. Defaults to JSON and MessagePack.
+    pub supported_protocols: Vec<Protocol>,
+    /// Frames queued for one connection before it counts as a slow consumer and is closed.
+    /// Defaults to 1024.
+    pub outbound_queue_capacity: usize,
+}
+
+impl Default for HubOptions {
+    fn default() -> Self {
+        Self {
+            keep_alive_interval: Duration::from_secs(15),
+            client_timeout_interval: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(15),
+            maximum_receive_message_size: Some(32 * 1024),
+            enable_detailed_errors: false,
+            maximum_parallel_invocations_per_client: 1,
+            supported_protocols: Protocol::ALL.to_vec(),
+            outbound_queue_capacity: 1024,
+        }
+    }
+}
+
+/// Options of the HTTP connection layer of one hub endpoint (ASP.NET Core
+/// `HttpConnectionDispatcherOptions`).
+#[derive(Debug, Clone)]
+pub struct ConnectionOptions {
+    /// Transports offered, in the order clients should try them. Defaults to WebSockets only
+    /// until more transports are enabled.
+    pub transports: Vec<TransportType>,
+    /// Lowest negotiate version accepted. Defaults to 0.
+    pub minimum_negotiate_version: u32,
+    /// A negotiated connection that no transport picks up within this time is discarded.
+    /// Defaults to 15 seconds.
+    pub disconnect_timeout: Duration,
+    /// WebSocket read buffer per connection, in bytes. Defaults to 4 KiB (tungstenite's own default
+    /// is 128 KiB, allocated up front for every connection).
+    pub websocket_read_buffer_size: usize,
+    /// WebSocket write buffer per connection, in bytes. Defaults to 4 KiB.
+    pub websocket_write_buffer_size: usize,
+    /// Largest WebSocket message accepted, in bytes. Defaults to 1 MiB; hub messages are limited
+    /// separately by [`HubOptions::maximum_receive_message_size`].
+    pub websocket_max_message_size: usize,
+}
+
+impl Default for ConnectionOptions {
+    fn default() -> Self {
+        Self {
+            transports: vec![TransportType::WebSockets],
+            minimum_negotiate_version: 0,
+            disconnect_timeout: Duration::from_secs(15),
+            websocket_read_buffer_size: 4 * 1024,
+            websocket_write_buffer_size: 4 * 1024,
+            websocket_max_message_size: 1024 * 1024,
+        }
+    }
+}

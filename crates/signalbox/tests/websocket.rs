@@ -1,0 +1,532 @@
+//! The hub over real WebSockets with a raw client: negotiate, handshake, dispatch, errors,
+//! policies, keep-alive, timeouts and bad input, in both protocols.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::Duration;
+
+use axum::Router;
+use common::{Client, SECRET, http, serve, token, ws_connect};
+use serde_json::{Value, json};
+use signalbox::protocol::{CompletionOutcome, HubMessage, Payload, Protocol};
+use signalbox::{Caller, Hub, HubError, HubOptions, HubRouterExt, JwtAuth, Policy};
+
+fn test_hub(options: HubOptions) -> Hub {
+    Hub::builder("test")
+        .authentication(JwtAuth::hs256(SECRET).unwrap())
+        .authorize(Policy::authenticated())
+        .options(options)
+        .method("Echo", |_c: Caller, (v,): (Value,)| async move {
+            Ok::<_, HubError>(v)
+        })
+        .method(
+            "Void",
+            |_c: Caller, ()| async move { Ok::<_, HubError>(()) },
+        )
+        .method("Add", |_c: Caller, (a, b): (i64, i64)| async move {
+            Ok::<_, HubError>(a + b)
+        })
+        .method("WhoAmI", |c: Caller, ()| async move {
+            Ok::<_, HubError>(c.user_id().map(str::to_owned))
+        })
+        .method("Secret", |_c: Caller, ()| async move {
+            Ok::<_, HubError>("granted")
+        })
+        .method_policy(
+            "Secret",
+            Policy::require_claim_value("permission", ["notify"]),
+        )
+        .method("Fail", |_c: Caller, (m,): (String,)| async move {
+            Err::<(), _>(HubError::new(m))
+        })
+        .method("Crash", |_c: Caller, ()| async move {
+            Err::<(), _>(HubError::exception("InvalidOperationException", "hidden"))
+        })
+        .method("Broadcast", |c: Caller, (m,): (String,)| async move {
+            c.clients().all().send("Message", (m,)).await?;
+            Ok::<_, HubError>(())
+        })
+        .method("Abort", |c: Caller, ()| async move {
+            c.abort();
+            Ok::<_, HubError>(())
+        })
+        .build()
+}
+
+async fn server(options: HubOptions) -> std::net::SocketAddr {
+    serve(Router::new().map_hub("/hub", test_hub(options))).await
+}
+
+fn p(v: Value) -> Payload {
+    Payload::new(v)
+}
+
+fn result_json(outcome: CompletionOutcome) -> Value {
+    match outcome {
+        CompletionOutcome::Result(p) => p.deserialize().unwrap(),
+        other => panic!("expected a result, got {other:?}"),
+    }
+}
+
+fn error_text(outcome: CompletionOutcome) -> String {
+    match outcome {
+        CompletionOutcome::Error(e) => e,
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn negotiate_versions_and_errors() {
+    let addr = server(HubOptions::default()).await;
+    let auth = format!("Bearer {}", token(json!({"sub": "a"})));
+    let h = [("Authorization", auth.as_str())];
+
+    let v1 = http(addr, "POST", "/hub/negotiate?negotiateVersion=1", &h, b"").await;
+    assert_eq!(v1.status, 200);
+    assert_eq!(v1.header("content-type"), Some("application/json"));
+    let body = v1.json();
+    assert_eq!(body["negotiateVersion"], 1);
+    assert_eq!(body["connectionId"].as_str().unwrap().len(), 22);
+    assert_ne!(body["connectionId"], body["connectionToken"]);
+    assert!(body.get("useStatefulReconnect").is_none());
+    assert_eq!(
+        body["availableTransports"],
+        json!([{"transport": "WebSockets", "transferFormats": ["Text", "Binary"]}])
+    );
+
+    let v0 = http(addr, "POST", "/hub/negotiate", &h, b"").await.json();
+    assert_eq!(v0["negotiateVersion"], 0);
+    assert!(v0.get("connectionToken").is_none());
+
+    let clamped = http(addr, "POST", "/hub/negotiate?NEGOTIATEVERSION=7", &h, b"")
+        .await
+        .json();
+    assert_eq!(clamped["negotiateVersion"], 1);
+
+    let bad = http(addr, "POST", "/hub/negotiate?negotiateVersion=abc", &h, b"").await;
+    assert_eq!(bad.status, 200);
+    assert_eq!(
+        bad.json(),
+        json!({"error": "The client requested a non-integer protocol version."})
+    );
+
+    let get = http(addr, "GET", "/hub/negotiate", &h, b"").await;
+    assert_eq!(get.status, 405);
+}
+
+#[tokio::test]
+async fn unauthenticated_requests_get_an_empty_401() {
+    let addr = server(HubOptions::default()).await;
+    let none = http(addr, "POST", "/hub/negotiate?negotiateVersion=1", &[], b"").await;
+    assert_eq!(none.status, 401);
+    assert!(none.body.is_empty());
+    assert_eq!(none.header("www-authenticate"), Some("Bearer"));
+
+    let expired = token(json!({"sub": "a", "exp": common::now() - 3600}));
+    let auth = format!("Bearer {expired}");
+    let r = http(
+        addr,
+        "POST",
+        "/hub/negotiate?negotiateVersion=1",
+        &[("Authorization", &auth)],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Bearer error=\"invalid_token\"")
+    );
+
+    // The WebSocket upgrade itself is refused too.
+    assert!(ws_connect(addr, "/hub", None).await.is_err());
+}
+
+#[tokio::test]
+async fn access_token_query_is_accepted_on_hub_routes() {
+    let addr = server(HubOptions::default()).await;
+    let t = token(json!({"sub": "q-user"}));
+    let n = http(
+        addr,
+        "POST",
+        &format!("/hub/negotiate?negotiateVersion=1&access_token={t}"),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(n.status, 200);
+    let id = n.json()["connectionToken"].as_str().unwrap().to_owned();
+    let ws = ws_connect(addr, &format!("/hub?id={id}&access_token={t}"), None)
+        .await
+        .unwrap();
+    let mut client = Client::raw(ws, Protocol::Json);
+    client.handshake(1).await.unwrap();
+    assert_eq!(
+        result_json(client.invoke("whoami", vec![]).await),
+        json!("q-user")
+    );
+}
+
+#[tokio::test]
+async fn invocations_in_both_protocols() {
+    let addr = server(HubOptions::default()).await;
+    let t = token(json!({"sub": "alice"}));
+    for protocol in Protocol::ALL {
+        let mut c = Client::connect(addr, "/hub", Some(&t), protocol).await;
+        assert_eq!(
+            result_json(c.invoke("Echo", vec![p(json!("hi"))]).await),
+            json!("hi"),
+            "{protocol:?}"
+        );
+        let nested = json!({"a": [1, 2, {"b": null}], "c": "ü"});
+        assert_eq!(
+            result_json(c.invoke("echo", vec![p(nested.clone())]).await),
+            nested
+        );
+        assert_eq!(
+            result_json(c.invoke("ADD", vec![p(json!(2)), p(json!(40))]).await),
+            json!(42)
+        );
+        assert_eq!(
+            result_json(c.invoke("Void", vec![]).await),
+            Value::Null,
+            "void methods send result: null"
+        );
+        assert_eq!(
+            result_json(c.invoke("WhoAmI", vec![]).await),
+            json!("alice")
+        );
+    }
+}
+
+#[tokio::test]
+async fn error_completions_keep_the_connection() {
+    let addr = server(HubOptions::default()).await;
+    let t = token(json!({"sub": "alice"}));
+    for protocol in Protocol::ALL {
+        let mut c = Client::connect(addr, "/hub", Some(&t), protocol).await;
+        assert_eq!(
+            error_text(c.invoke("Nope", vec![]).await),
+            "Unknown hub method 'Nope'"
+        );
+        assert_eq!(
+            error_text(c.invoke("Fail", vec![p(json!("boom"))]).await),
+            "An unexpected error occurred invoking 'Fail' on the server. HubException: boom"
+        );
+        assert_eq!(
+            error_text(c.invoke("Crash", vec![]).await),
+            "An unexpected error occurred invoking 'Crash' on the server."
+        );
+        assert_eq!(
+            error_text(c.invoke("Add", vec![p(json!(1))]).await),
+            "Failed to invoke 'Add' due to an error on the server."
+        );
+        assert_eq!(
+            error_text(c.invoke("Add", vec![p(json!("x")), p(json!(1))]).await),
+            "Failed to invoke 'Add' due to an error on the server."
+        );
+        assert_eq!(
+            error_text(c.invoke("Secret", vec![]).await),
+            "Failed to invoke 'Secret' because user is unauthorized"
+        );
+        assert_eq!(
+            result_json(c.invoke("Echo", vec![p(json!(1))]).await),
+            json!(1)
+        );
+    }
+    let granted = token(json!({"sub": "bob", "permission": ["read", "notify"]}));
+    let mut c = Client::connect(addr, "/hub", Some(&granted), Protocol::Json).await;
+    assert_eq!(
+        result_json(c.invoke("Secret", vec![]).await),
+        json!("granted")
+    );
+}
+
+#[tokio::test]
+async fn detailed_errors_include_the_exception() {
+    let addr = server(HubOptions {
+        enable_detailed_errors: true,
+        ..HubOptions::default()
+    })
+    .await;
+    let t = token(json!({"sub": "alice"}));
+    let mut c = Client::connect(addr, "/hub", Some(&t), Protocol::Json).await;
+    assert_eq!(
+        error_text(c.invoke("Crash", vec![]).await),
+        "An unexpected error occurred invoking 'Crash' on the server. InvalidOperationException: hidden"
+    );
+    assert_eq!(
+        error_text(c.invoke("Add", vec![p(json!(1))]).await),
+        "Failed to invoke 'Add' due to an error on the server. InvalidDataException: Invocation provides 1 argument(s) but target expects 2."
+    );
+}
+
+#[tokio::test]
+async fn broadcasts_reach_both_protocols() {
+    let addr = server(HubOptions::default()).await;
+    let t = token(json!({"sub": "alice"}));
+    let mut json_client = Client::connect(addr, "/hub", Some(&t), Protocol::Json).await;
+    let mut msgpack_client = Client::connect(addr, "/hub", Some(&t), Protocol::MessagePack).await;
+    let mut sender = Client::connect(addr, "/hub", Some(&t), Protocol::Json).await;
+    sender.invoke("Broadcast", vec![p(json!("hello"))]).await;
+    for c in [&mut json_client, &mut msgpack_client] {
+        loop {
+            match c.recv_non_ping().await.unwrap() {
+                HubMessage::Invocation(inv) if inv.target == "Message" => {
+                    assert!(inv.invocation_id.is_none());
+                    let v: String = inv.arguments[0].deserialize().unwrap();
+                    assert_eq!(v, "hello");
+                    break;
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn handshake_errors() {
+    let addr = server(HubOptions::default()).await;
+    let t = token(json!({"sub": "a"}));
+    let ws = ws_connect(addr, "/hub", Some(&t)).await.unwrap();
+    let mut c = Client::raw(ws, Protocol::Json);
+    c.send_raw(b"{\"protocol\":\"xml\",\"version\":1}\x1e".to_vec())
+        .await;
+    let mut buf = bytes::BytesMut::new();
+    let frame = loop {
+        use futures_util::StreamExt;
+        match c.ws.next().await.unwrap().unwrap() {
+            tokio_tungstenite::tungstenite::Message::Text(t) => break t,
+            _ => continue,
+        }
+    };
+    buf.extend_from_slice(frame.as_bytes());
+    let response = signalbox::protocol::parse_handshake_response(&mut buf)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        response,
+        Err("The protocol 'xml' is not supported.".to_owned())
+    );
+
+    let ws = ws_connect(addr, "/hub", Some(&t)).await.unwrap();
+    let mut c = Client::raw(ws, Protocol::Json);
+    assert_eq!(
+        c.handshake(3).await,
+        Err("The server does not support version 3 of the 'json' protocol.".to_owned())
+    );
+    let ws = ws_connect(addr, "/hub", Some(&t)).await.unwrap();
+    let mut c = Client::raw(ws, Protocol::MessagePack);
+    assert_eq!(c.handshake(2).await, Ok(()), "version 2 is accepted");
+}
+
+#[tokio::test]
+async fn skip_negotiation_unknown_ids_and_conflicts() {
+    let addr = server(HubOptions::default()).await;
+    let t = token(json!({"sub": "a"}));
+    // skipNegotiation: WebSocket without id.
+    let ws = ws_connect(addr, "/hub", Some(&t)).await.unwrap();
+    let mut c = Client::raw(ws, Protocol::Json);
+    c.handshake(1).await.unwrap();
+    assert_eq!(
+        result_json(c.invoke("Echo", vec![p(json!(5))]).await),
+        json!(5)
+    );
+
+    let unknown = http(
+        addr,
+        "GET",
+        "/hub?id=nope",
+        &[
+            ("Authorization", &format!("Bearer {t}")),
+            ("Connection", "Upgrade"),
+            ("Upgrade", "websocket"),
+            ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.text(), "No Connection with that ID");
+
+    let auth = format!("Bearer {t}");
+    let n = http(
+        addr,
+        "POST",
+        "/hub/negotiate?negotiateVersion=1",
+        &[("Authorization", &auth)],
+        b"",
+    )
+    .await
+    .json();
+    let id = n["connectionToken"].as_str().unwrap();
+    let _first = ws_connect(addr, &format!("/hub?id={id}"), Some(&t))
+        .await
+        .unwrap();
+    assert!(
+        ws_connect(addr, &format!("/hub?id={id}"), Some(&t))
+            .await
+            .is_err(),
+        "second socket for one id is refused"
+    );
+
+    let post = http(
+        addr,
+        "POST",
+        &format!("/hub?id={id}"),
+        &[("Authorization", &auth)],
+        b"x",
+    )
+    .await;
+    assert_eq!(post.status, 405);
+    assert_eq!(
+        post.text(),
+        "POST requests are not allowed for WebSocket connections."
+    );
+    let missing = http(addr, "POST", "/hub", &[("Authorization", &auth)], b"x").await;
+    assert_eq!(
+        (missing.status, missing.text().as_str()),
+        (400, "Connection ID required")
+    );
+    let lp = http(
+        addr,
+        "GET",
+        &format!("/hub?id={id}"),
+        &[("Authorization", &auth)],
+        b"",
+    )
+    .await;
+    assert_eq!(lp.status, 404);
+}
+
+async fn expect_close(c: &mut Client) -> signalbox::protocol::Close {
+    loop {
+        match c
+            .recv()
+            .await
+            .expect("socket closed without a Close message")
+        {
+            HubMessage::Close(close) => return close,
+            _ => continue,
+        }
+    }
+}
+
+#[tokio::test]
+async fn bad_input_closes_only_that_connection() {
+    let addr = server(HubOptions::default()).await;
+    let t = token(json!({"sub": "a"}));
+    let mut healthy = Client::connect(addr, "/hub", Some(&t), Protocol::Json).await;
+    for protocol in Protocol::ALL {
+        // Garbage after the handshake.
+        let mut c = Client::connect(addr, "/hub", Some(&t), protocol).await;
+        let garbage = match protocol {
+            Protocol::Json => b"{not json at all\x1e".to_vec(),
+            Protocol::MessagePack => vec![0x05, 0xc1, 0xc1, 0xc1, 0xc1, 0xc1],
+        };
+        c.send_raw(garbage).await;
+        let close = expect_close(&mut c).await;
+        assert!(
+            close
+                .error
+                .unwrap()
+                .starts_with("Connection closed with an error. InvalidDataException:")
+        );
+        assert!(
+            c.recv().await.is_none(),
+            "socket closes after the Close message"
+        );
+
+        // An oversized message.
+        let mut c = Client::connect(addr, "/hub", Some(&t), protocol).await;
+        let big = "x".repeat(40_000);
+        let invocation = signalbox::protocol::Invocation::new("Echo", vec![p(json!(big))]);
+        c.send(&HubMessage::Invocation(invocation)).await;
+        let close = expect_close(&mut c).await;
+        let error = close.error.unwrap();
+        assert!(
+            error.contains("The maximum message size of 32768B was exceeded"),
+            "{error}"
+        );
+
+        assert_eq!(
+            result_json(healthy.invoke("Echo", vec![p(json!("still here"))]).await),
+            json!("still here")
+        );
+    }
+    // Random bytes in many shapes never take the server down.
+    let mut seed = 0x1234_5678u64;
+    for _ in 0..20 {
+        let ws = ws_connect(addr, "/hub", Some(&t)).await.unwrap();
+        let mut c = Client::raw(ws, Protocol::Json);
+        let mut bytes = Vec::new();
+        for _ in 0..(seed % 300) {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            bytes.push((seed & 0xff) as u8);
+        }
+        c.send_raw(bytes).await;
+        drop(c);
+    }
+    assert_eq!(
+        result_json(healthy.invoke("Echo", vec![p(json!(1))]).await),
+        json!(1)
+    );
+}
+
+#[tokio::test]
+async fn graceful_client_close_and_hub_abort() {
+    let addr = server(HubOptions::default()).await;
+    let t = token(json!({"sub": "a"}));
+    let mut c = Client::connect(addr, "/hub", Some(&t), Protocol::Json).await;
+    c.send(&HubMessage::Invocation(
+        signalbox::protocol::Invocation::new("Abort", vec![]),
+    ))
+    .await;
+    let close = expect_close(&mut c).await;
+    assert_eq!(
+        close,
+        signalbox::protocol::Close {
+            error: None,
+            allow_reconnect: false
+        }
+    );
+
+    let mut c = Client::connect(addr, "/hub", Some(&t), Protocol::MessagePack).await;
+    c.send(&HubMessage::Close(signalbox::protocol::Close::default()))
+        .await;
+    assert!(
+        c.recv_non_ping().await.is_none(),
+        "server ends the socket after a client Close"
+    );
+}
+
+#[tokio::test]
+async fn keep_alive_pings_and_client_timeout() {
+    let addr = server(HubOptions {
+        keep_alive_interval: Duration::from_millis(100),
+        client_timeout_interval: Duration::from_millis(400),
+        ..HubOptions::default()
+    })
+    .await;
+    let t = token(json!({"sub": "a"}));
+    let mut c = Client::connect(addr, "/hub", Some(&t), Protocol::Json).await;
+    assert!(
+        matches!(c.recv().await, Some(HubMessage::Ping)),
+        "server pings an idle client"
+    );
+    // The timeout starts with the client's first message.
+    c.send(&HubMessage::Ping).await;
+    let started = std::time::Instant::now();
+    let close = expect_close(&mut c).await;
+    assert!(started.elapsed() >= Duration::from_millis(350));
+    assert_eq!(
+        close.error.as_deref(),
+        Some("Connection closed with an error.")
+    );
+    assert!(close.allow_reconnect);
+}
