@@ -216,6 +216,7 @@ mod tests {
                 serde_json::to_string(&t).unwrap(),
                 format!("\"{}\"", t.name())
             );
+            assert_eq!(t.to_string(), t.name());
         }
     }
 
