@@ -25,6 +25,9 @@ pub struct HubOptions {
     /// Frames queued for one connection before it counts as a slow consumer and is closed.
     /// Defaults to 1024.
     pub outbound_queue_capacity: usize,
+    /// Items buffered per upload stream before the connection waits for the method to read.
+    /// Defaults to 10.
+    pub stream_buffer_capacity: usize,
 }
 
 impl Default for HubOptions {
@@ -38,6 +41,7 @@ impl Default for HubOptions {
             maximum_parallel_invocations_per_client: 1,
             supported_protocols: Protocol::ALL.to_vec(),
             outbound_queue_capacity: 1024,
+            stream_buffer_capacity: 10,
         }
     }
 }
@@ -46,8 +50,8 @@ impl Default for HubOptions {
 /// `HttpConnectionDispatcherOptions`).
 #[derive(Debug, Clone)]
 pub struct ConnectionOptions {
-    /// Transports offered, in the order clients should try them. Defaults to WebSockets only
-    /// until more transports are enabled.
+    /// Transports offered, in the order clients should try them. Defaults to WebSockets,
+    /// Server-Sent Events and long polling.
     pub transports: Vec<TransportType>,
     /// Lowest negotiate version accepted. Defaults to 0.
     pub minimum_negotiate_version: u32,
@@ -62,17 +66,39 @@ pub struct ConnectionOptions {
     /// Largest WebSocket message accepted, in bytes. Defaults to 1 MiB; hub messages are limited
     /// separately by [`HubOptions::maximum_receive_message_size`].
     pub websocket_max_message_size: usize,
+    /// Largest POST body (SSE and long polling sends), in bytes. Defaults to 1 MiB.
+    pub max_request_body_size: usize,
+    /// How long a long poll waits for data before answering 200 with no content. Defaults to
+    /// 90 seconds.
+    pub long_poll_timeout: Duration,
+    /// Offer stateful reconnect to clients that ask for it. Defaults to `false`.
+    pub allow_stateful_reconnect: bool,
+    /// Unacknowledged bytes kept per stateful connection for replay; past it, sends wait for acks.
+    /// Defaults to 100,000.
+    pub stateful_reconnect_buffer_size: usize,
+    /// Close a connection (with `allowReconnect`) when its token's `exp` passes, so the client
+    /// comes back with a fresh token. Defaults to `false`.
+    pub close_on_authentication_expiration: bool,
 }
 
 impl Default for ConnectionOptions {
     fn default() -> Self {
         Self {
-            transports: vec![TransportType::WebSockets],
+            transports: vec![
+                TransportType::WebSockets,
+                TransportType::ServerSentEvents,
+                TransportType::LongPolling,
+            ],
             minimum_negotiate_version: 0,
             disconnect_timeout: Duration::from_secs(15),
             websocket_read_buffer_size: 4 * 1024,
             websocket_write_buffer_size: 4 * 1024,
             websocket_max_message_size: 1024 * 1024,
+            max_request_body_size: 1024 * 1024,
+            long_poll_timeout: Duration::from_secs(90),
+            allow_stateful_reconnect: false,
+            stateful_reconnect_buffer_size: 100_000,
+            close_on_authentication_expiration: false,
         }
     }
 }

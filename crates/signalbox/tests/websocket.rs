@@ -93,7 +93,11 @@ async fn negotiate_versions_and_errors() {
     assert!(body.get("useStatefulReconnect").is_none());
     assert_eq!(
         body["availableTransports"],
-        json!([{"transport": "WebSockets", "transferFormats": ["Text", "Binary"]}])
+        json!([
+            {"transport": "WebSockets", "transferFormats": ["Text", "Binary"]},
+            {"transport": "ServerSentEvents", "transferFormats": ["Text"]},
+            {"transport": "LongPolling", "transferFormats": ["Text", "Binary"]},
+        ])
     );
 
     let v0 = http(addr, "POST", "/hub/negotiate", &h, b"").await.json();
@@ -399,7 +403,10 @@ async fn skip_negotiation_unknown_ids_and_conflicts() {
         b"",
     )
     .await;
-    assert_eq!(lp.status, 404);
+    assert_eq!(
+        (lp.status, lp.text().as_str()),
+        (400, "Cannot change transports mid-connection")
+    );
 }
 
 async fn expect_close(c: &mut Client) -> signalbox::protocol::Close {

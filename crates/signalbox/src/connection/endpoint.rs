@@ -16,9 +16,10 @@ use signalbox_protocol::{
     select_negotiate_version,
 };
 
-use super::HttpRequestInfo;
-use super::manager::{AttachError, ConnectionManager, ConnectionState};
-use super::websocket::{self, WebSocketSession};
+use super::manager::{AttachError, Attached, ConnectionEntry, ConnectionManager, ConnectionState};
+use super::transport::websocket::{self, WebSocketSession};
+use super::transport::{long_polling, sse};
+use super::{Connection, HttpRequestInfo};
 use crate::auth::{AuthError, Principal};
 use crate::hub::{Hub, HubInner, handler};
 
@@ -153,11 +154,20 @@ async fn negotiate(
             Ok(version) => version,
             Err(error) => return json_response(&NegotiateError { error }),
         };
+    if let Some(redirect) = &endpoint.hub.negotiate_redirect {
+        let request = HttpRequestInfo::new(uri.path(), headers.clone(), uri.query());
+        if let Some(target) = redirect(&request) {
+            return json_response(&target);
+        }
+    }
+    let stateful = options.allow_stateful_reconnect
+        && query_param(&uri, "useStatefulReconnect")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
     endpoint.manager.ensure_reaper(options.disconnect_timeout);
-    let entry = endpoint.manager.create(version);
-    tracing::debug!(target: "signalbox::transport", connection_id = %entry.id, version, "negotiated");
+    let entry = endpoint.manager.create(version, stateful);
+    tracing::debug!(target: "signalbox::transport", connection_id = %entry.id, version, stateful, "negotiated");
     json_response(&NegotiateResponse {
-        use_stateful_reconnect: false,
+        use_stateful_reconnect: stateful,
         negotiate_version: version,
         connection_id: entry.id.to_string(),
         connection_token: (version >= 1).then(|| entry.token.clone()),
@@ -187,6 +197,16 @@ fn attach_error(error: AttachError) -> Response {
     }
 }
 
+/// Runs the hub on a connection until it ends, then removes it from the table.
+fn spawn_hub(endpoint: &Arc<HubEndpoint>, entry: Arc<ConnectionEntry>, connection: Connection) {
+    let endpoint = endpoint.clone();
+    tokio::spawn(async move {
+        handler::run(endpoint.hub.clone(), connection).await;
+        entry.dispose();
+        endpoint.manager.remove(&entry.token);
+    });
+}
+
 async fn connect(State(endpoint): State<Arc<HubEndpoint>>, request: Request) -> Response {
     let (mut parts, _body) = request.into_parts();
     let wants_sse = parts
@@ -207,42 +227,82 @@ async fn connect(State(endpoint): State<Arc<HubEndpoint>>, request: Request) -> 
     } else {
         TransportType::LongPolling
     };
-    if !endpoint.transport_enabled(transport) || transport != TransportType::WebSockets {
+    if !endpoint.transport_enabled(transport) {
         return not_supported(transport);
     }
     let principal = match endpoint.authorize(&parts.headers, &parts.uri) {
         Ok(principal) => principal,
         Err(response) => return response,
     };
-    let entry = match query_param(&parts.uri, "id") {
+    let token = query_param(&parts.uri, "id");
+    if token.is_none() && transport != TransportType::WebSockets {
+        return text(StatusCode::BAD_REQUEST, "Connection ID required");
+    }
+    let (entry, attached) = match token {
         Some(token) => match endpoint.manager.attach(&token, transport) {
-            Ok(entry) => entry,
+            Ok(attached) => attached,
             Err(error) => return attach_error(error),
         },
-        None => endpoint.manager.create_active(transport),
+        None => (endpoint.manager.create_active(transport), Attached::First),
     };
-    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
-        Ok(upgrade) => upgrade,
-        Err(rejection) => {
-            endpoint.manager.remove(&entry.token);
-            return rejection.into_response();
-        }
-    };
-    let options = &endpoint.hub.connection_options;
     let request_info = Arc::new(HttpRequestInfo::new(
         parts.uri.path(),
         parts.headers.clone(),
         parts.uri.query(),
     ));
-    let session = WebSocketSession {
-        id: entry.id.clone(),
-        principal,
-        request: request_info,
-        queue_capacity: endpoint.hub.options.outbound_queue_capacity,
+    let queue_capacity = endpoint.hub.options.outbound_queue_capacity;
+    match (transport, attached) {
+        (TransportType::ServerSentEvents, _) => {
+            let (connection, response) =
+                sse::connect(&entry, principal, request_info, queue_capacity);
+            spawn_hub(&endpoint, entry, connection);
+            response
+        }
+        (TransportType::LongPolling, Attached::First) => {
+            let (connection, response) =
+                long_polling::connect(&entry, principal, request_info, queue_capacity);
+            spawn_hub(&endpoint, entry, connection);
+            response
+        }
+        (TransportType::LongPolling, Attached::Again) => {
+            long_polling::poll(&entry, endpoint.hub.connection_options.long_poll_timeout).await
+        }
+        (TransportType::WebSockets, attached) => {
+            upgrade_websocket(
+                &endpoint,
+                &mut parts,
+                entry,
+                attached,
+                principal,
+                request_info,
+            )
+            .await
+        }
+    }
+}
+
+async fn upgrade_websocket(
+    endpoint: &Arc<HubEndpoint>,
+    parts: &mut http::request::Parts,
+    entry: Arc<ConnectionEntry>,
+    attached: Attached,
+    principal: Option<Principal>,
+    request: Arc<HttpRequestInfo>,
+) -> Response {
+    let upgrade = match WebSocketUpgrade::from_request_parts(parts, &()).await {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => {
+            if attached == Attached::First {
+                endpoint.manager.remove(&entry.token);
+            }
+            return rejection.into_response();
+        }
     };
-    let token = entry.token.clone();
+    let options = &endpoint.hub.connection_options;
+    let queue_capacity = endpoint.hub.options.outbound_queue_capacity;
+    let buffer_size = options.stateful_reconnect_buffer_size;
     let failed_manager = endpoint.manager.clone();
-    let failed_token = token.clone();
+    let failed_token = entry.token.clone();
     let endpoint = endpoint.clone();
     upgrade
         .read_buffer_size(options.websocket_read_buffer_size)
@@ -251,40 +311,90 @@ async fn connect(State(endpoint): State<Arc<HubEndpoint>>, request: Request) -> 
         .max_frame_size(options.websocket_max_message_size)
         .on_failed_upgrade(move |error| {
             tracing::debug!(target: "signalbox::transport", %error, "websocket upgrade failed");
-            failed_manager.remove(&failed_token);
+            if attached == Attached::First {
+                failed_manager.remove(&failed_token);
+            }
         })
         .on_upgrade(move |socket| async move {
+            if attached == Attached::Again {
+                tracing::debug!(target: "signalbox::transport", connection_id = %entry.id, "stateful reconnect");
+                websocket::reattach(socket, &entry, queue_capacity);
+                return;
+            }
+            let session = WebSocketSession {
+                id: entry.id.clone(),
+                principal,
+                request,
+                queue_capacity,
+            };
+            if entry.stateful {
+                let connection = websocket::connect_resumable(socket, session, &entry, buffer_size);
+                handler::run(endpoint.hub.clone(), connection).await;
+                entry.dispose();
+                endpoint.manager.remove(&entry.token);
+                return;
+            }
             let (connection, writer) = websocket::connect(socket, session);
             handler::run(endpoint.hub.clone(), connection).await;
-            endpoint.manager.remove(&token);
+            entry.dispose();
+            endpoint.manager.remove(&entry.token);
             // The writer ends once it has flushed what the hub queued and closed the socket.
             let _ = writer.await;
         })
 }
 
-async fn send(State(endpoint): State<Arc<HubEndpoint>>, uri: Uri) -> Response {
-    let Some(token) = query_param(&uri, "id") else {
+async fn send(State(endpoint): State<Arc<HubEndpoint>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let Some(token) = query_param(&parts.uri, "id") else {
         return text(StatusCode::BAD_REQUEST, "Connection ID required");
     };
-    match endpoint.manager.state(&token) {
-        None => text(StatusCode::NOT_FOUND, "No Connection with that ID"),
-        Some(ConnectionState::Active(TransportType::WebSockets)) => text(
+    if let Err(response) = endpoint.authorize(&parts.headers, &parts.uri) {
+        return response;
+    }
+    let Some(entry) = endpoint.manager.get(&token) else {
+        return text(StatusCode::NOT_FOUND, "No Connection with that ID");
+    };
+    if endpoint.manager.state(&token) == Some(ConnectionState::Active(TransportType::WebSockets)) {
+        return text(
             StatusCode::METHOD_NOT_ALLOWED,
             "POST requests are not allowed for WebSocket connections.",
-        ),
-        Some(_) => text(StatusCode::NOT_FOUND, "No Connection with that ID"),
+        );
     }
+    let Some(inbound) = entry.inbound.get() else {
+        return text(StatusCode::NOT_FOUND, "No Connection with that ID");
+    };
+    let limit = endpoint.hub.connection_options.max_request_body_size;
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => bytes,
+        Err(_) => return text(StatusCode::BAD_REQUEST, "Invalid or oversized request body"),
+    };
+    if inbound.send(bytes).await.is_err() {
+        return text(StatusCode::NOT_FOUND, "No Connection with that ID");
+    }
+    text(StatusCode::OK, "")
 }
 
-async fn delete(State(endpoint): State<Arc<HubEndpoint>>, uri: Uri) -> Response {
+async fn delete(
+    State(endpoint): State<Arc<HubEndpoint>>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
     let Some(token) = query_param(&uri, "id") else {
         return text(StatusCode::BAD_REQUEST, "Connection ID required");
     };
-    match endpoint.manager.state(&token) {
-        None => text(StatusCode::NOT_FOUND, "No Connection with that ID"),
-        Some(_) => text(
+    if let Err(response) = endpoint.authorize(&headers, &uri) {
+        return response;
+    }
+    let Some(entry) = endpoint.manager.get(&token) else {
+        return text(StatusCode::NOT_FOUND, "No Connection with that ID");
+    };
+    if endpoint.manager.state(&token) != Some(ConnectionState::Active(TransportType::LongPolling)) {
+        return text(
             StatusCode::BAD_REQUEST,
             "Cannot terminate this connection using the DELETE endpoint.",
-        ),
+        );
     }
+    tracing::debug!(target: "signalbox::transport", connection_id = %entry.id, "long-polling connection ended by DELETE");
+    entry.dispose();
+    text(StatusCode::ACCEPTED, "")
 }

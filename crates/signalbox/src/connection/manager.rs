@@ -1,15 +1,19 @@
 //! The connection table, keyed by connection token, with one reaper for abandoned negotiations
 //! (SignalR's `HttpConnectionManager`).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
+use bytes::Bytes;
 use dashmap::DashMap;
 use signalbox_protocol::TransportType;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::id::new_id;
+use super::resume::Resumable;
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,8 +29,65 @@ pub(crate) enum ConnectionState {
 pub(crate) struct ConnectionEntry {
     pub(crate) id: Arc<str>,
     pub(crate) token: String,
+    /// Stateful reconnect was negotiated.
+    pub(crate) stateful: bool,
     created: Instant,
     state: Mutex<ConnectionState>,
+    /// Cancelled when the connection is disposed: ends the hub's inbound stream and any poll.
+    pub(crate) closed: CancellationToken,
+    /// Where POSTed bytes go (SSE and long polling).
+    pub(crate) inbound: OnceLock<mpsc::Sender<Bytes>>,
+    /// Long-polling state.
+    pub(crate) long_poll: OnceLock<LongPoll>,
+    /// Stateful-reconnect state (WebSockets).
+    pub(crate) resumable: OnceLock<Arc<Resumable>>,
+}
+
+/// The outbound side of a long-polling connection, shared by its successive polls.
+#[derive(Debug)]
+pub(crate) struct LongPoll {
+    /// Frames waiting for the next poll; one poll holds the lock at a time.
+    pub(crate) frames: tokio::sync::Mutex<mpsc::Receiver<Bytes>>,
+    /// The poll in progress; a newer poll cancels it (it answers 204).
+    pub(crate) current: Mutex<CancellationToken>,
+    /// Polls in flight.
+    pub(crate) active: AtomicUsize,
+    /// When the last poll ended.
+    pub(crate) idle_since: Mutex<Instant>,
+}
+
+impl LongPoll {
+    pub(crate) fn new(frames: mpsc::Receiver<Bytes>) -> Self {
+        Self {
+            frames: tokio::sync::Mutex::new(frames),
+            current: Mutex::new(CancellationToken::new()),
+            active: AtomicUsize::new(0),
+            idle_since: Mutex::new(Instant::now()),
+        }
+    }
+
+    fn idle_for(&self, now: Instant) -> Option<Duration> {
+        if self.active.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        self.idle_since.lock().ok().map(|t| now.duration_since(*t))
+    }
+}
+
+impl ConnectionEntry {
+    /// Ends the connection: the hub sees its inbound stream end.
+    pub(crate) fn dispose(&self) {
+        self.closed.cancel();
+    }
+}
+
+/// How a transport request relates to the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Attached {
+    /// The first transport request: start the connection.
+    First,
+    /// A later request of the same transport (a long poll, a stateful reconnect).
+    Again,
 }
 
 /// Why a transport could not attach to a connection.
@@ -46,7 +107,7 @@ pub(crate) struct ConnectionManager {
 
 impl ConnectionManager {
     /// Creates a connection; for negotiate version 0 the token is the id.
-    pub(crate) fn create(&self, negotiate_version: u32) -> Arc<ConnectionEntry> {
+    pub(crate) fn create(&self, negotiate_version: u32, stateful: bool) -> Arc<ConnectionEntry> {
         let id = new_id();
         let token = if negotiate_version >= 1 {
             new_id()
@@ -56,8 +117,13 @@ impl ConnectionManager {
         let entry = Arc::new(ConnectionEntry {
             id: Arc::from(id),
             token: token.clone(),
+            stateful,
             created: Instant::now(),
             state: Mutex::new(ConnectionState::Pending),
+            closed: CancellationToken::new(),
+            inbound: OnceLock::new(),
+            long_poll: OnceLock::new(),
+            resumable: OnceLock::new(),
         });
         self.entries.insert(token, entry.clone());
         entry
@@ -65,19 +131,19 @@ impl ConnectionManager {
 
     /// Creates a connection that is immediately active (WebSockets with skipNegotiation).
     pub(crate) fn create_active(&self, transport: TransportType) -> Arc<ConnectionEntry> {
-        let entry = self.create(0);
+        let entry = self.create(0, false);
         if let Ok(mut state) = entry.state.lock() {
             *state = ConnectionState::Active(transport);
         }
         entry
     }
 
-    /// Attaches a transport to a pending connection.
+    /// Attaches a transport request to a connection.
     pub(crate) fn attach(
         &self,
         token: &str,
         transport: TransportType,
-    ) -> Result<Arc<ConnectionEntry>, AttachError> {
+    ) -> Result<(Arc<ConnectionEntry>, Attached), AttachError> {
         let entry = self
             .entries
             .get(token)
@@ -88,7 +154,20 @@ impl ConnectionManager {
             ConnectionState::Pending => {
                 *state = ConnectionState::Active(transport);
                 drop(state);
-                Ok(entry)
+                Ok((entry, Attached::First))
+            }
+            ConnectionState::Active(TransportType::LongPolling)
+                if transport == TransportType::LongPolling =>
+            {
+                drop(state);
+                Ok((entry, Attached::Again))
+            }
+            ConnectionState::Active(TransportType::WebSockets)
+                if transport == TransportType::WebSockets
+                    && entry.resumable.get().is_some_and(|r| r.is_parked()) =>
+            {
+                drop(state);
+                Ok((entry, Attached::Again))
             }
             ConnectionState::Active(current) if current == transport => Err(AttachError::Conflict),
             ConnectionState::Active(_) => Err(AttachError::TransportMismatch),
@@ -101,12 +180,18 @@ impl ConnectionManager {
         entry.state.lock().ok().map(|s| *s)
     }
 
+    /// A connection by token.
+    pub(crate) fn get(&self, token: &str) -> Option<Arc<ConnectionEntry>> {
+        self.entries.get(token).map(|e| e.clone())
+    }
+
     /// Removes a connection.
     pub(crate) fn remove(&self, token: &str) {
         self.entries.remove(token);
     }
 
-    /// Removes pending connections older than `timeout`; returns how many.
+    /// Disposes connections inactive for `timeout`: negotiated but never picked up, long polling
+    /// without a poll, stateful WebSockets without a socket. Returns how many.
     pub(crate) fn reap(&self, timeout: Duration) -> usize {
         let now = Instant::now();
         let before = self.entries.len();
@@ -116,7 +201,21 @@ impl ConnectionManager {
                 .lock()
                 .map(|s| *s == ConnectionState::Pending)
                 .unwrap_or(true);
-            !(pending && now.duration_since(entry.created) >= timeout)
+            let expired = if pending {
+                now.duration_since(entry.created) >= timeout
+            } else if let Some(poll) = entry.long_poll.get() {
+                poll.idle_for(now).is_some_and(|idle| idle >= timeout)
+            } else if let Some(resumable) = entry.resumable.get() {
+                resumable
+                    .parked_for(now)
+                    .is_some_and(|idle| idle >= timeout)
+            } else {
+                false
+            };
+            if expired {
+                entry.dispose();
+            }
+            !expired
         });
         before - self.entries.len()
     }
@@ -150,9 +249,9 @@ mod tests {
     #[test]
     fn version_zero_uses_the_id_as_token() {
         let m = ConnectionManager::default();
-        let v0 = m.create(0);
+        let v0 = m.create(0, false);
         assert_eq!(&*v0.id, v0.token.as_str());
-        let v1 = m.create(1);
+        let v1 = m.create(1, false);
         assert_ne!(&*v1.id, v1.token.as_str());
         assert_eq!(m.entries.len(), 2);
     }
@@ -160,7 +259,7 @@ mod tests {
     #[test]
     fn attach_once_then_conflict_or_mismatch() {
         let m = ConnectionManager::default();
-        let e = m.create(1);
+        let e = m.create(1, false);
         assert_eq!(
             m.attach("nope", TransportType::WebSockets).unwrap_err(),
             AttachError::NotFound
@@ -174,6 +273,15 @@ mod tests {
             m.attach(&e.token, TransportType::LongPolling).unwrap_err(),
             AttachError::TransportMismatch
         );
+        let lp = m.create(1, false);
+        assert_eq!(
+            m.attach(&lp.token, TransportType::LongPolling).unwrap().1,
+            Attached::First
+        );
+        assert_eq!(
+            m.attach(&lp.token, TransportType::LongPolling).unwrap().1,
+            Attached::Again
+        );
         assert_eq!(
             m.state(&e.token),
             Some(ConnectionState::Active(TransportType::WebSockets))
@@ -185,8 +293,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn reaps_only_old_pending_connections() {
         let m = ConnectionManager::default();
-        let pending = m.create(1);
-        let active = m.create(1);
+        let pending = m.create(1, false);
+        let active = m.create(1, false);
         m.attach(&active.token, TransportType::WebSockets).unwrap();
         tokio::time::advance(Duration::from_secs(10)).await;
         assert_eq!(m.reap(Duration::from_secs(15)), 0);

@@ -5,7 +5,8 @@ pub(crate) mod endpoint;
 mod id;
 pub(crate) mod manager;
 mod request;
-mod websocket;
+pub(crate) mod resume;
+mod transport;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -37,4 +38,6 @@ pub(crate) struct Connection {
     pub(crate) supports_binary: bool,
     /// Whether pings and the client timeout apply (not on long polling).
     pub(crate) keep_alive: bool,
+    /// Stateful-reconnect state, when negotiated.
+    pub(crate) resumable: Option<Arc<resume::Resumable>>,
 }

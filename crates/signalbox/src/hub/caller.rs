@@ -15,6 +15,7 @@ use crate::context::HubContext;
 #[derive(Clone)]
 pub struct Caller {
     inner: Arc<CallerInner>,
+    cancellation: Option<CancellationToken>,
 }
 
 struct CallerInner {
@@ -65,6 +66,24 @@ impl Caller {
                 abort,
                 aborted_by_hub,
             }),
+            cancellation: None,
+        }
+    }
+
+    /// This caller, for one invocation that can be cancelled.
+    pub(crate) fn with_cancellation(&self, token: CancellationToken) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            cancellation: Some(token),
+        }
+    }
+
+    /// Cancelled when the client cancels this streaming invocation (CancelInvocation) or the
+    /// connection closes. For non-streaming invocations it is cancelled when the connection closes.
+    pub fn cancellation_token(&self) -> CancellationToken {
+        match &self.cancellation {
+            Some(token) => token.clone(),
+            None => self.inner.abort.child_token(),
         }
     }
 

@@ -2,10 +2,13 @@
 
 use std::sync::Arc;
 
+use serde::de::DeserializeOwned;
 use signalbox_protocol::{HubMessage, Invocation};
 
 use super::args::IntoArguments;
-use crate::lifetime::{HubLifetimeManager, SendError, SerializedMessage, Target};
+use crate::lifetime::{
+    ClientResultError, HubLifetimeManager, SendError, SerializedMessage, Target,
+};
 
 /// Selects recipients; obtained from [`HubContext::clients`](crate::HubContext::clients).
 #[derive(Clone)]
@@ -153,6 +156,31 @@ impl ClientProxy {
         self.lifetime
             .send(self.target.clone(), Arc::new(message))
             .await
+    }
+
+    /// Calls client method `method` on a single connection and waits for the value its handler
+    /// returns (SignalR's client results, `InvokeAsync<T>`). Only for [`HubClients::client`] and
+    /// [`CallerClients::caller`]. Wrap it in `tokio::time::timeout` to bound the wait; the
+    /// connection closing ends it with [`ClientResultError::Disconnected`].
+    pub async fn invoke<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        args: impl IntoArguments,
+    ) -> Result<T, ClientResultError> {
+        let Target::Connection(connection_id) = &self.target else {
+            return Err(ClientResultError::NotSingleConnection);
+        };
+        let payload = self
+            .lifetime
+            .invoke_client(
+                connection_id.clone(),
+                method.to_owned(),
+                args.into_arguments(),
+            )
+            .await?;
+        payload
+            .deserialize()
+            .map_err(|e| ClientResultError::InvalidResult(e.to_string()))
     }
 }
 

@@ -3,21 +3,21 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use futures_util::StreamExt;
 use signalbox_protocol::{
-    Close, Completion, HubMessage, Invocation, Protocol, StreamInvocation, TransferFormat,
-    handshake_response, parse_handshake_request,
+    Close, HubMessage, Protocol, TransferFormat, handshake_response, parse_handshake_request,
 };
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{Caller, HubInner, InvokeError};
+use super::dispatcher::{Dispatcher, Flow};
+use super::{Caller, HubInner};
 use crate::connection::Connection;
+use crate::connection::resume::Resumable;
 use crate::lifetime::ConnectionHandle;
 
 const CLOSED_WITH_ERROR: &str = "Connection closed with an error.";
@@ -90,10 +90,10 @@ async fn run_connection(hub: Arc<HubInner>, mut connection: Connection) {
             "Handshake was canceled.".to_owned(),
         ))
     });
-    let protocol = match handshake
-        .and_then(|(protocol, version)| check_protocol(&hub, &connection, protocol, version))
-    {
-        Ok(protocol) => protocol,
+    let (protocol, version) = match handshake.and_then(|(protocol, version)| {
+        check_protocol(&hub, &connection, protocol, version).map(|p| (p, version))
+    }) {
+        Ok(chosen) => chosen,
         Err(HandshakeFailure::Closed) => return,
         Err(HandshakeFailure::Error(error)) => {
             tracing::debug!(%error, "handshake failed");
@@ -110,6 +110,14 @@ async fn run_connection(hub: Arc<HubInner>, mut connection: Connection) {
         protocol.transfer_format() == TransferFormat::Binary,
         Ordering::Release,
     );
+    if let Some(resumable) = &connection.resumable {
+        // Stateful reconnect needs handshake version 2; older clients silently go without.
+        if version >= 2 {
+            resumable.enable(protocol);
+        } else {
+            resumable.disable();
+        }
+    }
     if connection
         .outbound
         .send(handshake_response(None))
@@ -170,19 +178,22 @@ async fn run_connection(hub: Arc<HubInner>, mut connection: Connection) {
     let close = match close {
         Some(close) => Some(close),
         None => {
-            let mut session = Session {
-                hub: &hub,
+            let mut dispatcher = Dispatcher::new(
+                hub.clone(),
                 protocol,
-                caller: &caller,
-                outbound: connection.outbound.clone(),
-                invocations: JoinSet::new(),
-                slots: Arc::new(Semaphore::new(
-                    options.maximum_parallel_invocations_per_client.max(1),
-                )),
-            };
-            session
-                .run(&mut connection, &mut buf, &abort, &aborted_by_hub)
-                .await
+                caller.clone(),
+                connection.outbound.clone(),
+            );
+            receive_loop(
+                &hub,
+                &mut dispatcher,
+                protocol,
+                &mut connection,
+                &mut buf,
+                &abort,
+                &aborted_by_hub,
+            )
+            .await
         }
     };
 
@@ -230,241 +241,241 @@ fn check_protocol(
     Ok(protocol)
 }
 
-struct Session<'a> {
-    hub: &'a Arc<HubInner>,
-    protocol: Protocol,
-    caller: &'a Caller,
-    outbound: tokio::sync::mpsc::Sender<Bytes>,
-    invocations: JoinSet<()>,
-    slots: Arc<Semaphore>,
+/// Sequence bookkeeping of the messages a stateful client sends (HubProtocol.md, "Stateful
+/// Reconnect"): duplicates replayed after a reconnect are dropped, and acks are sent about once a
+/// second.
+struct Incoming {
+    resumable: Arc<Resumable>,
+    /// Id of the next trackable message received.
+    next_id: u64,
+    /// Highest id processed.
+    received: u64,
+    /// Highest id acknowledged to the client.
+    acked: u64,
 }
 
-/// What the loop does after a message.
-enum Flow {
-    Continue,
-    /// The client closed gracefully.
-    Stop,
-}
-
-impl Session<'_> {
-    /// The receive loop; returns the Close message to send, if any.
-    async fn run(
-        &mut self,
-        connection: &mut Connection,
-        buf: &mut BytesMut,
-        abort: &CancellationToken,
-        aborted_by_hub: &CancellationToken,
-    ) -> Option<Close> {
-        let options = &self.hub.options;
-        let max = options.maximum_receive_message_size;
-        let keep_alive = connection.keep_alive;
-        let ping = self.protocol.encode_to_bytes(&HubMessage::Ping).ok();
-        let mut next_ping = Instant::now() + options.keep_alive_interval;
-        let mut last_received: Option<Instant> = None;
-        let far = Instant::now() + std::time::Duration::from_secs(86_400 * 365);
-        let timer = sleep_until(if keep_alive { next_ping } else { far });
-        tokio::pin!(timer);
-
-        // Messages that arrived together with the handshake.
-        if !buf.is_empty() {
-            last_received = Some(Instant::now());
-            if let Some(close) = self.drain(buf, max).await {
-                return close;
-            }
-        }
-
-        loop {
-            tokio::select! {
-                biased;
-                () = abort.cancelled() => {
-                    return Some(Close {
-                        error: None,
-                        allow_reconnect: !aborted_by_hub.is_cancelled(),
-                    });
-                }
-                chunk = connection.inbound.next() => {
-                    let chunk = chunk?;
-                    last_received = Some(Instant::now());
-                    buf.extend_from_slice(&chunk);
-                    if let Some(close) = self.drain(buf, max).await {
-                        return close;
-                    }
-                }
-                () = &mut timer, if keep_alive => {
-                    let now = Instant::now();
-                    if now >= next_ping {
-                        if let Some(ping) = &ping {
-                            // A full queue means the client is busy receiving already.
-                            let _ = self.outbound.try_send(ping.clone());
-                        }
-                        next_ping = now + options.keep_alive_interval;
-                    }
-                    let mut deadline = next_ping;
-                    if let Some(last) = last_received {
-                        let timeout_at = last + options.client_timeout_interval;
-                        if now >= timeout_at {
-                            tracing::debug!("client timeout");
-                            let detail = if options.enable_detailed_errors {
-                                format!("{CLOSED_WITH_ERROR} OperationCanceledException: Client hasn't sent a message/ping within the configured ClientTimeoutInterval.")
-                            } else {
-                                CLOSED_WITH_ERROR.to_owned()
-                            };
-                            return Some(Close { error: Some(detail), allow_reconnect: true });
-                        }
-                        deadline = deadline.min(timeout_at);
-                    }
-                    timer.as_mut().reset(deadline);
-                }
-                Some(result) = self.invocations.join_next(), if !self.invocations.is_empty() => {
-                    if let Err(error) = result
-                        && error.is_panic()
-                    {
-                        tracing::error!("a hub method panicked");
-                    }
-                }
-            }
-        }
-    }
-
-    /// Decodes and dispatches every complete message in `buf`. `Some(close)` ends the connection.
-    async fn drain(&mut self, buf: &mut BytesMut, max: Option<usize>) -> Option<Option<Close>> {
-        loop {
-            match self.protocol.decode(buf, max) {
-                Ok(Some(message)) => match self.dispatch(message).await {
-                    Flow::Continue => {}
-                    Flow::Stop => return Some(None),
-                },
-                Ok(None) => return None,
-                Err(error) => {
-                    tracing::warn!(%error, "invalid message from client; closing");
-                    return Some(Some(Close {
-                        error: Some(format!("{CLOSED_WITH_ERROR} InvalidDataException: {error}")),
-                        allow_reconnect: false,
-                    }));
-                }
-            }
-        }
-    }
-
-    async fn dispatch(&mut self, message: HubMessage) -> Flow {
+impl Incoming {
+    /// Whether to process a message; handles Ack and Sequence itself.
+    fn accept(&mut self, message: &HubMessage) -> Result<bool, String> {
         match message {
-            HubMessage::Invocation(invocation) => self.invoke(invocation).await,
-            HubMessage::StreamInvocation(StreamInvocation {
-                invocation_id,
-                target,
-                ..
-            }) => {
-                let error = if self.hub.methods.contains_key(&target.to_lowercase()) {
-                    format!(
-                        "The client attempted to invoke the non-streaming '{target}' method with a streaming invocation."
-                    )
-                } else {
-                    format!("Unknown hub method '{target}'")
-                };
-                self.complete(Completion::error(invocation_id, error)).await;
+            HubMessage::Ack(ack) => {
+                self.resumable.ack(ack.sequence_id);
+                Ok(false)
             }
-            HubMessage::Close(close) => {
-                tracing::debug!(error = ?close.error, "client closed the connection");
-                return Flow::Stop;
+            HubMessage::Sequence(sequence) => {
+                if sequence.sequence_id > self.received + 1 {
+                    return Err(
+                        "Sequence ID greater than amount of messages we've received.".to_owned(),
+                    );
+                }
+                self.next_id = sequence.sequence_id;
+                Ok(false)
             }
-            HubMessage::Ping
-            | HubMessage::StreamItem(_)
-            | HubMessage::Completion(_)
-            | HubMessage::CancelInvocation(_)
-            | HubMessage::Ack(_)
-            | HubMessage::Sequence(_) => {}
+            message if message.is_trackable() => {
+                let id = self.next_id;
+                self.next_id += 1;
+                if id <= self.received {
+                    return Ok(false);
+                }
+                self.received = id;
+                Ok(true)
+            }
+            _ => Ok(true),
         }
-        Flow::Continue
     }
 
-    async fn complete(&self, completion: Completion) {
-        send_completion(&self.outbound, self.protocol, completion).await;
-    }
-
-    async fn invoke(&mut self, invocation: Invocation) {
-        let Invocation {
-            invocation_id,
-            target,
-            arguments,
-            ..
-        } = invocation;
-        let Some(method) = self.hub.methods.get(&target.to_lowercase()).cloned() else {
-            tracing::debug!(target_method = %target, "unknown hub method");
-            if let Some(id) = invocation_id {
-                self.complete(Completion::error(
-                    id,
-                    format!("Unknown hub method '{target}'"),
-                ))
-                .await;
-            }
-            return;
-        };
-        if let Some(policy) = &method.policy
-            && !policy.is_satisfied_by(self.caller.principal())
-        {
-            tracing::debug!(target_method = %target, "invocation denied by policy");
-            if let Some(id) = invocation_id {
-                self.complete(Completion::error(
-                    id,
-                    format!("Failed to invoke '{target}' because user is unauthorized"),
-                ))
-                .await;
-            }
-            return;
-        }
-        let Ok(permit) = self.slots.clone().acquire_owned().await else {
-            return;
-        };
-        let caller = self.caller.clone();
-        let outbound = self.outbound.clone();
-        let protocol = self.protocol;
-        let detailed = self.hub.options.enable_detailed_errors;
-        self.invocations.spawn(
-            async move {
-                let result = (method.handler)(caller, arguments).await;
-                drop(permit);
-                let Some(id) = invocation_id else {
-                    if let Err(InvokeError::Hub(error)) = &result {
-                        tracing::debug!(target_method = %target, %error, "non-blocking invocation failed");
-                    }
-                    return;
-                };
-                let completion = match result {
-                    Ok(value) => Completion::result(id, value),
-                    Err(InvokeError::Bind(error)) => {
-                        let prefix = format!("Failed to invoke '{target}' due to an error on the server.");
-                        let text = if detailed {
-                            format!("{prefix} InvalidDataException: {error}")
-                        } else {
-                            prefix
-                        };
-                        Completion::error(id, text)
-                    }
-                    Err(InvokeError::Hub(error)) => {
-                        if !error.is_public() {
-                            tracing::warn!(target_method = %target, %error, "hub method failed");
-                        }
-                        let prefix = format!("An unexpected error occurred invoking '{target}' on the server.");
-                        Completion::error(id, error.render(&prefix, detailed))
-                    }
-                };
-                send_completion(&outbound, protocol, completion).await;
-            }
-            .in_current_span(),
-        );
+    /// The Ack to send, if anything new arrived since the last one.
+    fn ack(&mut self) -> Option<HubMessage> {
+        (self.received > self.acked).then(|| {
+            self.acked = self.received;
+            HubMessage::Ack(signalbox_protocol::Ack {
+                sequence_id: self.received,
+            })
+        })
     }
 }
 
-async fn send_completion(
-    outbound: &tokio::sync::mpsc::Sender<Bytes>,
+/// When the connection's token expires, as an instant.
+fn expiry(hub: &HubInner, connection: &Connection) -> Option<Instant> {
+    if !hub.connection_options.close_on_authentication_expiration {
+        return None;
+    }
+    let expires = connection.principal.as_ref()?.expires_at()?;
+    let left = expires
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    Some(Instant::now() + left)
+}
+
+/// The receive loop; returns the Close message to send, if any.
+async fn receive_loop(
+    hub: &HubInner,
+    dispatcher: &mut Dispatcher,
     protocol: Protocol,
-    completion: Completion,
-) {
-    match protocol.encode_to_bytes(&HubMessage::Completion(completion)) {
-        Ok(frame) => {
-            // A closed queue means the connection is gone; the result has nowhere to go.
-            let _ = outbound.send(frame).await;
+    connection: &mut Connection,
+    buf: &mut BytesMut,
+    abort: &CancellationToken,
+    aborted_by_hub: &CancellationToken,
+) -> Option<Close> {
+    const ACK_INTERVAL: Duration = Duration::from_secs(1);
+    let options = &hub.options;
+    let max = options.maximum_receive_message_size;
+    let keep_alive = connection.keep_alive;
+    let ping = protocol.encode_to_bytes(&HubMessage::Ping).ok();
+    let mut incoming = connection
+        .resumable
+        .clone()
+        .filter(|r| r.is_enabled())
+        .map(|resumable| Incoming {
+            resumable,
+            next_id: 1,
+            received: 0,
+            acked: 0,
+        });
+    let expires_at = expiry(hub, connection);
+    let mut next_ping = Instant::now() + options.keep_alive_interval;
+    let mut next_ack = Instant::now() + ACK_INTERVAL;
+    let mut last_received: Option<Instant> = None;
+    let deadline =
+        |next_ping: Instant, next_ack: Instant, last: Option<Instant>, stateful: bool| {
+            let far = Instant::now() + Duration::from_secs(86_400 * 365);
+            let mut at = if keep_alive { next_ping } else { far };
+            if keep_alive && let Some(last) = last {
+                at = at.min(last + options.client_timeout_interval);
+            }
+            if stateful {
+                at = at.min(next_ack);
+            }
+            if let Some(expires_at) = expires_at {
+                at = at.min(expires_at);
+            }
+            at
+        };
+    let timer = sleep_until(deadline(
+        next_ping,
+        next_ack,
+        last_received,
+        incoming.is_some(),
+    ));
+    tokio::pin!(timer);
+
+    // Messages that arrived together with the handshake.
+    if !buf.is_empty() {
+        last_received = Some(Instant::now());
+        if let Some(close) = drain(dispatcher, protocol, buf, max, incoming.as_mut()).await {
+            return close;
         }
-        Err(error) => tracing::error!(%error, "failed to encode a completion"),
+    }
+
+    loop {
+        tokio::select! {
+            biased;
+            () = abort.cancelled() => {
+                return Some(Close {
+                    error: None,
+                    allow_reconnect: !aborted_by_hub.is_cancelled(),
+                });
+            }
+            chunk = connection.inbound.next() => {
+                let chunk = chunk?;
+                last_received = Some(Instant::now());
+                buf.extend_from_slice(&chunk);
+                if let Some(close) = drain(dispatcher, protocol, buf, max, incoming.as_mut()).await {
+                    return close;
+                }
+            }
+            () = &mut timer => {
+                let now = Instant::now();
+                if expires_at.is_some_and(|at| now >= at) {
+                    tracing::debug!("authentication expired; closing");
+                    return Some(Close { error: None, allow_reconnect: true });
+                }
+                if keep_alive && now >= next_ping {
+                    if let Some(ping) = &ping {
+                        // A full queue means the client is busy receiving already.
+                        let _ = connection.outbound.try_send(ping.clone());
+                    }
+                    next_ping = now + options.keep_alive_interval;
+                }
+                if keep_alive
+                    && let Some(last) = last_received
+                    && now >= last + options.client_timeout_interval
+                {
+                    tracing::debug!("client timeout");
+                    let detail = if options.enable_detailed_errors {
+                        format!("{CLOSED_WITH_ERROR} OperationCanceledException: Client hasn't sent a message/ping within the configured ClientTimeoutInterval.")
+                    } else {
+                        CLOSED_WITH_ERROR.to_owned()
+                    };
+                    return Some(Close { error: Some(detail), allow_reconnect: true });
+                }
+                if let Some(incoming) = incoming.as_mut()
+                    && now >= next_ack
+                {
+                    if let Some(ack) = incoming.ack()
+                        && let Ok(frame) = protocol.encode_to_bytes(&ack)
+                    {
+                        // Acks are advisory: a later one covers a dropped one.
+                        let _ = connection.outbound.try_send(frame);
+                    }
+                    next_ack = now + ACK_INTERVAL;
+                }
+                timer.as_mut().reset(deadline(next_ping, next_ack, last_received, incoming.is_some()));
+            }
+            Some(result) = dispatcher.tasks.join_next(), if !dispatcher.tasks.is_empty() => {
+                if let Err(error) = result
+                    && error.is_panic()
+                {
+                    tracing::error!("a hub method panicked");
+                }
+            }
+        }
+    }
+}
+
+/// Decodes and dispatches every complete message in `buf`. `Some(close)` ends the connection.
+async fn drain(
+    dispatcher: &mut Dispatcher,
+    protocol: Protocol,
+    buf: &mut BytesMut,
+    max: Option<usize>,
+    mut incoming: Option<&mut Incoming>,
+) -> Option<Option<Close>> {
+    loop {
+        match protocol.decode(buf, max) {
+            Ok(Some(message)) => {
+                if let Some(incoming) = incoming.as_deref_mut() {
+                    match incoming.accept(&message) {
+                        Ok(true) => {}
+                        Ok(false) => continue,
+                        Err(error) => {
+                            return Some(Some(Close {
+                                error: Some(format!(
+                                    "{CLOSED_WITH_ERROR} InvalidOperationException: {error}"
+                                )),
+                                allow_reconnect: false,
+                            }));
+                        }
+                    }
+                }
+                match dispatcher.dispatch(message).await {
+                    Flow::Continue => {}
+                    Flow::Stop => {
+                        if let Some(incoming) = incoming {
+                            incoming.resumable.disable();
+                        }
+                        return Some(None);
+                    }
+                }
+            }
+            Ok(None) => return None,
+            Err(error) => {
+                tracing::warn!(%error, "invalid message from client; closing");
+                return Some(Some(Close {
+                    error: Some(format!("{CLOSED_WITH_ERROR} InvalidDataException: {error}")),
+                    allow_reconnect: false,
+                }));
+            }
+        }
     }
 }

@@ -4,9 +4,11 @@
 mod args;
 mod caller;
 mod clients;
+mod dispatcher;
 mod error;
 pub(crate) mod handler;
 mod method;
+mod upload;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -15,11 +17,13 @@ use std::sync::Arc;
 use futures_util::future::{BoxFuture, FutureExt};
 use serde::Serialize;
 
-pub use args::{BindError, HubArgs, IntoArguments};
+pub use args::{ArgumentBinder, BindError, FromArgument, HubArgs, IntoArguments};
 pub use caller::Caller;
 pub use clients::{CallerClients, ClientProxy, Groups, HubClients};
 pub use error::HubError;
-pub(crate) use method::{InvokeError, MethodDescriptor};
+pub(crate) use method::{Arguments, InvokeError, MethodDescriptor, MethodKind};
+pub(crate) use upload::UploadEvent;
+pub use upload::UploadStream;
 
 use crate::auth::{JwtAuth, Policy};
 use crate::context::HubContext;
@@ -45,7 +49,13 @@ pub(crate) struct HubInner {
     pub(crate) policy: Policy,
     pub(crate) auth: Option<JwtAuth>,
     pub(crate) context: HubContext,
+    pub(crate) negotiate_redirect: Option<NegotiateRedirectHook>,
 }
+
+/// Decides whether a negotiate request is redirected elsewhere.
+pub(crate) type NegotiateRedirectHook = Arc<
+    dyn Fn(&crate::HttpRequestInfo) -> Option<signalbox_protocol::NegotiateRedirect> + Send + Sync,
+>;
 
 impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -106,6 +116,7 @@ pub struct HubBuilder {
     policy: Policy,
     auth: Option<JwtAuth>,
     lifetime: Option<Arc<dyn HubLifetimeManager>>,
+    negotiate_redirect: Option<NegotiateRedirectHook>,
 }
 
 impl std::fmt::Debug for HubBuilder {
@@ -128,6 +139,7 @@ impl HubBuilder {
             policy: Policy::anonymous(),
             auth: None,
             lifetime: None,
+            negotiate_redirect: None,
         }
     }
 
@@ -142,7 +154,23 @@ impl HubBuilder {
         R: Serialize + Send + Sync + 'static,
     {
         self.methods
-            .insert(name.to_lowercase(), MethodDescriptor::new(handler));
+            .insert(name.to_lowercase(), MethodDescriptor::unary(handler));
+        self
+    }
+
+    /// Adds a streaming method (server to client): the handler returns a stream of items, sent as
+    /// StreamItem messages and ended with a Completion. The client cancelling the stream drops it;
+    /// [`Caller::cancellation_token`] tells the method.
+    pub fn stream<A, T, S, F, Fut>(mut self, name: &str, handler: F) -> Self
+    where
+        F: Fn(Caller, A) -> Fut + Send + Sync + 'static,
+        A: HubArgs,
+        Fut: Future<Output = Result<S, HubError>> + Send + 'static,
+        S: futures_util::Stream<Item = Result<T, HubError>> + Send + 'static,
+        T: Serialize + Send + Sync + 'static,
+    {
+        self.methods
+            .insert(name.to_lowercase(), MethodDescriptor::stream(handler));
         self
     }
 
@@ -208,6 +236,19 @@ impl HubBuilder {
         self
     }
 
+    /// Answers negotiate requests with a redirect (`{"url": …, "accessToken": …}`) when `hook`
+    /// returns one, as Azure SignalR Service does; the client then negotiates at that URL.
+    pub fn negotiate_redirect<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&crate::HttpRequestInfo) -> Option<signalbox_protocol::NegotiateRedirect>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.negotiate_redirect = Some(Arc::new(hook));
+        self
+    }
+
     /// Finishes the hub.
     pub fn build(self) -> Hub {
         let lifetime = self
@@ -224,6 +265,7 @@ impl HubBuilder {
                 policy: self.policy,
                 auth: self.auth,
                 context: HubContext::new(lifetime),
+                negotiate_redirect: self.negotiate_redirect,
             }),
         }
     }

@@ -6,7 +6,12 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use futures_util::future::{BoxFuture, FutureExt};
 
-use super::{ConnectionHandle, HubLifetimeManager, SendError, SerializedMessage, Target};
+use signalbox_protocol::{Completion, HubMessage, Invocation, Payload};
+
+use super::{
+    ClientResultError, ClientResults, ConnectionHandle, HubLifetimeManager, SendError,
+    SerializedMessage, Target,
+};
 
 /// Keeps connections, groups and users of one node in memory.
 ///
@@ -18,6 +23,7 @@ pub struct LocalLifetimeManager {
     connections: DashMap<Arc<str>, Entry>,
     groups: DashMap<String, HashSet<Arc<str>>>,
     users: DashMap<Arc<str>, HashSet<Arc<str>>>,
+    results: ClientResults,
 }
 
 #[derive(Debug)]
@@ -146,6 +152,39 @@ impl LocalLifetimeManager {
                 ids.is_empty()
             });
         }
+        self.results.connection_closed(connection_id);
+    }
+
+    /// The pending client results of this node.
+    pub fn client_results(&self) -> &ClientResults {
+        &self.results
+    }
+
+    /// Invokes a client method on a local connection and waits for the answer.
+    pub async fn invoke_local(
+        &self,
+        connection_id: &str,
+        target: String,
+        arguments: Vec<Payload>,
+    ) -> Result<Payload, ClientResultError> {
+        let handle = self
+            .connection(connection_id)
+            .ok_or_else(|| ClientResultError::NotFound(connection_id.to_owned()))?;
+        let (guard, rx) = self.results.register(connection_id);
+        let invocation = Invocation {
+            invocation_id: Some(guard.id().to_owned()),
+            ..Invocation::new(target, arguments)
+        };
+        let frame = handle
+            .protocol()
+            .encode_to_bytes(&HubMessage::Invocation(invocation))
+            .map_err(|e| ClientResultError::Send(e.to_string()))?;
+        if !handle.try_send(frame) {
+            return Err(ClientResultError::Disconnected);
+        }
+        let result = rx.await.unwrap_or(Err(ClientResultError::Disconnected));
+        drop(guard);
+        result
     }
 
     /// Adds a local connection to a group; returns `false` if the connection is not on this node.
@@ -246,6 +285,19 @@ impl HubLifetimeManager for LocalLifetimeManager {
         async {}.boxed()
     }
 
+    fn invoke_client(
+        &self,
+        connection_id: String,
+        target: String,
+        arguments: Vec<Payload>,
+    ) -> BoxFuture<'_, Result<Payload, ClientResultError>> {
+        async move { self.invoke_local(&connection_id, target, arguments).await }.boxed()
+    }
+
+    fn on_client_completion(&self, connection_id: &str, completion: Completion) -> bool {
+        self.results.complete(connection_id, completion)
+    }
+
     fn local_connection_ids(&self) -> Vec<String> {
         self.connections
             .iter()
@@ -258,7 +310,7 @@ impl HubLifetimeManager for LocalLifetimeManager {
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use signalbox_protocol::{HubMessage, Invocation, Payload, Protocol};
+    use signalbox_protocol::Protocol;
     use tokio::sync::mpsc;
     use tokio_util::sync::CancellationToken;
 

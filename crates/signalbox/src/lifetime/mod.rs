@@ -2,6 +2,7 @@
 //! `HubLifetimeManager`). [`LocalLifetimeManager`] keeps everything in memory; a backplane
 //! implements the same trait across nodes.
 
+mod client_results;
 mod local;
 mod serialized;
 
@@ -10,10 +11,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use signalbox_protocol::Protocol;
+use signalbox_protocol::{Completion, Payload, Protocol};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+pub use client_results::{ClientResultError, ClientResults, PendingGuard};
 pub use local::LocalLifetimeManager;
 pub use serialized::SerializedMessage;
 
@@ -162,6 +164,16 @@ pub trait HubLifetimeManager: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), SendError>>;
     /// Asks a connection to close, wherever it is.
     fn abort_connection<'a>(&'a self, connection_id: &'a str) -> BoxFuture<'a, ()>;
+    /// Invokes a client method on one connection and waits for its result (client results).
+    fn invoke_client(
+        &self,
+        connection_id: String,
+        target: String,
+        arguments: Vec<Payload>,
+    ) -> BoxFuture<'_, Result<Payload, ClientResultError>>;
+    /// A Completion from a local connection that may answer an `invoke_client`; returns whether it
+    /// did.
+    fn on_client_completion(&self, connection_id: &str, completion: Completion) -> bool;
     /// Ids of the connections on this node.
     fn local_connection_ids(&self) -> Vec<String>;
 }

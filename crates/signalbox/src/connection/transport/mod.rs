@@ -1,0 +1,18 @@
+//! The three transports (TransportProtocols.md): WebSockets, Server-Sent Events and long polling.
+
+pub(crate) mod long_polling;
+pub(crate) mod sse;
+pub(crate) mod websocket;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use tokio::sync::mpsc;
+
+/// A receiver as a stream.
+pub(crate) fn receiver_stream(
+    rx: mpsc::Receiver<Bytes>,
+) -> impl Stream<Item = Bytes> + Send + 'static {
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
+}

@@ -1,0 +1,274 @@
+//! The WebSockets transport (TransportProtocols.md, "WebSockets").
+//!
+//! Incoming text and binary frames are passed up as a byte stream; every outgoing frame carries the
+//! whole messages queued by the hub, as text frames for JSON and binary frames for MessagePack.
+//! With stateful reconnect the connection outlives its socket (see `resume`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
+use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt, future};
+use signalbox_protocol::TransportType;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::receiver_stream;
+use super::sse::INBOUND_CAPACITY;
+use crate::auth::Principal;
+use crate::connection::manager::ConnectionEntry;
+use crate::connection::resume::{self, Resumable};
+use crate::connection::{Connection, HttpRequestInfo};
+
+/// Everything the transport needs besides the socket.
+pub(crate) struct WebSocketSession {
+    pub(crate) id: Arc<str>,
+    pub(crate) principal: Option<Principal>,
+    pub(crate) request: Arc<HttpRequestInfo>,
+    pub(crate) queue_capacity: usize,
+}
+
+enum Inbound {
+    Data(Bytes),
+    Skip,
+    /// A close frame: the client ended the connection.
+    Closed,
+    /// The socket failed or ended without a close frame.
+    Dropped,
+}
+
+fn classify(message: Result<Message, axum::Error>) -> Inbound {
+    match message {
+        Ok(Message::Text(text)) => Inbound::Data(Bytes::from(text)),
+        Ok(Message::Binary(data)) => Inbound::Data(data),
+        Ok(Message::Ping(_) | Message::Pong(_)) => Inbound::Skip,
+        Ok(Message::Close(_)) => Inbound::Closed,
+        Err(error) => {
+            tracing::debug!(target: "signalbox::transport", %error, "websocket read failed");
+            Inbound::Dropped
+        }
+    }
+}
+
+/// Splits the socket into a [`Connection`] for the hub layer and a writer task.
+pub(crate) fn connect(
+    socket: WebSocket,
+    session: WebSocketSession,
+) -> (Connection, tokio::task::JoinHandle<()>) {
+    let (sink, stream) = socket.split();
+    let (tx, rx) = mpsc::channel(session.queue_capacity.max(1));
+    let binary = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn(write_loop(sink, rx, binary.clone()));
+    let inbound = stream
+        .map(classify)
+        .take_while(|item| future::ready(matches!(item, Inbound::Data(_) | Inbound::Skip)))
+        .filter_map(|item| {
+            future::ready(match item {
+                Inbound::Data(data) => Some(data),
+                Inbound::Skip | Inbound::Closed | Inbound::Dropped => None,
+            })
+        })
+        .boxed();
+    let connection = Connection {
+        id: session.id,
+        transport: TransportType::WebSockets,
+        principal: session.principal,
+        request: session.request,
+        inbound,
+        outbound: tx,
+        binary,
+        supports_binary: true,
+        keep_alive: true,
+        resumable: None,
+    };
+    (connection, writer)
+}
+
+/// The first socket of a connection that negotiated stateful reconnect: the hub gets a connection
+/// that survives socket drops; `sockets` takes later sockets' writer queues.
+pub(crate) fn connect_resumable(
+    socket: WebSocket,
+    session: WebSocketSession,
+    entry: &Arc<ConnectionEntry>,
+    buffer_size: usize,
+) -> Connection {
+    let resumable = Arc::new(Resumable::new(buffer_size));
+    // Set once: this is the first socket of the connection.
+    let _ = entry.resumable.set(resumable.clone());
+    let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_CAPACITY);
+    let (outbound_tx, outbound_rx) = mpsc::channel(session.queue_capacity.max(1));
+    let (sockets_tx, sockets_rx) = mpsc::channel(1);
+    let binary = Arc::new(AtomicBool::new(false));
+    let _ = resumable.handoff.set((sockets_tx.clone(), binary.clone()));
+    tokio::spawn(resume::pump(
+        resumable.clone(),
+        outbound_rx,
+        sockets_rx,
+        binary.clone(),
+    ));
+    attach_socket(
+        socket,
+        entry,
+        &resumable,
+        inbound_tx.clone(),
+        &sockets_tx,
+        binary.clone(),
+        session.queue_capacity,
+    );
+    let _ = entry.inbound.set(inbound_tx);
+    let connection = Connection {
+        id: session.id,
+        transport: TransportType::WebSockets,
+        principal: session.principal,
+        request: session.request,
+        inbound: receiver_stream(inbound_rx)
+            .take_until(entry.closed.clone().cancelled_owned())
+            .boxed(),
+        outbound: outbound_tx,
+        binary,
+        supports_binary: true,
+        keep_alive: true,
+        resumable: Some(resumable),
+    };
+    connection
+}
+
+/// Hands a new socket to a stateful connection; it replaces the previous socket.
+pub(crate) fn reattach(socket: WebSocket, entry: &Arc<ConnectionEntry>, queue_capacity: usize) {
+    let (Some(resumable), Some(inbound)) = (entry.resumable.get(), entry.inbound.get()) else {
+        return;
+    };
+    let Some((sockets, binary)) = resumable.handoff.get() else {
+        return;
+    };
+    attach_socket(
+        socket,
+        entry,
+        resumable,
+        inbound.clone(),
+        sockets,
+        binary.clone(),
+        queue_capacity,
+    );
+}
+
+fn attach_socket(
+    socket: WebSocket,
+    entry: &Arc<ConnectionEntry>,
+    resumable: &Arc<Resumable>,
+    inbound: mpsc::Sender<Bytes>,
+    sockets: &mpsc::Sender<mpsc::Sender<Bytes>>,
+    binary: Arc<AtomicBool>,
+    queue_capacity: usize,
+) {
+    let token = resumable.replace_socket();
+    let (sink, stream) = socket.split();
+    let (writer_tx, writer_rx) = mpsc::channel(queue_capacity.max(1));
+    if sockets.try_send(writer_tx).is_err() {
+        tracing::debug!(target: "signalbox::transport", "connection ended before the socket attached");
+        return;
+    }
+    let writer_token = token.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = write_loop(sink, writer_rx, binary) => {}
+            () = writer_token.cancelled() => {}
+        }
+    });
+    tokio::spawn(read_loop(
+        stream,
+        inbound,
+        entry.clone(),
+        resumable.clone(),
+        token,
+    ));
+}
+
+async fn read_loop(
+    mut stream: SplitStream<WebSocket>,
+    inbound: mpsc::Sender<Bytes>,
+    entry: Arc<ConnectionEntry>,
+    resumable: Arc<Resumable>,
+    token: CancellationToken,
+) {
+    loop {
+        let message = tokio::select! {
+            () = token.cancelled() => return,
+            () = entry.closed.cancelled() => return,
+            message = stream.next() => message,
+        };
+        match message.map(classify) {
+            Some(Inbound::Data(data)) => {
+                if inbound.send(data).await.is_err() {
+                    return;
+                }
+            }
+            Some(Inbound::Skip) => {}
+            Some(Inbound::Closed) => {
+                resumable.disable();
+                entry.dispose();
+                return;
+            }
+            Some(Inbound::Dropped) | None => {
+                if resumable.is_enabled() {
+                    tracing::debug!(target: "signalbox::transport", "socket dropped; waiting for the client to reconnect");
+                    resumable.park(&token);
+                } else {
+                    entry.dispose();
+                }
+                return;
+            }
+        }
+    }
+}
+
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<Bytes>,
+    binary: Arc<AtomicBool>,
+) {
+    let frame = |data: Bytes| -> Option<Message> {
+        if binary.load(Ordering::Acquire) {
+            Some(Message::Binary(data))
+        } else {
+            match Utf8Bytes::try_from(data) {
+                Ok(text) => Some(Message::Text(text)),
+                Err(_) => {
+                    tracing::error!(target: "signalbox::transport", "dropping a text frame that is not UTF-8");
+                    None
+                }
+            }
+        }
+    };
+    while let Some(data) = rx.recv().await {
+        let mut ok = match frame(data) {
+            Some(message) => sink.feed(message).await.is_ok(),
+            None => true,
+        };
+        // Batch whatever else is queued into the same flush.
+        while ok {
+            match rx.try_recv() {
+                Ok(data) => {
+                    if let Some(message) = frame(data) {
+                        ok = sink.feed(message).await.is_ok();
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        if !ok || sink.flush().await.is_err() {
+            tracing::debug!(target: "signalbox::transport", "websocket write failed");
+            return;
+        }
+    }
+    // The hub is done with this connection: close normally. The peer may already be gone.
+    let _ = sink
+        .send(Message::Close(Some(CloseFrame {
+            code: close_code::NORMAL,
+            reason: Utf8Bytes::from_static(""),
+        })))
+        .await;
+    let _ = sink.close().await;
+}

@@ -1,0 +1,364 @@
+//! Dispatching hub messages of one connection: invocations, server-to-client streams, upload
+//! streams, cancellation and client results (SignalR's `DefaultHubDispatcher`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use signalbox_protocol::{
+    CancelInvocation, Completion, CompletionOutcome, HubMessage, Invocation, Payload, Protocol,
+    StreamInvocation, StreamItem,
+};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::args::ArgumentBinder;
+use super::{Arguments, Caller, HubInner, InvokeError, MethodDescriptor, MethodKind, UploadEvent};
+
+/// What the connection loop does after a message.
+pub(crate) enum Flow {
+    Continue,
+    /// The client closed gracefully.
+    Stop,
+}
+
+/// The dispatcher of one connection.
+pub(crate) struct Dispatcher {
+    hub: Arc<HubInner>,
+    protocol: Protocol,
+    caller: Caller,
+    outbound: mpsc::Sender<Bytes>,
+    /// Running invocations and streams; dropping the set aborts them.
+    pub(crate) tasks: JoinSet<()>,
+    slots: Arc<Semaphore>,
+    uploads: HashMap<String, mpsc::Sender<UploadEvent>>,
+    streams: Arc<Mutex<HashMap<String, CancellationToken>>>,
+}
+
+impl Dispatcher {
+    pub(crate) fn new(
+        hub: Arc<HubInner>,
+        protocol: Protocol,
+        caller: Caller,
+        outbound: mpsc::Sender<Bytes>,
+    ) -> Self {
+        let slots = Arc::new(Semaphore::new(
+            hub.options.maximum_parallel_invocations_per_client.max(1),
+        ));
+        Self {
+            hub,
+            protocol,
+            caller,
+            outbound,
+            tasks: JoinSet::new(),
+            slots,
+            uploads: HashMap::new(),
+            streams: Arc::default(),
+        }
+    }
+
+    pub(crate) async fn dispatch(&mut self, message: HubMessage) -> Flow {
+        match message {
+            HubMessage::Invocation(invocation) => self.invoke(invocation).await,
+            HubMessage::StreamInvocation(invocation) => self.start_stream(invocation).await,
+            HubMessage::StreamItem(StreamItem {
+                invocation_id,
+                item,
+                ..
+            }) => {
+                self.upload_item(&invocation_id, UploadEvent::Item(item))
+                    .await
+            }
+            HubMessage::Completion(completion) => self.completion(completion).await,
+            HubMessage::CancelInvocation(CancelInvocation { invocation_id, .. }) => {
+                if let Ok(streams) = self.streams.lock()
+                    && let Some(token) = streams.get(&invocation_id)
+                {
+                    token.cancel();
+                }
+            }
+            HubMessage::Close(close) => {
+                tracing::debug!(error = ?close.error, "client closed the connection");
+                return Flow::Stop;
+            }
+            HubMessage::Ping | HubMessage::Ack(_) | HubMessage::Sequence(_) => {}
+        }
+        Flow::Continue
+    }
+
+    async fn complete(&self, completion: Completion) {
+        send(
+            &self.outbound,
+            self.protocol,
+            HubMessage::Completion(completion),
+        )
+        .await;
+    }
+
+    /// Looks up a method and checks its policy; answers the caller when that fails.
+    async fn method(&self, target: &str, invocation_id: Option<&str>) -> Option<MethodDescriptor> {
+        let Some(method) = self.hub.methods.get(&target.to_lowercase()).cloned() else {
+            tracing::debug!(target_method = %target, "unknown hub method");
+            if let Some(id) = invocation_id {
+                self.complete(Completion::error(
+                    id,
+                    format!("Unknown hub method '{target}'"),
+                ))
+                .await;
+            }
+            return None;
+        };
+        if let Some(policy) = &method.policy
+            && !policy.is_satisfied_by(self.caller.principal())
+        {
+            tracing::debug!(target_method = %target, "invocation denied by policy");
+            if let Some(id) = invocation_id {
+                self.complete(Completion::error(
+                    id,
+                    format!("Failed to invoke '{target}' because user is unauthorized"),
+                ))
+                .await;
+            }
+            return None;
+        }
+        Some(method)
+    }
+
+    /// Opens the upload streams an invocation announces.
+    fn open_uploads(&mut self, stream_ids: Vec<String>, payloads: Vec<Payload>) -> Arguments {
+        let provided = payloads.len();
+        let streams = stream_ids.len();
+        let receivers = stream_ids
+            .into_iter()
+            .map(|id| {
+                let (tx, rx) = mpsc::channel(self.hub.options.stream_buffer_capacity.max(1));
+                self.uploads.insert(id, tx);
+                rx
+            })
+            .collect();
+        Arguments {
+            binder: ArgumentBinder::new(payloads, receivers),
+            provided,
+            streams,
+        }
+    }
+
+    async fn upload_item(&mut self, stream_id: &str, event: UploadEvent) {
+        let Some(tx) = self.uploads.get(stream_id) else {
+            tracing::debug!(stream_id, "item for an unknown stream ignored");
+            return;
+        };
+        // Waiting here applies backpressure to the client, as the official server does.
+        if tx.send(event).await.is_err() {
+            self.uploads.remove(stream_id);
+        }
+    }
+
+    async fn completion(&mut self, completion: Completion) {
+        if let Some(tx) = self.uploads.remove(&completion.invocation_id) {
+            if let CompletionOutcome::Error(error) = completion.outcome {
+                // The method may have stopped reading; then nobody needs the error.
+                let _ = tx.send(UploadEvent::Error(error)).await;
+            }
+            return;
+        }
+        let connection_id = self.caller.connection_id().to_owned();
+        if !self
+            .hub
+            .context
+            .lifetime_manager()
+            .on_client_completion(&connection_id, completion)
+        {
+            tracing::debug!("completion for an unknown invocation ignored");
+        }
+    }
+
+    fn prefix(target: &str) -> String {
+        format!("An unexpected error occurred invoking '{target}' on the server.")
+    }
+
+    async fn invoke(&mut self, invocation: Invocation) {
+        let Invocation {
+            invocation_id,
+            target,
+            arguments,
+            stream_ids,
+            ..
+        } = invocation;
+        let Some(method) = self.method(&target, invocation_id.as_deref()).await else {
+            return;
+        };
+        let handler = match &method.kind {
+            MethodKind::Unary(handler) => handler.clone(),
+            MethodKind::Stream(_) => {
+                if let Some(id) = invocation_id {
+                    self.complete(Completion::error(
+                        id,
+                        format!("The client attempted to invoke the streaming '{target}' method with a non-streaming invocation."),
+                    ))
+                    .await;
+                }
+                return;
+            }
+        };
+        let args = self.open_uploads(stream_ids, arguments);
+        let Ok(permit) = self.slots.clone().acquire_owned().await else {
+            return;
+        };
+        let caller = self.caller.clone();
+        let outbound = self.outbound.clone();
+        let protocol = self.protocol;
+        let texts = ErrorTexts {
+            detailed: self.hub.options.enable_detailed_errors,
+        };
+        self.tasks.spawn(
+            async move {
+                let result = handler(caller, args).await;
+                drop(permit);
+                let Some(id) = invocation_id else {
+                    if let Err(InvokeError::Hub(error)) = &result {
+                        tracing::debug!(target_method = %target, %error, "non-blocking invocation failed");
+                    }
+                    return;
+                };
+                let completion = match result {
+                    Ok(value) => Completion::result(id, value),
+                    Err(error) => Completion::error(id, texts.text(&target, &error)),
+                };
+                send(&outbound, protocol, HubMessage::Completion(completion)).await;
+            }
+            .in_current_span(),
+        );
+    }
+
+    async fn start_stream(&mut self, invocation: StreamInvocation) {
+        let StreamInvocation {
+            invocation_id,
+            target,
+            arguments,
+            stream_ids,
+            ..
+        } = invocation;
+        let Some(method) = self.method(&target, Some(&invocation_id)).await else {
+            return;
+        };
+        let MethodKind::Stream(handler) = &method.kind else {
+            self.complete(Completion::error(
+                invocation_id,
+                format!("The client attempted to invoke the non-streaming '{target}' method with a streaming invocation."),
+            ))
+            .await;
+            return;
+        };
+        let handler = handler.clone();
+        let token = self.caller.cancellation_token();
+        let registered = match self.streams.lock() {
+            Ok(mut streams) if !streams.contains_key(&invocation_id) => {
+                streams.insert(invocation_id.clone(), token.clone());
+                true
+            }
+            _ => false,
+        };
+        if !registered {
+            self.complete(Completion::error(
+                invocation_id.clone(),
+                format!("Invocation ID '{invocation_id}' is already in use."),
+            ))
+            .await;
+            return;
+        }
+        let args = self.open_uploads(stream_ids, arguments);
+        let caller = self.caller.with_cancellation(token.clone());
+        let outbound = self.outbound.clone();
+        let protocol = self.protocol;
+        let streams = self.streams.clone();
+        let texts = ErrorTexts {
+            detailed: self.hub.options.enable_detailed_errors,
+        };
+        self.tasks.spawn(
+            async move {
+                let completion = match handler(caller, args).await {
+                    Err(error) => Completion::error(invocation_id.clone(), texts.text(&target, &error)),
+                    Ok(mut items) => loop {
+                        tokio::select! {
+                            biased;
+                            () = token.cancelled() => break Completion::void(invocation_id.clone()),
+                            item = items.next() => match item {
+                                Some(Ok(item)) => {
+                                    let message = HubMessage::StreamItem(StreamItem {
+                                        headers: Default::default(),
+                                        invocation_id: invocation_id.clone(),
+                                        item,
+                                    });
+                                    if !send(&outbound, protocol, message).await {
+                                        break Completion::void(invocation_id.clone());
+                                    }
+                                }
+                                Some(Err(error)) => {
+                                    break Completion::error(
+                                        invocation_id.clone(),
+                                        error.render("An error occurred on the server while streaming results.", texts.detailed),
+                                    );
+                                }
+                                None => break Completion::void(invocation_id.clone()),
+                            },
+                        }
+                    },
+                };
+                if let Ok(mut streams) = streams.lock() {
+                    streams.remove(&invocation_id);
+                }
+                send(&outbound, protocol, HubMessage::Completion(completion)).await;
+            }
+            .in_current_span(),
+        );
+    }
+}
+
+/// Renders invocation errors inside spawned tasks.
+#[derive(Clone, Copy)]
+struct ErrorTexts {
+    detailed: bool,
+}
+
+impl ErrorTexts {
+    fn text(self, target: &str, error: &InvokeError) -> String {
+        match error {
+            InvokeError::Bind(error @ super::BindError::StreamCount { .. }) => {
+                format!("{} HubException: {error}", Dispatcher::prefix(target))
+            }
+            InvokeError::Bind(error) => {
+                let prefix = format!("Failed to invoke '{target}' due to an error on the server.");
+                if self.detailed {
+                    format!("{prefix} InvalidDataException: {error}")
+                } else {
+                    prefix
+                }
+            }
+            InvokeError::Hub(error) => {
+                if !error.is_public() {
+                    tracing::warn!(target_method = %target, %error, "hub method failed");
+                }
+                error.render(&Dispatcher::prefix(target), self.detailed)
+            }
+        }
+    }
+}
+
+/// Encodes and queues a message, waiting for room; `false` if the connection is gone.
+pub(crate) async fn send(
+    outbound: &mpsc::Sender<Bytes>,
+    protocol: Protocol,
+    message: HubMessage,
+) -> bool {
+    match protocol.encode_to_bytes(&message) {
+        Ok(frame) => outbound.send(frame).await.is_ok(),
+        Err(error) => {
+            tracing::error!(%error, "failed to encode a message");
+            false
+        }
+    }
+}
