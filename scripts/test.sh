@@ -24,6 +24,7 @@ cargo test --workspace --quiet
 target_dir=$(cargo metadata --format-version 1 --no-deps |
   node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).target_directory))')
 export SIGNALBOX_CHAT_BIN="${SIGNALBOX_CHAT_BIN:-$target_dir/debug/examples/chat}"
+export SIGNALBOX_CONFORMANCE_BIN="${SIGNALBOX_CONFORMANCE_BIN:-$target_dir/debug/signalbox-conformance}"
 
 step "e2e tests (node --test, server: $SIGNALBOX_CHAT_BIN)"
 node --test --test-reporter=spec e2e/tests/*.test.mjs

@@ -1,6 +1,6 @@
 //! The hubs of the functional-test app, one file each (spec §10.2–10.3).
 //!
-//! * [`test_hub`]: `TestHub` at `/testhub` (and, once the library serves SSE and long polling,
+//! * [`test_hub`]: `TestHub` at `/testhub` (and, still to come, at
 //!   `/testhub-nowebsockets`).
 //! * [`authorized_hub`]: `HubWithAuthorization` at `/authorizedhub`.
 

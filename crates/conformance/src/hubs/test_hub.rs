@@ -1,7 +1,7 @@
 //! `TestHub` (`TestHub.cs` of the official app; spec §10.3): echo, errors, server-to-client calls,
 //! complex objects and what the connection's HTTP request carried.
 //!
-//! Still to come once the library supports them: the streaming methods `Stream`,
+//! Still to come: the streaming methods `Stream`,
 //! `InfiniteStream`, `StreamingConcat`, `EmptyStream` and `StreamThrowException`, and the
 //! `/testhub-nowebsockets` endpoint (SSE and long polling only).
 
