@@ -118,7 +118,7 @@ pub(crate) fn connect_resumable(
         session.queue_capacity,
     );
     let _ = entry.inbound.set(inbound_tx);
-    let connection = Connection {
+    Connection {
         id: session.id,
         transport: TransportType::WebSockets,
         principal: session.principal,
@@ -131,8 +131,7 @@ pub(crate) fn connect_resumable(
         supports_binary: true,
         keep_alive: true,
         resumable: Some(resumable),
-    };
-    connection
+    }
 }
 
 /// Hands a new socket to a stateful connection; it replaces the previous socket.
