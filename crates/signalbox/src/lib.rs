@@ -42,7 +42,7 @@ mod options;
 mod router;
 
 pub use auth::{JwtAuth, Policy, Principal};
-pub use connection::{HttpRequestInfo, redact_query};
+pub use connection::{ConnectionEndpoint, HttpRequestInfo, RawConnection, redact_query};
 pub use context::HubContext;
 pub use hub::{Caller, Hub, HubBuilder, HubError};
 pub use lifetime::{HubLifetimeManager, LocalLifetimeManager, Target};

@@ -20,23 +20,70 @@ use super::manager::{AttachError, Attached, ConnectionEntry, ConnectionManager, 
 use super::transport::websocket::{self, WebSocketSession};
 use super::transport::{long_polling, sse};
 use super::{Connection, HttpRequestInfo};
-use crate::auth::{AuthError, Principal};
-use crate::hub::{Hub, HubInner, handler};
+use futures_util::future::{BoxFuture, FutureExt};
 
-/// The state shared by the routes of one hub.
+use crate::auth::{AuthError, JwtAuth, Policy, Principal};
+use crate::hub::{Hub, HubInner, NegotiateRedirectHook, handler};
+use crate::options::ConnectionOptions;
+
+/// What runs on a connection once a transport is attached: the hub layer, or a raw handler.
+pub(crate) trait ConnectionHandler: Send + Sync + 'static {
+    /// Runs the connection until it ends.
+    fn run(self: Arc<Self>, connection: Connection) -> BoxFuture<'static, ()>;
+}
+
+impl ConnectionHandler for HubInner {
+    fn run(self: Arc<Self>, connection: Connection) -> BoxFuture<'static, ()> {
+        handler::run(self, connection).boxed()
+    }
+}
+
+/// Authentication, authorization and transport settings of one endpoint.
+pub(crate) struct EndpointSettings {
+    pub(crate) auth: Option<JwtAuth>,
+    pub(crate) policy: Policy,
+    pub(crate) options: ConnectionOptions,
+    pub(crate) queue_capacity: usize,
+    pub(crate) negotiate_redirect: Option<NegotiateRedirectHook>,
+}
+
+/// The state shared by the routes of one endpoint.
 pub(crate) struct HubEndpoint {
-    hub: Arc<HubInner>,
+    settings: EndpointSettings,
+    handler: Arc<dyn ConnectionHandler>,
     manager: Arc<ConnectionManager>,
 }
 
-/// Adds the hub's routes to `router`.
+/// Adds a hub's routes to `router`.
 pub(crate) fn mount<S>(router: Router<S>, path: &str, hub: Hub) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    let inner = hub.inner;
+    let settings = EndpointSettings {
+        auth: inner.auth.clone(),
+        policy: inner.policy.clone(),
+        options: inner.connection_options.clone(),
+        queue_capacity: inner.options.outbound_queue_capacity,
+        negotiate_redirect: inner.negotiate_redirect.clone(),
+    };
+    mount_handler(router, path, settings, inner)
+}
+
+/// Adds the routes of an endpoint running `handler` on each connection.
+pub(crate) fn mount_handler<S>(
+    router: Router<S>,
+    path: &str,
+    settings: EndpointSettings,
+    handler: Arc<dyn ConnectionHandler>,
+) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
     let path = path.trim_end_matches('/');
     let endpoint = Arc::new(HubEndpoint {
-        hub: hub.inner,
+        settings,
+        handler,
         manager: Arc::new(ConnectionManager::default()),
     });
     router
@@ -86,7 +133,7 @@ impl HubEndpoint {
     #[allow(clippy::result_large_err)]
     fn authorize(&self, headers: &HeaderMap, uri: &Uri) -> Result<Option<Principal>, Response> {
         let mut invalid = false;
-        let principal = match &self.hub.auth {
+        let principal = match &self.settings.auth {
             Some(auth) => match auth.authenticate(headers, uri.query(), true) {
                 Ok(principal) => Some(principal),
                 Err(AuthError::Missing) => None,
@@ -98,7 +145,7 @@ impl HubEndpoint {
             },
             None => None,
         };
-        if self.hub.policy.is_satisfied_by(principal.as_ref()) {
+        if self.settings.policy.is_satisfied_by(principal.as_ref()) {
             return Ok(principal);
         }
         if principal.is_some() {
@@ -118,8 +165,8 @@ impl HubEndpoint {
     }
 
     fn available_transports(&self) -> Vec<AvailableTransport> {
-        self.hub
-            .connection_options
+        self.settings
+            .options
             .transports
             .iter()
             .map(|&transport| AvailableTransport {
@@ -135,7 +182,7 @@ impl HubEndpoint {
     }
 
     fn transport_enabled(&self, transport: TransportType) -> bool {
-        self.hub.connection_options.transports.contains(&transport)
+        self.settings.options.transports.contains(&transport)
     }
 }
 
@@ -147,14 +194,14 @@ async fn negotiate(
     if let Err(response) = endpoint.authorize(&headers, &uri) {
         return response;
     }
-    let options = &endpoint.hub.connection_options;
+    let options = &endpoint.settings.options;
     let requested = query_param(&uri, "negotiateVersion");
     let version =
         match select_negotiate_version(requested.as_deref(), options.minimum_negotiate_version) {
             Ok(version) => version,
             Err(error) => return json_response(&NegotiateError { error }),
         };
-    if let Some(redirect) = &endpoint.hub.negotiate_redirect {
+    if let Some(redirect) = &endpoint.settings.negotiate_redirect {
         let request = HttpRequestInfo::new(uri.path(), headers.clone(), uri.query());
         if let Some(target) = redirect(&request) {
             return json_response(&target);
@@ -201,7 +248,7 @@ fn attach_error(error: AttachError) -> Response {
 fn spawn_hub(endpoint: &Arc<HubEndpoint>, entry: Arc<ConnectionEntry>, connection: Connection) {
     let endpoint = endpoint.clone();
     tokio::spawn(async move {
-        handler::run(endpoint.hub.clone(), connection).await;
+        endpoint.handler.clone().run(connection).await;
         entry.dispose();
         endpoint.manager.remove(&entry.token);
     });
@@ -250,7 +297,7 @@ async fn connect(State(endpoint): State<Arc<HubEndpoint>>, request: Request) -> 
         parts.headers.clone(),
         parts.uri.query(),
     ));
-    let queue_capacity = endpoint.hub.options.outbound_queue_capacity;
+    let queue_capacity = endpoint.settings.queue_capacity;
     match (transport, attached) {
         (TransportType::ServerSentEvents, _) => {
             let (connection, response) =
@@ -265,7 +312,7 @@ async fn connect(State(endpoint): State<Arc<HubEndpoint>>, request: Request) -> 
             response
         }
         (TransportType::LongPolling, Attached::Again) => {
-            long_polling::poll(&entry, endpoint.hub.connection_options.long_poll_timeout).await
+            long_polling::poll(&entry, endpoint.settings.options.long_poll_timeout).await
         }
         (TransportType::WebSockets, attached) => {
             upgrade_websocket(
@@ -298,8 +345,8 @@ async fn upgrade_websocket(
             return rejection.into_response();
         }
     };
-    let options = &endpoint.hub.connection_options;
-    let queue_capacity = endpoint.hub.options.outbound_queue_capacity;
+    let options = &endpoint.settings.options;
+    let queue_capacity = endpoint.settings.queue_capacity;
     let buffer_size = options.stateful_reconnect_buffer_size;
     let failed_manager = endpoint.manager.clone();
     let failed_token = entry.token.clone();
@@ -329,13 +376,13 @@ async fn upgrade_websocket(
             };
             if entry.stateful {
                 let connection = websocket::connect_resumable(socket, session, &entry, buffer_size);
-                handler::run(endpoint.hub.clone(), connection).await;
+                endpoint.handler.clone().run(connection).await;
                 entry.dispose();
                 endpoint.manager.remove(&entry.token);
                 return;
             }
             let (connection, writer) = websocket::connect(socket, session);
-            handler::run(endpoint.hub.clone(), connection).await;
+            endpoint.handler.clone().run(connection).await;
             entry.dispose();
             endpoint.manager.remove(&entry.token);
             // The writer ends once it has flushed what the hub queued and closed the socket.
@@ -363,7 +410,7 @@ async fn send(State(endpoint): State<Arc<HubEndpoint>>, request: Request) -> Res
     let Some(inbound) = entry.inbound.get() else {
         return text(StatusCode::NOT_FOUND, "No Connection with that ID");
     };
-    let limit = endpoint.hub.connection_options.max_request_body_size;
+    let limit = endpoint.settings.options.max_request_body_size;
     let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(bytes) => bytes,
         Err(_) => return text(StatusCode::BAD_REQUEST, "Invalid or oversized request body"),

@@ -4,6 +4,7 @@
 pub(crate) mod endpoint;
 mod id;
 pub(crate) mod manager;
+mod raw;
 mod request;
 pub(crate) mod resume;
 mod transport;
@@ -18,6 +19,7 @@ use tokio::sync::mpsc;
 
 use crate::auth::Principal;
 
+pub use raw::{ConnectionEndpoint, RawConnection};
 pub use request::{HttpRequestInfo, redact_query};
 
 /// A transport connection handed to the hub layer: inbound byte chunks (not aligned with

@@ -1,0 +1,227 @@
+//! Raw connections (no hub protocol) over long polling and Server-Sent Events, driven with plain
+//! HTTP: the transport rules of TransportProtocols.md.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::Duration;
+
+use axum::Router;
+use common::{http, serve};
+use signalbox::{ConnectionEndpoint, ConnectionOptions, HubRouterExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn echo(options: ConnectionOptions) -> ConnectionEndpoint {
+    ConnectionEndpoint::new(|mut connection| async move {
+        while let Some(data) = connection.recv().await {
+            if !connection.send(data).await {
+                break;
+            }
+        }
+    })
+    .options(options)
+}
+
+async fn negotiate(addr: std::net::SocketAddr) -> String {
+    let n = http(addr, "POST", "/echo/negotiate?negotiateVersion=1", &[], b"").await;
+    n.json()["connectionToken"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn long_polling_lifecycle() {
+    let addr = serve(Router::new().map_connection(
+        "/echo",
+        echo(ConnectionOptions {
+            long_poll_timeout: Duration::from_millis(300),
+            ..ConnectionOptions::default()
+        }),
+    ))
+    .await;
+    let id = negotiate(addr).await;
+    let path = format!("/echo?id={id}");
+
+    // The first poll returns at once, empty.
+    let first = http(addr, "GET", &path, &[], b"").await;
+    assert_eq!(first.status, 200);
+    assert!(first.body.is_empty());
+    assert_eq!(
+        first.header("content-type"),
+        Some("application/octet-stream")
+    );
+    assert_eq!(first.header("cache-control"), Some("no-cache, no-store"));
+
+    // Sends are echoed on the next poll, several chunks in one body.
+    assert_eq!(http(addr, "POST", &path, &[], b"hello ").await.status, 200);
+    assert_eq!(http(addr, "POST", &path, &[], b"world").await.status, 200);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let poll = http(addr, "GET", &path, &[], b"").await;
+    assert_eq!((poll.status, poll.text().as_str()), (200, "hello world"));
+
+    // An idle poll times out with 200 and no content.
+    let idle = http(addr, "GET", &path, &[], b"").await;
+    assert_eq!(idle.status, 200);
+    assert!(idle.body.is_empty());
+
+    // A newer poll supersedes the waiting one, which answers 204.
+    let older =
+        tokio::spawn(async move { http(addr, "GET", &format!("/echo?id={id}"), &[], b"").await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let path2 = path.clone();
+    let newer = tokio::spawn(async move { http(addr, "GET", &path2, &[], b"").await });
+    assert_eq!(older.await.unwrap().status, 204);
+    let _ = newer.await.unwrap();
+
+    // DELETE ends the connection: 202, then polls get 204 or 404.
+    let delete = http(addr, "DELETE", &path, &[], b"").await;
+    assert_eq!(delete.status, 202);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let after = http(addr, "GET", &path, &[], b"").await;
+    assert!(
+        after.status == 204 || after.status == 404,
+        "{}",
+        after.status
+    );
+}
+
+#[tokio::test]
+async fn transport_errors() {
+    let addr =
+        serve(Router::new().map_connection("/echo", echo(ConnectionOptions::default()))).await;
+    let missing = http(addr, "GET", "/echo", &[], b"").await;
+    assert_eq!(
+        (missing.status, missing.text().as_str()),
+        (400, "Connection ID required")
+    );
+    let unknown = http(addr, "GET", "/echo?id=nope", &[], b"").await;
+    assert_eq!(
+        (unknown.status, unknown.text().as_str()),
+        (404, "No Connection with that ID")
+    );
+    let id = negotiate(addr).await;
+    http(addr, "GET", &format!("/echo?id={id}"), &[], b"").await;
+    let sse = http(
+        addr,
+        "GET",
+        &format!("/echo?id={id}"),
+        &[("Accept", "text/event-stream")],
+        b"",
+    )
+    .await;
+    assert_eq!(
+        (sse.status, sse.text().as_str()),
+        (400, "Cannot change transports mid-connection")
+    );
+
+    let lp_only = serve(Router::new().map_connection(
+        "/echo",
+        echo(ConnectionOptions {
+            transports: vec![signalbox::TransportType::LongPolling],
+            ..ConnectionOptions::default()
+        }),
+    ))
+    .await;
+    let n = http(
+        lp_only,
+        "POST",
+        "/echo/negotiate?negotiateVersion=1",
+        &[],
+        b"",
+    )
+    .await
+    .json();
+    assert_eq!(n["availableTransports"].as_array().unwrap().len(), 1);
+    let id = n["connectionToken"].as_str().unwrap();
+    let sse = http(
+        lp_only,
+        "GET",
+        &format!("/echo?id={id}"),
+        &[("Accept", "text/event-stream")],
+        b"",
+    )
+    .await;
+    assert_eq!(
+        (sse.status, sse.text().as_str()),
+        (
+            404,
+            "ServerSentEvents transport not supported by this end point type"
+        )
+    );
+}
+
+#[tokio::test]
+async fn abandoned_negotiations_and_polls_are_reaped() {
+    let addr = serve(Router::new().map_connection(
+        "/echo",
+        echo(ConnectionOptions {
+            disconnect_timeout: Duration::from_millis(200),
+            ..ConnectionOptions::default()
+        }),
+    ))
+    .await;
+    let pending = negotiate(addr).await;
+    let polling = negotiate(addr).await;
+    http(addr, "GET", &format!("/echo?id={polling}"), &[], b"").await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    for id in [pending, polling] {
+        let r = http(addr, "POST", &format!("/echo?id={id}"), &[], b"x").await;
+        assert_eq!(r.status, 404, "connection {id} was reaped");
+    }
+}
+
+#[tokio::test]
+async fn server_sent_events_stream() {
+    let addr =
+        serve(Router::new().map_connection("/echo", echo(ConnectionOptions::default()))).await;
+    let id = negotiate(addr).await;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request =
+        format!("GET /echo?id={id} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Headers and the opening comment arrive before any data.
+    while !String::from_utf8_lossy(&received).contains(":\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0);
+        received.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&received).to_string();
+    assert!(head.starts_with("HTTP/1.1 200"));
+    assert!(
+        head.to_lowercase()
+            .contains("content-type: text/event-stream")
+    );
+    assert!(head.to_lowercase().contains("content-encoding: identity"));
+
+    assert_eq!(
+        http(
+            addr,
+            "POST",
+            &format!("/echo?id={id}"),
+            &[],
+            b"line1\nline2"
+        )
+        .await
+        .status,
+        200
+    );
+    while !String::from_utf8_lossy(&received).contains("data: line2\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0);
+        received.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&received).contains("data: line1\r\ndata: line2\r\n\r\n"));
+
+    // Closing the stream ends the connection.
+    drop(stream);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let r = http(addr, "POST", &format!("/echo?id={id}"), &[], b"x").await;
+    assert_eq!(r.status, 404);
+}
