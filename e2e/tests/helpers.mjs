@@ -569,3 +569,264 @@ export function within(promise, timeoutMs, what) {
 export function onClose(connection) {
   return new Promise((resolve) => connection.onclose((err) => resolve(err)));
 }
+
+// ---------------------------------------------------------------------------
+// Streaming example (crates/signalbox/examples/streaming.rs): every transport,
+// streams, upload streams, client results, stateful reconnect
+// ---------------------------------------------------------------------------
+
+// (Import declarations are hoisted; kept here so earlier sections stay untouched.)
+import net from 'node:net';
+
+/** The streaming example binary under test. */
+export const STREAMING_BIN =
+  process.env.SIGNALBOX_STREAMING_BIN || path.join(REPO_ROOT, 'target', 'debug', 'examples', 'streaming');
+
+/** Hub with every transport and stateful reconnect allowed. */
+export const FEATURES_PATH = '/hubs/features';
+
+/** The same hub without the WebSockets transport. */
+export const FEATURES_NOWS_PATH = '/hubs/features-nows';
+
+/** Transport names as GetTransport reports them (and as signalR.HttpTransportType keys). */
+export const TRANSPORTS = ['WebSockets', 'ServerSentEvents', 'LongPolling'];
+
+/**
+ * Spawns an example server with `--listen <listen>` (default: an ephemeral
+ * port) and waits for its `Now listening on:` line. Same handle as
+ * startServer (which always listens on port 0), plus `port`.
+ *
+ * @param {string} binPath
+ * @param {{listen?: string, env?: Record<string,string>, timeoutMs?: number}} [opts]
+ */
+export async function spawnServer(binPath, { listen = '127.0.0.1:0', env = {}, timeoutMs = 60_000 } = {}) {
+  if (!existsSync(binPath)) {
+    throw new Error(`example server binary not found at ${binPath}; build it with \`cargo build -p signalbox --examples\``);
+  }
+  const proc = spawn(binPath, ['--listen', listen], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let log = '';
+  let dropped = 0;
+  const append = (prefix, chunk) => {
+    const lines = chunk.toString('utf8').replace(ANSI_RE, '').split('\n');
+    log += lines.map((l, i, a) => (i === a.length - 1 && l === '' ? '' : `${prefix}${l}`)).join('\n');
+    if (log.length > LOG_LIMIT) {
+      dropped += log.length - LOG_LIMIT;
+      log = log.slice(log.length - LOG_LIMIT);
+    }
+  };
+  let exited = null;
+  const exitPromise = new Promise((resolve) =>
+    proc.on('exit', (code, signal) => {
+      exited = { code, signal };
+      resolve(exited);
+    }),
+  );
+  const url = await new Promise((resolve, reject) => {
+    let buf = '';
+    let done = false;
+    const finish = (err, value) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      if (err) reject(err);
+      else resolve(value);
+    };
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL');
+      finish(new Error(`server did not print "Now listening on:" within ${timeoutMs} ms\n${log}`));
+    }, timeoutMs);
+    proc.stdout.on('data', (chunk) => {
+      append('[stdout] ', chunk);
+      buf += chunk.toString('utf8').replace(ANSI_RE, '');
+      const m = LISTEN_RE.exec(buf);
+      if (m) finish(null, m[1].replace(/\/+$/, ''));
+    });
+    proc.stderr.on('data', (chunk) => append('[stderr] ', chunk));
+    proc.on('error', (err) => finish(new Error(`failed to spawn ${binPath}: ${err.message}`)));
+    exitPromise.then(({ code, signal }) =>
+      finish(new Error(`server exited early (code ${code}, signal ${signal})\n${log}`)),
+    );
+  });
+  /** Stops the process (SIGTERM, SIGKILL after 5 s; `signal` to kill at once). */
+  const stop = async (signal = 'SIGTERM') => {
+    if (exited) return;
+    proc.kill(signal);
+    const timer = setTimeout(() => proc.kill('SIGKILL'), 5_000);
+    await exitPromise;
+    clearTimeout(timer);
+  };
+  return {
+    url,
+    port: Number(new URL(url).port),
+    proc,
+    stop,
+    output: () => log,
+    mark: () => dropped + log.length,
+    outputSince: (mark) => log.slice(Math.max(0, mark - dropped)),
+  };
+}
+
+/** Like useServer, for the streaming example (one process per file/describe block). */
+export function useStreamingServer(env = {}) {
+  const handle = { server: null };
+  before(async () => {
+    handle.server = await spawnServer(STREAMING_BIN, { env });
+  });
+  after(async () => {
+    await handle.server?.stop();
+  });
+  return handle;
+}
+
+/**
+ * An HttpClient that records every request the SignalR client makes (method,
+ * url, status) — e.g. to see the long-polling DELETE.
+ */
+export class RecordingHttpClient extends signalR.DefaultHttpClient {
+  constructor(logger) {
+    super(logger);
+    this.requests = [];
+  }
+
+  async send(request) {
+    const entry = { method: request.method, url: request.url, status: undefined, error: undefined };
+    this.requests.push(entry);
+    try {
+      const response = await super.send(request);
+      entry.status = response.statusCode;
+      return response;
+    } catch (err) {
+      entry.error = String(err?.message ?? err);
+      entry.status = err?.statusCode;
+      throw err;
+    }
+  }
+}
+
+/**
+ * Builds (does not start) a HubConnection with any transport and options.
+ *
+ * @param {string} url server base url
+ * @param {{hubPath?: string, protocol?: 'json'|'messagepack',
+ *   transport?: 'WebSockets'|'ServerSentEvents'|'LongPolling'|null,
+ *   skipNegotiation?: boolean, statefulReconnect?: boolean|object,
+ *   automaticReconnect?: boolean|number[], httpClient?: signalR.HttpClient,
+ *   logger?: signalR.ILogger|signalR.LogLevel}} [opts] transport null = client default (all)
+ */
+export function buildHubConnection(
+  url,
+  {
+    hubPath = FEATURES_PATH,
+    protocol = 'json',
+    transport = 'WebSockets',
+    skipNegotiation = false,
+    statefulReconnect = false,
+    automaticReconnect = false,
+    httpClient,
+    logger = signalR.LogLevel.Warning,
+  } = {},
+) {
+  const options = {};
+  if (transport) options.transport = signalR.HttpTransportType[transport];
+  if (skipNegotiation) options.skipNegotiation = true;
+  if (httpClient) options.httpClient = httpClient;
+  let builder = new signalR.HubConnectionBuilder().withUrl(`${url}${hubPath}`, options).configureLogging(logger);
+  if (protocol === 'messagepack') builder = builder.withHubProtocol(new MessagePackHubProtocol());
+  else if (protocol !== 'json') throw new Error(`unknown protocol ${protocol}`);
+  if (statefulReconnect) builder = builder.withStatefulReconnect(statefulReconnect === true ? undefined : statefulReconnect);
+  if (automaticReconnect) {
+    builder = Array.isArray(automaticReconnect)
+      ? builder.withAutomaticReconnect(automaticReconnect)
+      : builder.withAutomaticReconnect();
+  }
+  return builder.build();
+}
+
+/** Builds a connection tracked by `scope` (stopped and its logs printed on failure). */
+export function scopedConnection(scope, opts = {}) {
+  const logger = new CapturingLogger(`client#${scope.connections.length + 1}`);
+  scope.loggers.push(logger);
+  const conn = buildHubConnection(opts.url ?? scope.url, { logger, ...opts });
+  scope.connections.push(conn);
+  return conn;
+}
+
+/**
+ * A user-space TCP proxy on 127.0.0.1 (ephemeral port) piping every accepted
+ * socket to `targetPort`. `dropAll()` destroys every proxied socket pair at
+ * once (no WebSocket close frame, no FIN handshake: an ungraceful drop), while
+ * the proxy keeps accepting new connections.
+ */
+export async function startTcpProxy(targetPort, targetHost = '127.0.0.1') {
+  const pairs = new Set();
+  let accepted = 0;
+  const server = net.createServer((client) => {
+    accepted += 1;
+    const upstream = net.connect(targetPort, targetHost);
+    const pair = { client, upstream };
+    pairs.add(pair);
+    const kill = () => {
+      client.destroy();
+      upstream.destroy();
+      pairs.delete(pair);
+    };
+    client.on('error', kill);
+    upstream.on('error', kill);
+    client.on('close', kill);
+    upstream.on('close', kill);
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  await new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', resolve);
+  });
+  const port = server.address().port;
+  return {
+    port,
+    url: `http://127.0.0.1:${port}`,
+    /** Number of client connections accepted so far. */
+    accepted: () => accepted,
+    /** Number of live proxied pairs. */
+    live: () => pairs.size,
+    dropAll() {
+      const n = pairs.size;
+      for (const { client, upstream } of [...pairs]) {
+        client.resetAndDestroy?.() ?? client.destroy();
+        upstream.resetAndDestroy?.() ?? upstream.destroy();
+      }
+      pairs.clear();
+      return n;
+    },
+    async close() {
+      this.dropAll();
+      await new Promise((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+/** Collects a server stream into {items, error} (error = message text), bounded by a timeout. */
+export function collectStream(streamResult, { timeoutMs = 5_000 } = {}) {
+  const items = [];
+  let subscription;
+  const done = new Promise((resolve) => {
+    subscription = streamResult.subscribe({
+      next: (item) => {
+        items.push(item);
+      },
+      complete: () => {
+        resolve({ items, error: null });
+      },
+      error: (err) => {
+        resolve({ items, error: String(err?.message ?? err) });
+      },
+    });
+  });
+  return within(done, timeoutMs, `stream did not finish; items so far: ${JSON.stringify(items)}`).catch((err) => {
+    subscription?.dispose();
+    throw err;
+  });
+}
