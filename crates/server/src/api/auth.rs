@@ -1,0 +1,168 @@
+//! Accounts and tokens: register, login, refresh (rotating), logout, and the public keys.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ErrorBody};
+use crate::accounts::{NewUser, token_claims};
+use crate::db::UserRow;
+use crate::state::AppState;
+
+/// Name and password.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct Credentials {
+    /// User name.
+    pub username: String,
+    /// Password.
+    pub password: String,
+}
+
+/// A refresh token.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RefreshRequest {
+    /// The refresh token from the last login or refresh.
+    pub refresh_token: String,
+}
+
+/// Tokens for a session.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TokenResponse {
+    /// The access token (a JWT) for `Authorization: Bearer`.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Lifetime of the access token, in seconds.
+    pub expires_in: u64,
+    /// Single-use token for `POST /api/auth/refresh`.
+    pub refresh_token: String,
+}
+
+/// A registered account.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RegisteredUser {
+    /// User name.
+    pub username: String,
+}
+
+async fn session(
+    state: &AppState,
+    user: &UserRow,
+    family: Option<String>,
+    refresh_token: Option<String>,
+) -> Result<TokenResponse, ApiError> {
+    let access = state.tokens.issue(&user.name, &token_claims(user), None)?;
+    let refresh_token = match refresh_token {
+        Some(token) => token,
+        None => state.refresh.issue(&user.name, family).await?,
+    };
+    Ok(TokenResponse {
+        access_token: access.token,
+        token_type: "Bearer".to_owned(),
+        expires_in: access.expires_in,
+        refresh_token,
+    })
+}
+
+/// Creates an account (when registration is open).
+#[utoipa::path(
+    post, path = "/api/auth/register", tag = "auth",
+    request_body = Credentials,
+    responses(
+        (status = 201, description = "Account created", body = RegisteredUser),
+        (status = 400, description = "Invalid name or password", body = ErrorBody),
+        (status = 403, description = "Registration is disabled", body = ErrorBody),
+        (status = 409, description = "Name taken", body = ErrorBody),
+    )
+)]
+pub async fn register(
+    State(state): State<AppState>,
+    Json(body): Json<Credentials>,
+) -> Result<(StatusCode, Json<RegisteredUser>), ApiError> {
+    if !state.config.auth.registration {
+        return Err(ApiError::Forbidden("registration is disabled".to_owned()));
+    }
+    let user = state
+        .accounts
+        .create(NewUser {
+            name: body.username,
+            password: Some(body.password),
+            ..NewUser::default()
+        })
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(RegisteredUser {
+            username: user.name,
+        }),
+    ))
+}
+
+/// Signs in with a name and password.
+#[utoipa::path(
+    post, path = "/api/auth/login", tag = "auth",
+    request_body = Credentials,
+    responses(
+        (status = 200, description = "Signed in", body = TokenResponse),
+        (status = 401, description = "Invalid user name or password", body = ErrorBody),
+    )
+)]
+pub async fn login(
+    State(state): State<AppState>,
+    Json(body): Json<Credentials>,
+) -> Result<Json<TokenResponse>, ApiError> {
+    let user = state
+        .accounts
+        .authenticate(&body.username, body.password)
+        .await?;
+    tracing::info!(user = %user.name, "signed in");
+    Ok(Json(session(&state, &user, None, None).await?))
+}
+
+/// Exchanges a refresh token for new tokens. The refresh token is spent: presenting it again
+/// revokes the whole session.
+#[utoipa::path(
+    post, path = "/api/auth/refresh", tag = "auth",
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "New tokens", body = TokenResponse),
+        (status = 401, description = "Invalid, expired or reused refresh token", body = ErrorBody),
+    )
+)]
+pub async fn refresh(
+    State(state): State<AppState>,
+    Json(body): Json<RefreshRequest>,
+) -> Result<Json<TokenResponse>, ApiError> {
+    let (user_name, next) = state.refresh.rotate(&body.refresh_token).await?;
+    let user = state
+        .db
+        .user(&user_name)
+        .await?
+        .ok_or_else(|| ApiError::Unauthorized("the account no longer exists".to_owned()))?;
+    Ok(Json(session(&state, &user, None, Some(next)).await?))
+}
+
+/// Ends the session of a refresh token (its whole family is revoked).
+#[utoipa::path(
+    post, path = "/api/auth/logout", tag = "auth",
+    request_body = RefreshRequest,
+    responses((status = 204, description = "Signed out"))
+)]
+pub async fn logout(
+    State(state): State<AppState>,
+    Json(body): Json<RefreshRequest>,
+) -> Result<StatusCode, ApiError> {
+    state.refresh.revoke(&body.refresh_token).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The public keys that verify access tokens (empty with HS256).
+#[utoipa::path(
+    get, path = "/.well-known/jwks.json", tag = "auth",
+    responses((status = 200, description = "JSON Web Key Set", content_type = "application/json", body = Object))
+)]
+pub async fn jwks(State(state): State<AppState>) -> Json<jsonwebtoken::jwk::JwkSet> {
+    Json(state.tokens.jwks().clone())
+}

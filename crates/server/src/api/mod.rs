@@ -1,0 +1,45 @@
+//! The REST API: routes, errors, the authenticated-caller extractor and the OpenAPI document.
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod groups;
+pub mod notifications;
+pub mod openapi;
+pub mod users;
+
+use axum::Router;
+use axum::routing::{get, post, put};
+use utoipa::OpenApi as _;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::state::AppState;
+
+pub use error::ApiError;
+pub use openapi::ApiDoc;
+
+/// The REST routes, `/openapi.json` and `/swagger`.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/auth/register", post(auth::register))
+        .route("/api/auth/login", post(auth::login))
+        .route("/api/auth/refresh", post(auth::refresh))
+        .route("/api/auth/logout", post(auth::logout))
+        .route("/.well-known/jwks.json", get(auth::jwks))
+        .route(
+            "/api/notifications",
+            get(notifications::list).post(notifications::publish),
+        )
+        .route(
+            "/api/notifications/{id}/read",
+            post(notifications::mark_read),
+        )
+        .route("/api/users/{id}/presence", get(users::presence))
+        .route("/api/groups/{group}/members", get(groups::members))
+        .route(
+            "/api/groups/{group}/members/{user}",
+            put(groups::add_member).delete(groups::remove_member),
+        )
+        .with_state(state)
+        .merge(SwaggerUi::new("/swagger").url("/openapi.json", ApiDoc::openapi()))
+}

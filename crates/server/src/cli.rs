@@ -1,0 +1,116 @@
+//! The command line: `signalbox serve`, `signalbox user add`, `signalbox token issue`,
+//! `signalbox config check`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Overrides;
+
+/// The signalbox notification service.
+#[derive(Debug, Parser)]
+#[command(name = "signalbox", version, about)]
+pub struct Cli {
+    /// Configuration file (TOML) [env: SIGNALBOX_CONFIG].
+    #[arg(long, global = true, env = "SIGNALBOX_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Database URL: sqlite://PATH or postgres://USER@HOST/DB [env: SIGNALBOX_DATABASE].
+    #[arg(long, global = true, value_name = "URL")]
+    pub database: Option<String>,
+    /// Address to listen on (port 0 picks a free port) [env: SIGNALBOX_LISTEN].
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// HS256 secret for access tokens, at least 32 bytes [env: SIGNALBOX_JWT_SECRET].
+    #[arg(long, global = true, value_name = "SECRET", hide = true)]
+    pub jwt_secret: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl Cli {
+    /// The flags that override file and environment settings.
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            database: self.database.clone(),
+            listen: self.listen.clone(),
+            jwt_secret: self.jwt_secret.clone(),
+        }
+    }
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Runs the service.
+    Serve,
+    /// Manages accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Issues tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Checks the configuration and the database, and prints the effective settings.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// `signalbox user …`
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Creates an account (or, with --update, replaces its password, roles and claims). The
+    /// password is read from standard input (first line) or prompted for on a terminal.
+    Add(UserAdd),
+    /// Deletes an account with its tokens and notifications.
+    Delete {
+        /// User name.
+        name: String,
+    },
+}
+
+/// `signalbox user add`
+#[derive(Debug, Args)]
+pub struct UserAdd {
+    /// User name.
+    pub name: String,
+    /// A role (repeatable).
+    #[arg(long = "role", value_name = "R")]
+    pub roles: Vec<String>,
+    /// A claim TYPE=VALUE (repeatable), e.g. permission=notify.
+    #[arg(long = "claim", value_name = "K=V")]
+    pub claims: Vec<String>,
+    /// Update the account if it exists.
+    #[arg(long)]
+    pub update: bool,
+}
+
+/// `signalbox token …`
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Prints an access token signed with the configured key (for scripts and services).
+    Issue(TokenIssue),
+}
+
+/// `signalbox token issue`
+#[derive(Debug, Args)]
+pub struct TokenIssue {
+    /// The subject (user name).
+    #[arg(long)]
+    pub sub: String,
+    /// A claim TYPE=VALUE (repeatable).
+    #[arg(long = "claim", value_name = "K=V")]
+    pub claims: Vec<String>,
+    /// A role (repeatable).
+    #[arg(long = "role", value_name = "R")]
+    pub roles: Vec<String>,
+    /// Lifetime, e.g. 10m, 12h [default: the access token lifetime].
+    #[arg(long)]
+    pub ttl: Option<String>,
+}
+
+/// `signalbox config …`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validates the configuration, opens the database, prints the effective settings.
+    Check,
+}

@@ -1,0 +1,748 @@
+//! Configuration: a TOML file, then `SIGNALBOX_…` environment variables, then command-line
+//! flags, each overriding the one before; validated once at start. Every option, its default
+//! and its variable are listed in `docs/configuration.md`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::clock::{format_duration, parse_duration};
+
+/// Minimum length of an HMAC secret, in bytes.
+pub const MIN_SECRET_LENGTH: usize = 32;
+
+/// A configuration that cannot be used, with a message saying what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read the configuration file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys.
+    #[error("invalid configuration file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        message: String,
+    },
+    /// One setting has an invalid value.
+    #[error("invalid value for {name}: {message}")]
+    Invalid {
+        /// The setting (file key / environment variable).
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The JWT secret is too short or too simple.
+    #[error(
+        "the JWT secret (SIGNALBOX_JWT_SECRET / auth.jwt_secret) is too weak: {0}; use at least {MIN_SECRET_LENGTH} random bytes, e.g. `openssl rand -base64 48`"
+    )]
+    WeakSecret(String),
+    /// Subcommands that sign tokens need a configured key.
+    #[error(
+        "no JWT secret or signing key is configured: set SIGNALBOX_JWT_SECRET (or auth.jwt_secret / --jwt-secret), the same one the server uses"
+    )]
+    MissingSecret,
+    /// `*` as an allowed origin together with credentials.
+    #[error(
+        "CORS: the origin \"*\" cannot be combined with credentials (cors.allow_credentials / SIGNALBOX_CORS_CREDENTIALS); list the allowed origins explicitly"
+    )]
+    WildcardWithCredentials,
+}
+
+/// Algorithm used to sign access tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum SigningAlgorithm {
+    /// HMAC-SHA256 with `jwt_secret` (default).
+    HS256,
+    /// RSA PKCS#1 v1.5 SHA-256 with `jwt_private_key`.
+    RS256,
+    /// ECDSA P-256 SHA-256 with `jwt_private_key`.
+    ES256,
+}
+
+impl SigningAlgorithm {
+    fn parse(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_uppercase().as_str() {
+            "HS256" => Some(Self::HS256),
+            "RS256" => Some(Self::RS256),
+            "ES256" => Some(Self::ES256),
+            _ => None,
+        }
+    }
+}
+
+/// The service configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Database URL. Default `sqlite://signalbox.db`.
+    pub database: String,
+    /// This process's name in presence rows. Default: the host name.
+    pub node: String,
+    /// Tokens and accounts.
+    pub auth: AuthConfig,
+    /// Cross-origin requests.
+    pub cors: CorsConfig,
+    /// The durable inbox.
+    pub inbox: InboxConfig,
+    /// An external OpenID Connect issuer whose tokens are accepted.
+    pub oidc: Option<OidcConfig>,
+}
+
+/// Tokens and accounts.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// HMAC secret for HS256. `None` = a development secret is generated at start.
+    pub jwt_secret: Option<String>,
+    /// Whether `jwt_secret` was generated (development only).
+    pub jwt_secret_generated: bool,
+    /// Signing algorithm. Default HS256.
+    pub jwt_algorithm: SigningAlgorithm,
+    /// PEM private key for RS256/ES256.
+    pub jwt_private_key: Option<PathBuf>,
+    /// `kid` of the signing key. Default: none for HS256, `signalbox-1` otherwise.
+    pub jwt_key_id: Option<String>,
+    /// `iss` of issued tokens (and required on local tokens). Default `signalbox`.
+    pub issuer: String,
+    /// `aud` of issued tokens, if any.
+    pub audience: Option<String>,
+    /// Access token lifetime. Default 15 minutes.
+    pub access_token_ttl: Duration,
+    /// Refresh token lifetime. Default 30 days.
+    pub refresh_token_ttl: Duration,
+    /// Whether `POST /api/auth/register` is open. Default false.
+    pub registration: bool,
+    /// The claim that carries permissions. Default `permission`.
+    pub permission_claim: String,
+    /// The permission needed to send notifications. Default `notify`.
+    pub notify_permission: String,
+}
+
+/// Cross-origin requests.
+#[derive(Debug, Clone, Default)]
+pub struct CorsConfig {
+    /// Allowed origins (`https://app.example.com`); empty = no cross-origin access.
+    pub allowed_origins: Vec<String>,
+    /// Whether credentials (cookies, `Authorization`) may be sent. Default true.
+    pub allow_credentials: bool,
+}
+
+/// The durable inbox.
+#[derive(Debug, Clone)]
+pub struct InboxConfig {
+    /// How long notifications are kept. Default 30 days.
+    pub retention: Duration,
+}
+
+/// An external OpenID Connect issuer.
+#[derive(Debug, Clone)]
+pub struct OidcConfig {
+    /// The issuer (`iss`), e.g. `https://accounts.google.com`.
+    pub issuer: String,
+    /// Discovery document URL. Default `{issuer}/.well-known/openid-configuration`.
+    pub discovery_url: Option<String>,
+    /// JWKS URL; skips discovery when set.
+    pub jwks_url: Option<String>,
+    /// Required `aud` (the client id).
+    pub audience: Option<String>,
+    /// The claim naming the local user. Default `email`.
+    pub user_claim: String,
+    /// Create a local account (no password) on first sign-in. Default false.
+    pub auto_create_users: bool,
+    /// How long fetched keys are trusted before a refresh. Default 1 hour.
+    pub jwks_cache_ttl: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database: "sqlite://signalbox.db".to_owned(),
+            node: default_node(),
+            auth: AuthConfig {
+                jwt_secret: None,
+                jwt_secret_generated: false,
+                jwt_algorithm: SigningAlgorithm::HS256,
+                jwt_private_key: None,
+                jwt_key_id: None,
+                issuer: "signalbox".to_owned(),
+                audience: None,
+                access_token_ttl: Duration::from_secs(15 * 60),
+                refresh_token_ttl: Duration::from_secs(30 * 86_400),
+                registration: false,
+                permission_claim: "permission".to_owned(),
+                notify_permission: "notify".to_owned(),
+            },
+            cors: CorsConfig {
+                allowed_origins: Vec::new(),
+                allow_credentials: true,
+            },
+            inbox: InboxConfig {
+                retention: Duration::from_secs(30 * 86_400),
+            },
+            oidc: None,
+        }
+    }
+}
+
+fn default_node() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "signalbox".to_owned())
+}
+
+/// The settings that can be given as flags (highest precedence).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--database`.
+    pub database: Option<String>,
+    /// `--listen`.
+    pub listen: Option<String>,
+    /// `--jwt-secret`.
+    pub jwt_secret: Option<String>,
+}
+
+/// The configuration file's shape; every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    database: Option<String>,
+    node: Option<String>,
+    auth: FileAuth,
+    cors: FileCors,
+    inbox: FileInbox,
+    oidc: FileOidc,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileAuth {
+    jwt_secret: Option<String>,
+    jwt_algorithm: Option<String>,
+    jwt_private_key: Option<String>,
+    jwt_key_id: Option<String>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    access_token_ttl: Option<String>,
+    refresh_token_ttl: Option<String>,
+    registration: Option<bool>,
+    permission_claim: Option<String>,
+    notify_permission: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileCors {
+    allowed_origins: Option<Vec<String>>,
+    allow_credentials: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileInbox {
+    retention: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileOidc {
+    issuer: Option<String>,
+    discovery_url: Option<String>,
+    jwks_url: Option<String>,
+    audience: Option<String>,
+    user_claim: Option<String>,
+    auto_create_users: Option<bool>,
+    jwks_cache_ttl: Option<String>,
+}
+
+/// Environment variables read, with the file key each overrides.
+pub const ENV_VARS: &[(&str, &str)] = &[
+    ("SIGNALBOX_LISTEN", "listen"),
+    ("SIGNALBOX_DATABASE", "database"),
+    ("SIGNALBOX_NODE", "node"),
+    ("SIGNALBOX_JWT_SECRET", "auth.jwt_secret"),
+    ("SIGNALBOX_JWT_ALGORITHM", "auth.jwt_algorithm"),
+    ("SIGNALBOX_JWT_PRIVATE_KEY", "auth.jwt_private_key"),
+    ("SIGNALBOX_JWT_KEY_ID", "auth.jwt_key_id"),
+    ("SIGNALBOX_JWT_ISSUER", "auth.issuer"),
+    ("SIGNALBOX_JWT_AUDIENCE", "auth.audience"),
+    ("SIGNALBOX_ACCESS_TOKEN_TTL", "auth.access_token_ttl"),
+    ("SIGNALBOX_REFRESH_TOKEN_TTL", "auth.refresh_token_ttl"),
+    ("SIGNALBOX_REGISTRATION", "auth.registration"),
+    ("SIGNALBOX_PERMISSION_CLAIM", "auth.permission_claim"),
+    ("SIGNALBOX_NOTIFY_PERMISSION", "auth.notify_permission"),
+    ("SIGNALBOX_CORS_ORIGINS", "cors.allowed_origins"),
+    ("SIGNALBOX_CORS_CREDENTIALS", "cors.allow_credentials"),
+    ("SIGNALBOX_INBOX_RETENTION", "inbox.retention"),
+    ("SIGNALBOX_OIDC_ISSUER", "oidc.issuer"),
+    ("SIGNALBOX_OIDC_DISCOVERY_URL", "oidc.discovery_url"),
+    ("SIGNALBOX_OIDC_JWKS_URL", "oidc.jwks_url"),
+    ("SIGNALBOX_OIDC_AUDIENCE", "oidc.audience"),
+    ("SIGNALBOX_OIDC_USER_CLAIM", "oidc.user_claim"),
+    ("SIGNALBOX_OIDC_AUTO_CREATE_USERS", "oidc.auto_create_users"),
+    ("SIGNALBOX_OIDC_JWKS_CACHE_TTL", "oidc.jwks_cache_ttl"),
+];
+
+impl Config {
+    /// Loads the configuration: the file (if any), the process environment, then `overrides`.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        Self::load_from(file, |name| std::env::var(name).ok(), overrides)
+    }
+
+    /// Like [`Config::load`], with the environment given as a lookup function.
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+        overrides: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        let mut raw = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::Parse {
+                    path: path.to_owned(),
+                    message: e.message().to_owned(),
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        apply_env(&mut raw, &env)?;
+        if let Some(database) = &overrides.database {
+            raw.database = Some(database.clone());
+        }
+        if let Some(listen) = &overrides.listen {
+            raw.listen = Some(listen.clone());
+        }
+        if let Some(secret) = &overrides.jwt_secret {
+            raw.auth.jwt_secret = Some(secret.clone());
+        }
+        resolve(raw)
+    }
+
+    /// Fills in a generated development secret when HS256 is used without one. Returns `true`
+    /// when it did (the caller must warn loudly).
+    pub fn ensure_secret(&mut self) -> bool {
+        if self.auth.jwt_algorithm != SigningAlgorithm::HS256 || self.auth.jwt_secret.is_some() {
+            return false;
+        }
+        let mut bytes = [0u8; 48];
+        if getrandom::fill(&mut bytes).is_err() {
+            // No randomness: leave the secret unset; building the token service reports it.
+            return false;
+        }
+        use base64::Engine as _;
+        self.auth.jwt_secret = Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes));
+        self.auth.jwt_secret_generated = true;
+        true
+    }
+
+    /// A short human summary of the effective settings (no secrets).
+    pub fn summary(&self) -> String {
+        format!(
+            "listen={} database={} node={} alg={:?} access_ttl={} refresh_ttl={} registration={} cors_origins={:?} retention={} oidc={}",
+            self.listen,
+            crate::db::redact_url(&self.database),
+            self.node,
+            self.auth.jwt_algorithm,
+            format_duration(self.auth.access_token_ttl),
+            format_duration(self.auth.refresh_token_ttl),
+            self.auth.registration,
+            self.cors.allowed_origins,
+            format_duration(self.inbox.retention),
+            self.oidc.as_ref().map_or("off", |o| o.issuer.as_str()),
+        )
+    }
+}
+
+fn apply_env(
+    raw: &mut FileConfig,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    let get = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+    let set = |slot: &mut Option<String>, name: &str| {
+        if let Some(value) = get(name) {
+            *slot = Some(value);
+        }
+    };
+    set(&mut raw.listen, "SIGNALBOX_LISTEN");
+    set(&mut raw.database, "SIGNALBOX_DATABASE");
+    set(&mut raw.node, "SIGNALBOX_NODE");
+    set(&mut raw.auth.jwt_secret, "SIGNALBOX_JWT_SECRET");
+    set(&mut raw.auth.jwt_algorithm, "SIGNALBOX_JWT_ALGORITHM");
+    set(&mut raw.auth.jwt_private_key, "SIGNALBOX_JWT_PRIVATE_KEY");
+    set(&mut raw.auth.jwt_key_id, "SIGNALBOX_JWT_KEY_ID");
+    set(&mut raw.auth.issuer, "SIGNALBOX_JWT_ISSUER");
+    set(&mut raw.auth.audience, "SIGNALBOX_JWT_AUDIENCE");
+    set(&mut raw.auth.access_token_ttl, "SIGNALBOX_ACCESS_TOKEN_TTL");
+    set(
+        &mut raw.auth.refresh_token_ttl,
+        "SIGNALBOX_REFRESH_TOKEN_TTL",
+    );
+    set(&mut raw.auth.permission_claim, "SIGNALBOX_PERMISSION_CLAIM");
+    set(
+        &mut raw.auth.notify_permission,
+        "SIGNALBOX_NOTIFY_PERMISSION",
+    );
+    set(&mut raw.inbox.retention, "SIGNALBOX_INBOX_RETENTION");
+    set(&mut raw.oidc.issuer, "SIGNALBOX_OIDC_ISSUER");
+    set(&mut raw.oidc.discovery_url, "SIGNALBOX_OIDC_DISCOVERY_URL");
+    set(&mut raw.oidc.jwks_url, "SIGNALBOX_OIDC_JWKS_URL");
+    set(&mut raw.oidc.audience, "SIGNALBOX_OIDC_AUDIENCE");
+    set(&mut raw.oidc.user_claim, "SIGNALBOX_OIDC_USER_CLAIM");
+    set(
+        &mut raw.oidc.jwks_cache_ttl,
+        "SIGNALBOX_OIDC_JWKS_CACHE_TTL",
+    );
+    if let Some(v) = get("SIGNALBOX_REGISTRATION") {
+        raw.auth.registration = Some(parse_bool("SIGNALBOX_REGISTRATION", &v)?);
+    }
+    if let Some(v) = get("SIGNALBOX_CORS_CREDENTIALS") {
+        raw.cors.allow_credentials = Some(parse_bool("SIGNALBOX_CORS_CREDENTIALS", &v)?);
+    }
+    if let Some(v) = get("SIGNALBOX_OIDC_AUTO_CREATE_USERS") {
+        raw.oidc.auto_create_users = Some(parse_bool("SIGNALBOX_OIDC_AUTO_CREATE_USERS", &v)?);
+    }
+    if let Some(v) = get("SIGNALBOX_CORS_ORIGINS") {
+        raw.cors.allowed_origins = Some(
+            v.split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect(),
+        );
+    }
+    Ok(())
+}
+
+fn invalid(name: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        name: name.to_owned(),
+        message: message.into(),
+    }
+}
+
+fn parse_bool(name: &str, text: &str) -> Result<bool, ConfigError> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(invalid(
+            name,
+            format!("{text:?} is not a boolean (true/false)"),
+        )),
+    }
+}
+
+fn duration(name: &str, text: Option<String>, default: Duration) -> Result<Duration, ConfigError> {
+    let Some(text) = text else {
+        return Ok(default);
+    };
+    match parse_duration(&text) {
+        Some(d) if !d.is_zero() => Ok(d),
+        _ => Err(invalid(
+            name,
+            format!("{text:?} is not a positive duration such as 90s, 15m, 12h or 30d"),
+        )),
+    }
+}
+
+/// Checks that an HMAC secret is long and varied enough.
+pub fn check_secret(secret: &str) -> Result<(), ConfigError> {
+    let len = secret.len();
+    if len < MIN_SECRET_LENGTH {
+        return Err(ConfigError::WeakSecret(format!(
+            "it is {len} bytes long, at least {MIN_SECRET_LENGTH} are required"
+        )));
+    }
+    let mut distinct: Vec<u8> = secret.bytes().collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() < 8 {
+        return Err(ConfigError::WeakSecret(format!(
+            "it uses only {} distinct characters",
+            distinct.len()
+        )));
+    }
+    Ok(())
+}
+
+fn resolve(raw: FileConfig) -> Result<Config, ConfigError> {
+    let defaults = Config::default();
+    let listen = match raw.listen {
+        Some(text) => text.trim().parse().map_err(|_| {
+            invalid(
+                "listen (SIGNALBOX_LISTEN)",
+                format!("{text:?} is not an address such as 127.0.0.1:8080"),
+            )
+        })?,
+        None => defaults.listen,
+    };
+    let database = raw.database.unwrap_or(defaults.database);
+    if !(database.starts_with("sqlite:")
+        || database.starts_with("postgres://")
+        || database.starts_with("postgresql://"))
+    {
+        return Err(invalid(
+            "database (SIGNALBOX_DATABASE)",
+            format!(
+                "{:?} is not supported: use sqlite://PATH or postgres://USER@HOST/DB",
+                crate::db::redact_url(&database)
+            ),
+        ));
+    }
+
+    let a = raw.auth;
+    let d = defaults.auth;
+    let jwt_algorithm = match a.jwt_algorithm {
+        Some(text) => SigningAlgorithm::parse(&text).ok_or_else(|| {
+            invalid(
+                "auth.jwt_algorithm (SIGNALBOX_JWT_ALGORITHM)",
+                format!("{text:?} is not one of HS256, RS256, ES256"),
+            )
+        })?,
+        None => d.jwt_algorithm,
+    };
+    let jwt_private_key = a.jwt_private_key.map(PathBuf::from);
+    match (jwt_algorithm, &jwt_private_key) {
+        (SigningAlgorithm::HS256, Some(_)) => {
+            return Err(invalid(
+                "auth.jwt_private_key (SIGNALBOX_JWT_PRIVATE_KEY)",
+                "a private key needs auth.jwt_algorithm RS256 or ES256",
+            ));
+        }
+        (SigningAlgorithm::RS256 | SigningAlgorithm::ES256, None) => {
+            return Err(invalid(
+                "auth.jwt_private_key (SIGNALBOX_JWT_PRIVATE_KEY)",
+                format!("{jwt_algorithm:?} needs the path of a PEM private key"),
+            ));
+        }
+        _ => {}
+    }
+    if let Some(secret) = &a.jwt_secret {
+        check_secret(secret)?;
+    }
+    let auth = AuthConfig {
+        jwt_secret: a.jwt_secret,
+        jwt_secret_generated: false,
+        jwt_algorithm,
+        jwt_private_key,
+        jwt_key_id: a.jwt_key_id,
+        issuer: a.issuer.unwrap_or(d.issuer),
+        audience: a.audience,
+        access_token_ttl: duration(
+            "auth.access_token_ttl (SIGNALBOX_ACCESS_TOKEN_TTL)",
+            a.access_token_ttl,
+            d.access_token_ttl,
+        )?,
+        refresh_token_ttl: duration(
+            "auth.refresh_token_ttl (SIGNALBOX_REFRESH_TOKEN_TTL)",
+            a.refresh_token_ttl,
+            d.refresh_token_ttl,
+        )?,
+        registration: a.registration.unwrap_or(d.registration),
+        permission_claim: a.permission_claim.unwrap_or(d.permission_claim),
+        notify_permission: a.notify_permission.unwrap_or(d.notify_permission),
+    };
+
+    let cors = CorsConfig {
+        allowed_origins: raw.cors.allowed_origins.unwrap_or_default(),
+        allow_credentials: raw
+            .cors
+            .allow_credentials
+            .unwrap_or(defaults.cors.allow_credentials),
+    };
+    for origin in &cors.allowed_origins {
+        if origin == "*" {
+            if cors.allow_credentials {
+                return Err(ConfigError::WildcardWithCredentials);
+            }
+        } else if !(origin.starts_with("http://") || origin.starts_with("https://"))
+            || origin.trim_end_matches('/') != origin
+            || http::HeaderValue::from_str(origin).is_err()
+        {
+            return Err(invalid(
+                "cors.allowed_origins (SIGNALBOX_CORS_ORIGINS)",
+                format!("{origin:?} is not an origin such as https://app.example.com"),
+            ));
+        }
+    }
+
+    let inbox = InboxConfig {
+        retention: duration(
+            "inbox.retention (SIGNALBOX_INBOX_RETENTION)",
+            raw.inbox.retention,
+            defaults.inbox.retention,
+        )?,
+    };
+
+    let o = raw.oidc;
+    let oidc = match o.issuer {
+        Some(issuer) => Some(OidcConfig {
+            issuer: issuer.trim_end_matches('/').to_owned(),
+            discovery_url: o.discovery_url,
+            jwks_url: o.jwks_url,
+            audience: o.audience,
+            user_claim: o.user_claim.unwrap_or_else(|| "email".to_owned()),
+            auto_create_users: o.auto_create_users.unwrap_or(false),
+            jwks_cache_ttl: duration(
+                "oidc.jwks_cache_ttl (SIGNALBOX_OIDC_JWKS_CACHE_TTL)",
+                o.jwks_cache_ttl,
+                Duration::from_secs(3600),
+            )?,
+        }),
+        None if o.discovery_url.is_some() || o.jwks_url.is_some() || o.audience.is_some() => {
+            return Err(invalid(
+                "oidc.issuer (SIGNALBOX_OIDC_ISSUER)",
+                "the other oidc settings need oidc.issuer",
+            ));
+        }
+        None => None,
+    };
+
+    Ok(Config {
+        listen,
+        database,
+        node: raw.node.unwrap_or(defaults.node),
+        auth,
+        cors,
+        inbox,
+        oidc,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(
+        file: Option<&str>,
+        env: &[(&str, &str)],
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let dir = std::env::temp_dir().join(format!("signalbox-config-{}", uuid::Uuid::now_v7()));
+        let path = dir.join("signalbox.toml");
+        if let Some(text) = file {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(&path, text).unwrap();
+        }
+        let result = Config::load_from(
+            file.map(|_| path.as_path()),
+            |k| env.get(k).cloned(),
+            overrides,
+        );
+        let _ = std::fs::remove_dir_all(&dir); // best effort cleanup of a temp dir
+        result
+    }
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef-xyz";
+
+    #[test]
+    fn defaults() {
+        let config = load(None, &[], &Overrides::default()).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.database, "sqlite://signalbox.db");
+        assert_eq!(config.auth.access_token_ttl, Duration::from_secs(900));
+        assert!(config.auth.jwt_secret.is_none());
+        assert!(!config.auth.registration);
+    }
+
+    #[test]
+    fn precedence_file_env_flags() {
+        let file = "listen = \"127.0.0.1:1\"\ndatabase = \"sqlite://a.db\"\n[auth]\naccess_token_ttl = \"5m\"\nregistration = true\n";
+        let config = load(
+            Some(file),
+            &[
+                ("SIGNALBOX_DATABASE", "sqlite://b.db"),
+                ("SIGNALBOX_ACCESS_TOKEN_TTL", "1h"),
+            ],
+            &Overrides {
+                listen: Some("127.0.0.1:0".into()),
+                jwt_secret: Some(SECRET.into()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(config.listen.port(), 0);
+        assert_eq!(config.database, "sqlite://b.db");
+        assert_eq!(config.auth.access_token_ttl, Duration::from_secs(3600));
+        assert!(config.auth.registration);
+        assert_eq!(config.auth.jwt_secret.as_deref(), Some(SECRET));
+    }
+
+    #[test]
+    fn clear_errors() {
+        let weak = load(
+            None,
+            &[("SIGNALBOX_JWT_SECRET", "short")],
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(weak.to_string().contains("too weak"), "{weak}");
+        let repeated = load(
+            None,
+            &[("SIGNALBOX_JWT_SECRET", &"a".repeat(40))],
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(matches!(repeated, ConfigError::WeakSecret(_)));
+        let wildcard = load(
+            None,
+            &[("SIGNALBOX_CORS_ORIGINS", "*")],
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(matches!(wildcard, ConfigError::WildcardWithCredentials));
+        let ok = load(
+            None,
+            &[
+                ("SIGNALBOX_CORS_ORIGINS", "*"),
+                ("SIGNALBOX_CORS_CREDENTIALS", "false"),
+            ],
+            &Overrides::default(),
+        );
+        assert!(ok.is_ok());
+        let db = load(
+            None,
+            &[("SIGNALBOX_DATABASE", "mysql://x")],
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(db.to_string().contains("SIGNALBOX_DATABASE"), "{db}");
+        let unknown = load(Some("nope = 1\n"), &[], &Overrides::default()).unwrap_err();
+        assert!(matches!(unknown, ConfigError::Parse { .. }));
+        let rs = load(
+            None,
+            &[("SIGNALBOX_JWT_ALGORITHM", "RS256")],
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(rs.to_string().contains("private key"), "{rs}");
+    }
+
+    #[test]
+    fn generated_secret() {
+        let mut config = load(None, &[], &Overrides::default()).unwrap();
+        assert!(config.ensure_secret());
+        assert!(config.auth.jwt_secret_generated);
+        assert!(check_secret(config.auth.jwt_secret.as_deref().unwrap()).is_ok());
+        assert!(!config.ensure_secret());
+    }
+}

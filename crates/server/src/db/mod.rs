@@ -1,0 +1,207 @@
+//! Storage: one schema on SQLite (the default, a file created on first start) or PostgreSQL,
+//! through sqlx's `Any` driver. Queries are written once, with `$n` placeholders, which both
+//! backends accept; timestamps are stored as milliseconds since the Unix epoch.
+
+mod groups;
+mod migrations;
+mod notifications;
+mod presence;
+mod refresh_tokens;
+mod users;
+
+use std::fmt;
+use std::time::Duration;
+
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
+
+pub use notifications::NotificationRow;
+pub use presence::{ConnectionRow, PresenceRow};
+pub use refresh_tokens::{RefreshTokenRow, RefreshTokenState};
+pub use users::UserRow;
+
+/// A storage failure. The cause is for logs; clients see a generic message.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database URL is not one this service can use.
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://…")]
+    UnsupportedUrl(String),
+    /// The database could not be reached or opened.
+    #[error("cannot open the database at {url}: {source}")]
+    Connect {
+        /// The URL with any password removed.
+        url: String,
+        /// The driver's error.
+        source: sqlx::Error,
+    },
+    /// Applying the schema failed.
+    #[error("cannot apply the database migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A query failed.
+    #[error("database error: {0}")]
+    Query(#[from] sqlx::Error),
+    /// A stored value could not be read back.
+    #[error("corrupt stored value in {0}")]
+    Corrupt(&'static str),
+}
+
+/// Which database engine is in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// An SQLite file.
+    Sqlite,
+    /// A PostgreSQL server.
+    Postgres,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        })
+    }
+}
+
+/// The database: a connection pool plus the queries of each table (in the submodules).
+#[derive(Clone)]
+pub struct Db {
+    pool: AnyPool,
+    backend: Backend,
+    display_url: String,
+}
+
+impl fmt::Debug for Db {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Db")
+            .field("backend", &self.backend)
+            .field("url", &self.display_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Db {
+    /// Opens the database at `url` (`sqlite://PATH`, `sqlite::memory:`, `postgres://…`), creating
+    /// an SQLite file if needed, and applies the migrations.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let (backend, url) = normalize_url(url)?;
+        let display_url = redact_url(&url);
+        let in_memory = url.contains(":memory:");
+        let pool = AnyPoolOptions::new()
+            .max_connections(if in_memory { 1 } else { 8 })
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite && !in_memory {
+                        sqlx::query("PRAGMA journal_mode = WAL")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await
+            .map_err(|source| StoreError::Connect {
+                url: display_url.clone(),
+                source,
+            })?;
+        let db = Self {
+            pool,
+            backend,
+            display_url,
+        };
+        migrations::run(&db.pool).await?;
+        Ok(db)
+    }
+
+    /// The engine in use.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The URL, without password, for messages.
+    pub fn display_url(&self) -> &str {
+        &self.display_url
+    }
+
+    /// The pool, for the query modules.
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Checks the scheme and, for SQLite files, asks for the file to be created when missing.
+fn normalize_url(url: &str) -> Result<(Backend, String), StoreError> {
+    let url = url.trim();
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok((Backend::Postgres, url.to_owned()));
+    }
+    if url.starts_with("sqlite:") {
+        if url.contains(":memory:") || url.contains("mode=") {
+            return Ok((Backend::Sqlite, url.to_owned()));
+        }
+        let separator = if url.contains('?') { '&' } else { '?' };
+        return Ok((Backend::Sqlite, format!("{url}{separator}mode=rwc")));
+    }
+    Err(StoreError::UnsupportedUrl(redact_url(url)))
+}
+
+/// The URL with the password (if any) replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, tail) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+/// Reads a JSON text column.
+fn json_column<T: serde::de::DeserializeOwned>(
+    text: &str,
+    what: &'static str,
+) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|_| StoreError::Corrupt(what))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            normalize_url("sqlite://data/x.db").ok(),
+            Some((Backend::Sqlite, "sqlite://data/x.db?mode=rwc".to_owned()))
+        );
+        assert_eq!(
+            normalize_url("sqlite::memory:").ok(),
+            Some((Backend::Sqlite, "sqlite::memory:".to_owned()))
+        );
+        assert!(matches!(
+            normalize_url("postgres://u@h/db"),
+            Ok((Backend::Postgres, _))
+        ));
+        assert!(normalize_url("mysql://h/db").is_err());
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+    }
+}

@@ -1,0 +1,3 @@
+//! The hubs this service mounts.
+
+pub mod notifications;

@@ -1,0 +1,131 @@
+//! The notification hub at `/hubs/notifications` (authenticated). Each connection joins its
+//! user's group, is recorded by presence, and receives the notifications it missed.
+//!
+//! Server methods: `SendNotification(userId, message)` (needs the notify permission claim),
+//! `MarkRead(id)`, `GetOnlineUsers()`. Client methods: `Notification`, `PresenceChanged`.
+
+use signalbox::{Caller, Hub, HubError, JwtAuth, Policy};
+
+use crate::db::{Db, StoreError};
+use crate::identity::Authenticator;
+use crate::inbox::{Inbox, MAX_MESSAGE_LENGTH, user_group};
+use crate::presence::Presence;
+
+/// Where the hub is mounted.
+pub const HUB_PATH: &str = "/hubs/notifications";
+
+/// What the hub's methods use.
+#[derive(Debug, Clone)]
+pub struct HubServices {
+    /// Storage.
+    pub db: Db,
+    /// Principal → local user.
+    pub identity: Authenticator,
+    /// Presence.
+    pub presence: Presence,
+    /// The inbox.
+    pub inbox: Inbox,
+}
+
+fn internal(error: &StoreError) -> HubError {
+    tracing::error!(%error, "storage failure in a hub method");
+    HubError::internal(error.to_string())
+}
+
+/// The caller's local user, as recorded when it connected.
+fn caller_user(services: &HubServices, caller: &Caller) -> Result<String, HubError> {
+    services
+        .presence
+        .user_of(caller.connection_id())
+        .ok_or_else(|| HubError::new("the connection has no user"))
+}
+
+/// Builds the hub: `auth` validates tokens, `notify` gates `SendNotification`.
+pub fn notifications_hub(auth: JwtAuth, notify: Policy, services: HubServices) -> Hub {
+    let on_connect = services.clone();
+    let on_disconnect = services.clone();
+    let send = services.clone();
+    let mark = services.clone();
+    let online = services;
+    Hub::builder("notifications")
+        .authentication(auth)
+        .authorize(Policy::authenticated())
+        .on_connected(move |caller: Caller| {
+            let s = on_connect.clone();
+            async move {
+                let principal = caller
+                    .principal()
+                    .ok_or_else(|| HubError::new("authentication required"))?;
+                let user = s.identity.resolve(principal).await.map_err(|error| {
+                    tracing::warn!(%error, "connection refused");
+                    HubError::new("the token does not map to a local user")
+                })?;
+                let hub = caller.context();
+                hub.groups()
+                    .add(caller.connection_id(), &user_group(&user))
+                    .await
+                    .map_err(|e| HubError::internal(e.to_string()))?;
+                let user_agent = caller.request().header("user-agent").map(str::to_owned);
+                s.presence
+                    .connected(hub, caller.connection_id(), &user, user_agent)
+                    .await
+                    .map_err(|e| internal(&e))?;
+                let replayed = s.inbox.replay(hub, &user).await.map_err(|e| internal(&e))?;
+                tracing::debug!(%user, replayed, "connected");
+                Ok(())
+            }
+        })
+        .on_disconnected(move |caller: Caller| {
+            let s = on_disconnect.clone();
+            async move {
+                s.presence
+                    .disconnected(caller.context(), caller.connection_id())
+                    .await
+                    .map_err(|e| internal(&e))
+            }
+        })
+        .method(
+            "SendNotification",
+            move |caller: Caller, (user_id, message): (String, String)| {
+                let s = send.clone();
+                async move {
+                    let from = caller_user(&s, &caller)?;
+                    if message.len() > MAX_MESSAGE_LENGTH {
+                        return Err(HubError::new(format!(
+                            "the message is longer than {MAX_MESSAGE_LENGTH} bytes"
+                        )));
+                    }
+                    if s.db
+                        .user(&user_id)
+                        .await
+                        .map_err(|e| internal(&e))?
+                        .is_none()
+                    {
+                        return Err(HubError::new(format!("unknown user '{user_id}'")));
+                    }
+                    let stored = s
+                        .inbox
+                        .send(caller.context(), Some(&from), &[user_id], &message)
+                        .await
+                        .map_err(|e| internal(&e))?;
+                    Ok(stored.into_iter().next().map(|s| s.id).unwrap_or_default())
+                }
+            },
+        )
+        .method_policy("SendNotification", notify)
+        .method("MarkRead", move |caller: Caller, (id,): (String,)| {
+            let s = mark.clone();
+            async move {
+                let user = caller_user(&s, &caller)?;
+                s.inbox
+                    .mark_read(&user, &id)
+                    .await
+                    .map_err(|e| internal(&e))
+            }
+        })
+        .method("GetOnlineUsers", move |_caller: Caller, ()| {
+            let s = online.clone();
+            async move { s.db.online_users().await.map_err(|e| internal(&e)) }
+        })
+        .build()
+}

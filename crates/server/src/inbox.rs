@@ -1,0 +1,202 @@
+//! The durable inbox. A notification is stored, one row per recipient, before it is delivered.
+//! Recipients online on this node get it at once (the row is marked delivered by whoever claims
+//! it first); a recipient who was offline gets everything undelivered when a connection comes
+//! up, once. Live delivery is at-most-once, as in SignalR; the stored row stays readable through
+//! `GET /api/notifications` until the retention period ends.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use signalbox::HubContext;
+use utoipa::ToSchema;
+
+use crate::clock::{duration_ms, now_ms, rfc3339};
+use crate::db::{Db, NotificationRow, StoreError};
+use crate::presence::Presence;
+
+/// Client method that receives [`Notification`].
+pub const NOTIFICATION: &str = "Notification";
+
+/// Longest accepted message, in bytes.
+pub const MAX_MESSAGE_LENGTH: usize = 16 * 1024;
+
+/// The SignalR group every connection of `user` joins.
+pub fn user_group(user: &str) -> String {
+    format!("user:{user}")
+}
+
+/// What a recipient's client receives as the single argument of `Notification`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Notification {
+    /// Notification id.
+    pub id: String,
+    /// The sender's user name, if any.
+    pub from: Option<String>,
+    /// The text.
+    pub message: String,
+    /// When it was stored (RFC 3339).
+    pub created_at: String,
+}
+
+/// A notification as listed by the inbox API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct InboxItem {
+    /// Notification id.
+    pub id: String,
+    /// The sender's user name, if any.
+    pub from: Option<String>,
+    /// The text.
+    pub message: String,
+    /// When it was stored (RFC 3339).
+    pub created_at: String,
+    /// When it was read (RFC 3339), or null if unread.
+    pub read_at: Option<String>,
+}
+
+impl From<&NotificationRow> for Notification {
+    fn from(row: &NotificationRow) -> Self {
+        Self {
+            id: row.id.clone(),
+            from: row.sender.clone(),
+            message: row.message.clone(),
+            created_at: rfc3339(row.created_at),
+        }
+    }
+}
+
+impl From<NotificationRow> for InboxItem {
+    fn from(row: NotificationRow) -> Self {
+        Self {
+            id: row.id,
+            from: row.sender,
+            message: row.message,
+            created_at: rfc3339(row.created_at),
+            read_at: row.read_at.map(rfc3339),
+        }
+    }
+}
+
+/// One stored notification and its recipient.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Stored {
+    /// The notification id.
+    pub id: String,
+    /// The recipient.
+    pub user: String,
+}
+
+/// The inbox: storage plus delivery.
+#[derive(Debug, Clone)]
+pub struct Inbox {
+    db: Db,
+    presence: Presence,
+}
+
+impl Inbox {
+    /// An inbox over `db`, delivering to the connections `presence` knows.
+    pub fn new(db: Db, presence: Presence) -> Self {
+        Self { db, presence }
+    }
+
+    /// Stores `message` for every recipient (all or none), then delivers it to those online.
+    pub async fn send(
+        &self,
+        hub: &HubContext,
+        from: Option<&str>,
+        recipients: &[String],
+        message: &str,
+    ) -> Result<Vec<Stored>, StoreError> {
+        let now = now_ms();
+        let rows: Vec<NotificationRow> = recipients
+            .iter()
+            .map(|user| NotificationRow {
+                id: uuid::Uuid::now_v7().to_string(),
+                recipient: user.clone(),
+                sender: from.map(str::to_owned),
+                message: message.to_owned(),
+                created_at: now,
+                delivered_at: None,
+                read_at: None,
+            })
+            .collect();
+        self.db.insert_notifications(&rows).await?;
+        for row in &rows {
+            // Offline here: left for the replay when a connection comes up.
+            if self.presence.is_online_here(&row.recipient)
+                && self.db.claim_delivery(&row.id, now_ms()).await?
+            {
+                push(hub, &row.recipient, row).await;
+            }
+        }
+        Ok(rows
+            .into_iter()
+            .map(|r| Stored {
+                id: r.id,
+                user: r.recipient,
+            })
+            .collect())
+    }
+
+    /// Delivers everything `user` has not received yet (call after the connection joined the
+    /// user's group and was registered with presence). Returns how many.
+    pub async fn replay(&self, hub: &HubContext, user: &str) -> Result<usize, StoreError> {
+        let rows = self.db.claim_undelivered(user, now_ms()).await?;
+        for row in &rows {
+            push(hub, user, row).await;
+        }
+        Ok(rows.len())
+    }
+
+    /// The newest notifications of `user` (at most `limit`), optionally only unread ones.
+    pub async fn list(
+        &self,
+        user: &str,
+        unread_only: bool,
+        limit: i64,
+    ) -> Result<Vec<InboxItem>, StoreError> {
+        let rows = self.db.notifications_for(user, unread_only, limit).await?;
+        Ok(rows.into_iter().map(InboxItem::from).collect())
+    }
+
+    /// Marks a notification of `user` read; `false` if `user` has no such notification.
+    pub async fn mark_read(&self, user: &str, id: &str) -> Result<bool, StoreError> {
+        self.db.mark_read(user, id, now_ms()).await
+    }
+
+    /// Deletes notifications older than `retention` and expired refresh tokens, now and then
+    /// every `interval`, until the returned task is aborted.
+    pub fn spawn_retention(
+        &self,
+        retention: Duration,
+        interval: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let db = self.db.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            loop {
+                ticker.tick().await;
+                let now = now_ms();
+                match db.purge_notifications(now - duration_ms(retention)).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(deleted = n, "expired notifications deleted"),
+                    Err(error) => tracing::warn!(%error, "notification retention failed"),
+                }
+                if let Err(error) = db.purge_refresh_tokens(now).await {
+                    tracing::warn!(%error, "refresh token cleanup failed");
+                }
+            }
+        })
+    }
+}
+
+async fn push(hub: &HubContext, user: &str, row: &NotificationRow) {
+    let payload = Notification::from(row);
+    if let Err(error) = hub
+        .clients()
+        .group(user_group(user))
+        .send(NOTIFICATION, (payload,))
+        .await
+    {
+        tracing::warn!(%error, user, id = %row.id, "cannot push Notification");
+    }
+}

@@ -1,0 +1,24 @@
+//! signalbox-server: the notification service behind the `signalbox` binary.
+//!
+//! Accounts and tokens ([`accounts`], [`tokens`], [`refresh`], [`oidc`]), presence
+//! ([`presence`]), a durable inbox ([`inbox`]), the notification hub ([`hubs`]), the REST API
+//! with its OpenAPI document ([`api`]), storage on SQLite or PostgreSQL ([`db`]) and the
+//! configuration ([`config`]). [`server::build`] assembles them; the binary adds the command
+//! line ([`cli`]).
+
+pub mod accounts;
+pub mod api;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod hubs;
+pub mod identity;
+pub mod inbox;
+pub mod oidc;
+pub mod passwords;
+pub mod presence;
+pub mod refresh;
+pub mod server;
+pub mod state;
+pub mod tokens;

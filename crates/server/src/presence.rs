@@ -1,0 +1,202 @@
+//! Presence: a user is online while at least one of their connections (tabs, devices) is live.
+//! Each connection has a row (connection id, user, node, connected_at, user agent); the user's
+//! `last_connected_at` / `last_disconnected_at` change, and `PresenceChanged` is pushed to every
+//! client, only on the offline→online and online→offline edges.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use serde::Serialize;
+use signalbox::HubContext;
+use utoipa::ToSchema;
+
+use crate::clock::{now_ms, rfc3339};
+use crate::db::{ConnectionRow, Db, StoreError};
+
+/// Client method that receives [`PresenceChanged`].
+pub const PRESENCE_CHANGED: &str = "PresenceChanged";
+
+/// Per-user serialisation stripes: connects and disconnects of one user run one at a time so
+/// edges are seen exactly once; different users rarely share a stripe.
+const STRIPES: usize = 64;
+
+/// Sent to every client when a user goes online or offline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct PresenceChanged {
+    /// The user.
+    pub user: String,
+    /// Whether the user now has a live connection.
+    pub online: bool,
+    /// When it changed (RFC 3339).
+    pub at: String,
+}
+
+#[derive(Debug, Default)]
+struct LocalState {
+    by_user: HashMap<String, HashSet<String>>,
+    by_connection: HashMap<String, String>,
+}
+
+/// Tracks the connections of this node and records presence in the database.
+#[derive(Debug, Clone)]
+pub struct Presence {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    db: Db,
+    node: String,
+    // std mutex: never held across an await.
+    local: Mutex<LocalState>,
+    stripes: Vec<tokio::sync::Mutex<()>>,
+}
+
+impl Presence {
+    /// Presence for node `node` stored in `db`.
+    pub fn new(db: Db, node: impl Into<String>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                db,
+                node: node.into(),
+                local: Mutex::new(LocalState::default()),
+                stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            }),
+        }
+    }
+
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        &self.inner.node
+    }
+
+    fn stripe(&self, user: &str) -> &tokio::sync::Mutex<()> {
+        let mut hasher = DefaultHasher::new();
+        user.hash(&mut hasher);
+        let index = usize::try_from(hasher.finish() % STRIPES as u64).unwrap_or(0);
+        &self.inner.stripes[index % self.inner.stripes.len()]
+    }
+
+    fn local(&self) -> std::sync::MutexGuard<'_, LocalState> {
+        // A panic while holding the lock cannot leave the maps half-updated in a way that
+        // matters more than losing presence entirely, so keep going with the data.
+        self.inner
+            .local
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether `user` has a live connection on this node.
+    pub fn is_online_here(&self, user: &str) -> bool {
+        self.local()
+            .by_user
+            .get(user)
+            .is_some_and(|c| !c.is_empty())
+    }
+
+    /// The user of a live connection of this node.
+    pub fn user_of(&self, connection_id: &str) -> Option<String> {
+        self.local().by_connection.get(connection_id).cloned()
+    }
+
+    /// Removes the rows a previous process of this node left behind (it crashed or was killed)
+    /// and marks their users offline. Call once at start.
+    pub async fn recover(&self) -> Result<Vec<String>, StoreError> {
+        self.inner
+            .db
+            .clear_node_connections(&self.inner.node, now_ms())
+            .await
+    }
+
+    /// Records a new connection of `user`; on the offline→online edge sets `last_connected_at`
+    /// and tells every client.
+    pub async fn connected(
+        &self,
+        hub: &HubContext,
+        connection_id: &str,
+        user: &str,
+        user_agent: Option<String>,
+    ) -> Result<(), StoreError> {
+        let _serial = self.stripe(user).lock().await;
+        let now = now_ms();
+        self.inner
+            .db
+            .insert_connection(&ConnectionRow {
+                connection_id: connection_id.to_owned(),
+                user_name: user.to_owned(),
+                node: self.inner.node.clone(),
+                connected_at: now,
+                user_agent,
+            })
+            .await?;
+        {
+            let mut local = self.local();
+            local
+                .by_user
+                .entry(user.to_owned())
+                .or_default()
+                .insert(connection_id.to_owned());
+            local
+                .by_connection
+                .insert(connection_id.to_owned(), user.to_owned());
+        }
+        if self.inner.db.connection_count(user).await? == 1 {
+            self.inner.db.mark_user_connected(user, now).await?;
+            broadcast(hub, user, true, now).await;
+        }
+        Ok(())
+    }
+
+    /// Forgets a connection; on the online→offline edge sets `last_disconnected_at` and tells
+    /// every client. Unknown connections (that never completed `connected`) are ignored.
+    pub async fn disconnected(
+        &self,
+        hub: &HubContext,
+        connection_id: &str,
+    ) -> Result<(), StoreError> {
+        let Some(user) = self.user_of(connection_id) else {
+            return Ok(());
+        };
+        let _serial = self.stripe(&user).lock().await;
+        {
+            let mut local = self.local();
+            local.by_connection.remove(connection_id);
+            if let Some(set) = local.by_user.get_mut(&user) {
+                set.remove(connection_id);
+                if set.is_empty() {
+                    local.by_user.remove(&user);
+                }
+            }
+        }
+        self.inner.db.delete_connection(connection_id).await?;
+        if self.inner.db.connection_count(&user).await? == 0 {
+            let now = now_ms();
+            self.inner.db.mark_user_disconnected(&user, now).await?;
+            broadcast(hub, &user, false, now).await;
+        }
+        Ok(())
+    }
+
+    /// Removes every row of this node (graceful shutdown).
+    pub async fn shutdown(&self) -> Result<(), StoreError> {
+        let users = self.recover().await?;
+        let mut local = self.local();
+        local.by_user.clear();
+        local.by_connection.clear();
+        drop(local);
+        tracing::debug!(offline = users.len(), "presence rows of this node removed");
+        Ok(())
+    }
+}
+
+async fn broadcast(hub: &HubContext, user: &str, online: bool, at: i64) {
+    let event = PresenceChanged {
+        user: user.to_owned(),
+        online,
+        at: rfc3339(at),
+    };
+    if let Err(error) = hub.clients().all().send(PRESENCE_CHANGED, (event,)).await {
+        tracing::warn!(%error, user, "cannot push PresenceChanged");
+    }
+}

@@ -1,0 +1,215 @@
+//! Putting the service together: storage, tokens, presence, the inbox, the hub and the REST
+//! API in one axum router, served until a shutdown signal.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderName, HeaderValue, Method, Request, header};
+use signalbox::{HubRouterExt, Policy, redact_query};
+use tokio::net::TcpListener;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::accounts::Accounts;
+use crate::config::{Config, ConfigError, CorsConfig};
+use crate::db::{Db, StoreError};
+use crate::hubs::notifications::{HUB_PATH, HubServices, notifications_hub};
+use crate::identity::Authenticator;
+use crate::inbox::Inbox;
+use crate::oidc::{OidcError, OidcVerifier};
+use crate::presence::Presence;
+use crate::refresh::RefreshTokens;
+use crate::state::AppState;
+use crate::tokens::{TokenError, TokenService};
+
+/// How often the retention task runs.
+const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Invalid configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Token signing could not be set up.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// The database is unreachable or the schema could not be applied.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The external issuer is misconfigured.
+    #[error(transparent)]
+    Oidc(#[from] OidcError),
+}
+
+/// The assembled service, ready to serve.
+#[derive(Debug)]
+pub struct Service {
+    state: AppState,
+    router: Router,
+    retention: tokio::task::JoinHandle<()>,
+}
+
+/// Builds the service from a validated configuration. A missing HS256 secret must have been
+/// filled in (see [`Config::ensure_secret`]).
+pub async fn build(mut config: Config) -> Result<Service, StartError> {
+    let db = Db::open(&config.database).await?;
+    if config.oidc.is_some() && config.auth.audience.is_none() {
+        // Local and external tokens share the hub's validator, which checks `aud` on all
+        // tokens once any audience is set: give local tokens one of their own.
+        config.auth.audience = Some(config.auth.issuer.clone());
+    }
+    let tokens = Arc::new(TokenService::new(&config.auth)?);
+    let local = tokens.validator()?;
+    let mut hub_auth = tokens.validator_builder()?;
+    let oidc = match &config.oidc {
+        Some(oidc_config) => {
+            let verifier = OidcVerifier::new(oidc_config.clone())?;
+            match verifier.prefetch().await {
+                Ok(keys) => {
+                    tracing::info!(issuer = %verifier.issuer(), keys, "external issuer keys loaded")
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot load the external issuer's keys yet; will retry on demand")
+                }
+            }
+            if oidc_config.audience.is_none() {
+                tracing::warn!(
+                    "oidc.audience is not set: tokens the issuer made for any client are accepted"
+                );
+            }
+            hub_auth = hub_auth.issuer(oidc_config.issuer.clone());
+            if let Some(aud) = &oidc_config.audience {
+                hub_auth = hub_auth.audience(aud.clone());
+            }
+            for (kid, key, algorithm) in verifier.current_keys() {
+                hub_auth = hub_auth.decoding_key(key, &[algorithm], Some(&kid));
+            }
+            Some(verifier)
+        }
+        None => None,
+    };
+    let hub_auth = hub_auth.build().map_err(TokenError::from)?;
+
+    let presence = Presence::new(db.clone(), config.node.clone());
+    let recovered = presence.recover().await?;
+    if !recovered.is_empty() {
+        tracing::info!(users = recovered.len(), node = %config.node, "stale connections of a previous run removed");
+    }
+    let inbox = Inbox::new(db.clone(), presence.clone());
+    let identity = Authenticator::new(local, oidc, db.clone());
+    let notify = Policy::require_claim_value(
+        config.auth.permission_claim.clone(),
+        [config.auth.notify_permission.clone()],
+    );
+    let hub = notifications_hub(
+        hub_auth,
+        notify.clone(),
+        HubServices {
+            db: db.clone(),
+            identity: identity.clone(),
+            presence: presence.clone(),
+            inbox: inbox.clone(),
+        },
+    );
+    let retention = inbox.spawn_retention(config.inbox.retention, RETENTION_INTERVAL);
+    let state = AppState {
+        accounts: Accounts::new(db.clone()),
+        refresh: RefreshTokens::new(db.clone(), config.auth.refresh_token_ttl),
+        config: Arc::new(config),
+        db,
+        tokens,
+        identity,
+        presence,
+        inbox,
+        hub: hub.context(),
+        notify,
+    };
+    let mut router = crate::api::router(state.clone()).map_hub(HUB_PATH, hub);
+    if let Some(cors) = cors_layer(&state.config.cors) {
+        router = router.layer(cors);
+    }
+    let router = router.layer(
+        TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+            // The query is redacted: hub requests may carry `access_token`.
+            let query = request.uri().query().map(redact_query).unwrap_or_default();
+            tracing::info_span!(
+                "request",
+                method = %request.method(),
+                path = %request.uri().path(),
+                query = %query,
+            )
+        }),
+    );
+    Ok(Service {
+        state,
+        router,
+        retention,
+    })
+}
+
+/// CORS for the configured origins; `None` when no origin is allowed.
+fn cors_layer(config: &CorsConfig) -> Option<CorsLayer> {
+    if config.allowed_origins.is_empty() {
+        return None;
+    }
+    let layer = CorsLayer::new()
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("x-requested-with"),
+            HeaderName::from_static("x-signalr-user-agent"),
+        ]);
+    if config.allowed_origins.iter().any(|o| o == "*") {
+        // Validation refuses `*` with credentials.
+        return Some(layer.allow_origin(Any));
+    }
+    let origins: Vec<HeaderValue> = config
+        .allowed_origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    Some(
+        layer
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_credentials(config.allow_credentials),
+    )
+}
+
+impl Service {
+    /// The shared state.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// The router (REST API, hub, OpenAPI, Swagger UI).
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then removes this node's presence rows.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let result = axum::serve(listener, self.router.clone())
+            .with_graceful_shutdown(shutdown)
+            .await;
+        self.retention.abort();
+        if let Err(error) = self.state.presence.shutdown().await {
+            tracing::warn!(%error, "cannot remove this node's presence rows");
+        }
+        self.state.db.close().await;
+        result
+    }
+}

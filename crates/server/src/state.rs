@@ -1,0 +1,39 @@
+//! The state every HTTP handler shares.
+
+use std::sync::Arc;
+
+use signalbox::{HubContext, Policy};
+
+use crate::accounts::Accounts;
+use crate::config::Config;
+use crate::db::Db;
+use crate::identity::Authenticator;
+use crate::inbox::Inbox;
+use crate::presence::Presence;
+use crate::refresh::RefreshTokens;
+use crate::tokens::TokenService;
+
+/// Shared services; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The effective configuration.
+    pub config: Arc<Config>,
+    /// Storage.
+    pub db: Db,
+    /// Accounts.
+    pub accounts: Accounts,
+    /// Access tokens.
+    pub tokens: Arc<TokenService>,
+    /// Refresh tokens.
+    pub refresh: RefreshTokens,
+    /// Bearer authentication for REST routes.
+    pub identity: Authenticator,
+    /// Presence.
+    pub presence: Presence,
+    /// The inbox.
+    pub inbox: Inbox,
+    /// The notification hub's clients.
+    pub hub: HubContext,
+    /// Who may send notifications.
+    pub notify: Policy,
+}
