@@ -79,6 +79,11 @@ pub struct ConnectionOptions {
     /// Close a connection (with `allowReconnect`) when its token's `exp` passes, so the client
     /// comes back with a fresh token. Defaults to `false`.
     pub close_on_authentication_expiration: bool,
+    /// A secret shared by every node of a cluster. With it, connection tokens are signed and
+    /// self-describing, so a WebSocket may connect to any node, not only the one that negotiated
+    /// (no sticky sessions for WebSockets; SSE and long polling still need them). Tokens are
+    /// accepted on other nodes for `disconnect_timeout` after negotiate. Defaults to `None`.
+    pub connection_token_secret: Option<std::sync::Arc<[u8]>>,
 }
 
 impl Default for ConnectionOptions {
@@ -99,6 +104,7 @@ impl Default for ConnectionOptions {
             allow_stateful_reconnect: false,
             stateful_reconnect_buffer_size: 100_000,
             close_on_authentication_expiration: false,
+            connection_token_secret: None,
         }
     }
 }

@@ -537,3 +537,67 @@ async fn keep_alive_pings_and_client_timeout() {
     );
     assert!(close.allow_reconnect);
 }
+
+fn node(secret: Option<&[u8]>) -> Hub {
+    Hub::builder("test")
+        .connection_options(signalbox::ConnectionOptions {
+            connection_token_secret: secret.map(std::sync::Arc::from),
+            ..signalbox::ConnectionOptions::default()
+        })
+        .method("Echo", |_c: Caller, (v,): (Value,)| async move {
+            Ok::<_, HubError>(v)
+        })
+        .method("Id", |c: Caller, ()| async move {
+            Ok::<_, HubError>(c.connection_id().to_owned())
+        })
+        .build()
+}
+
+#[tokio::test]
+async fn signed_tokens_let_websockets_connect_to_another_node() {
+    let secret: &[u8] = b"cluster-wide connection token secret";
+    let a = serve(Router::new().map_hub("/hub", node(Some(secret)))).await;
+    let b = serve(Router::new().map_hub("/hub", node(Some(secret)))).await;
+    let negotiated = http(a, "POST", "/hub/negotiate?negotiateVersion=1", &[], b"")
+        .await
+        .json();
+    let id = negotiated["connectionId"].as_str().unwrap();
+    let token = negotiated["connectionToken"].as_str().unwrap();
+    let ws = ws_connect(b, &format!("/hub?id={token}"), None)
+        .await
+        .unwrap();
+    let mut c = Client::raw(ws, Protocol::Json);
+    c.handshake(1).await.unwrap();
+    assert_eq!(
+        result_json(c.invoke("Id", vec![]).await),
+        json!(id),
+        "node B keeps the negotiated id"
+    );
+    assert!(
+        ws_connect(b, &format!("/hub?id={token}"), None)
+            .await
+            .is_err(),
+        "a token is used once per node"
+    );
+
+    // A node with another secret, or none, does not know the token.
+    let other =
+        serve(Router::new().map_hub("/hub", node(Some(b"some other secret entirely......")))).await;
+    assert!(
+        ws_connect(other, &format!("/hub?id={token}"), None)
+            .await
+            .is_err()
+    );
+    let plain = serve(Router::new().map_hub("/hub", node(None))).await;
+    assert!(
+        ws_connect(plain, &format!("/hub?id={token}"), None)
+            .await
+            .is_err()
+    );
+    let forged = token.replacen(id, "AAAAAAAAAAAAAAAAAAAAAA", 1);
+    assert!(
+        ws_connect(b, &format!("/hub?id={forged}"), None)
+            .await
+            .is_err()
+    );
+}

@@ -164,6 +164,18 @@ impl HubEndpoint {
             .into_response())
     }
 
+    /// A WebSocket for a token this node does not know: accepted when the token was signed with the
+    /// cluster's shared secret (negotiated on another node) and is recent.
+    fn adopt(&self, token: &str) -> Option<Arc<ConnectionEntry>> {
+        let secret = self.settings.options.connection_token_secret.as_deref()?;
+        let id = super::token::verify(secret, token, self.settings.options.disconnect_timeout)?;
+        tracing::debug!(target: "signalbox::transport", connection_id = %id, "accepting a connection negotiated on another node");
+        Some(
+            self.manager
+                .adopt(id, token.to_owned(), TransportType::WebSockets),
+        )
+    }
+
     fn available_transports(&self) -> Vec<AvailableTransport> {
         self.settings
             .options
@@ -211,7 +223,11 @@ async fn negotiate(
         && query_param(&uri, "useStatefulReconnect")
             .is_some_and(|v| v.eq_ignore_ascii_case("true"));
     endpoint.manager.ensure_reaper(options.disconnect_timeout);
-    let entry = endpoint.manager.create(version, stateful);
+    let entry = endpoint.manager.create_signed(
+        version,
+        stateful,
+        options.connection_token_secret.as_deref(),
+    );
     tracing::debug!(target: "signalbox::transport", connection_id = %entry.id, version, stateful, "negotiated");
     json_response(&NegotiateResponse {
         use_stateful_reconnect: stateful,
@@ -288,6 +304,12 @@ async fn connect(State(endpoint): State<Arc<HubEndpoint>>, request: Request) -> 
     let (entry, attached) = match token {
         Some(token) => match endpoint.manager.attach(&token, transport) {
             Ok(attached) => attached,
+            Err(AttachError::NotFound) if transport == TransportType::WebSockets => {
+                match endpoint.adopt(&token) {
+                    Some(entry) => (entry, Attached::First),
+                    None => return attach_error(AttachError::NotFound),
+                }
+            }
             Err(error) => return attach_error(error),
         },
         None => (endpoint.manager.create_active(transport), Attached::First),

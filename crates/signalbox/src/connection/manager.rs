@@ -108,18 +108,50 @@ pub(crate) struct ConnectionManager {
 impl ConnectionManager {
     /// Creates a connection; for negotiate version 0 the token is the id.
     pub(crate) fn create(&self, negotiate_version: u32, stateful: bool) -> Arc<ConnectionEntry> {
+        self.create_signed(negotiate_version, stateful, None)
+    }
+
+    /// Creates a connection whose token (negotiate version 1) is signed with `secret`, when given.
+    pub(crate) fn create_signed(
+        &self,
+        negotiate_version: u32,
+        stateful: bool,
+        secret: Option<&[u8]>,
+    ) -> Arc<ConnectionEntry> {
         let id = new_id();
         let token = if negotiate_version >= 1 {
-            new_id()
+            secret
+                .and_then(|secret| super::token::sign(secret, &id))
+                .unwrap_or_else(new_id)
         } else {
             id.clone()
         };
+        self.insert(id, token, stateful, ConnectionState::Pending)
+    }
+
+    /// Adopts a connection negotiated on another node (its token verified by the caller).
+    pub(crate) fn adopt(
+        &self,
+        id: String,
+        token: String,
+        transport: TransportType,
+    ) -> Arc<ConnectionEntry> {
+        self.insert(id, token, false, ConnectionState::Active(transport))
+    }
+
+    fn insert(
+        &self,
+        id: String,
+        token: String,
+        stateful: bool,
+        state: ConnectionState,
+    ) -> Arc<ConnectionEntry> {
         let entry = Arc::new(ConnectionEntry {
             id: Arc::from(id),
             token: token.clone(),
             stateful,
             created: Instant::now(),
-            state: Mutex::new(ConnectionState::Pending),
+            state: Mutex::new(state),
             closed: CancellationToken::new(),
             inbound: OnceLock::new(),
             long_poll: OnceLock::new(),

@@ -7,6 +7,7 @@ pub(crate) mod manager;
 mod raw;
 mod request;
 pub(crate) mod resume;
+mod token;
 mod transport;
 
 use std::sync::Arc;
