@@ -692,7 +692,16 @@ export class RecordingHttpClient extends signalR.DefaultHttpClient {
   }
 
   async send(request) {
-    const entry = { method: request.method, url: request.url, status: undefined, error: undefined };
+    const entry = {
+      seq: this.requests.length,
+      method: request.method,
+      url: request.url,
+      body: typeof request.content === 'string' ? request.content : request.content ? '<binary>' : undefined,
+      status: undefined,
+      error: undefined,
+      startedMs: performance.now(),
+      endedMs: undefined,
+    };
     this.requests.push(entry);
     try {
       const response = await super.send(request);
@@ -702,6 +711,8 @@ export class RecordingHttpClient extends signalR.DefaultHttpClient {
       entry.error = String(err?.message ?? err);
       entry.status = err?.statusCode;
       throw err;
+    } finally {
+      entry.endedMs = performance.now();
     }
   }
 }

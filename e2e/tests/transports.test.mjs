@@ -340,6 +340,45 @@ describe('stateful reconnect (WebSockets, ungraceful drop through a TCP proxy)',
   }
 });
 
+describe('stateful reconnect handshake (raw WebSocket, JSON)', () => {
+  it('the handshake response is the first message on a fresh connection (no Sequence before it)', async (s) => {
+    // The official client fails start() with "Error parsing handshake response:
+    // Error: Expected a handshake response from the server." when anything else
+    // comes first. Race-prone, so try many fresh connections.
+    // Batches of parallel connections make the race show up reliably.
+    const BATCHES = 40;
+    const PARALLEL = 10;
+    const ATTEMPTS = BATCHES * PARALLEL;
+    const bad = [];
+    const attempt = async (i) => {
+      const res = await fetch(`${s.url}${FEATURES_PATH}/negotiate?negotiateVersion=1&useStatefulReconnect=true`, {
+        method: 'POST',
+        signal: AbortSignal.timeout(5_000),
+      });
+      const neg = await res.json();
+      assert.equal(neg.useStatefulReconnect, true);
+      const sock = s.socket(`${wsUrlOf(s.url)}${FEATURES_PATH}?id=${encodeURIComponent(neg.connectionToken)}`);
+      await sock.opened;
+      sock.send(`{"protocol":"json","version":2}\x1e`);
+      const first = await sock.nextRecord(() => true);
+      if (JSON.stringify(first) !== '{}') {
+        const second = await sock.nextRecord(() => true).catch((e) => `(${e.message})`);
+        bad.push({ attempt: i, first, second });
+      }
+      await sleep(20);
+      sock.close();
+    };
+    for (let b = 0; b < BATCHES; b++) {
+      await Promise.all(Array.from({ length: PARALLEL }, (_, k) => attempt(b * PARALLEL + k)));
+    }
+    assert.deepEqual(
+      bad,
+      [],
+      `${bad.length}/${ATTEMPTS} fresh stateful-reconnect connections got another message before the handshake response`,
+    );
+  }, { timeout: 20_000 });
+});
+
 // ---------------------------------------------------------------------------
 // Transport fallback on the hub without WebSockets
 // ---------------------------------------------------------------------------
@@ -397,8 +436,8 @@ describe('transport fallback (/hubs/features-nows)', () => {
 
 describe('long polling stop', () => {
   for (const protocol of ['json', 'messagepack']) {
-    it(`${protocol}: stop() sends DELETE (202) and the connection closes cleanly`, async (s) => {
-      const logger = new CapturingLogger('lp-client');
+    it(`${protocol}: stop() sends DELETE and the connection closes cleanly`, async (s) => {
+      const logger = new CapturingLogger('lp-client', signalR.LogLevel.Trace);
       s.loggers.push(logger);
       const httpClient = new RecordingHttpClient(logger);
       const conn = buildHubConnection(s.url, { transport: 'LongPolling', protocol, httpClient, logger });
@@ -407,19 +446,43 @@ describe('long polling stop', () => {
       await conn.start();
       assert.equal(await conn.invoke('GetTransport'), 'LongPolling');
 
+      const stopAt = httpClient.requests.length;
       await within(conn.stop(), 5_000, 'stop()');
       const closeError = await within(closed, 5_000, 'onclose');
       assert.equal(closeError, undefined, `onclose error: ${closeError}`);
       assert.equal(conn.state, signalR.HubConnectionState.Disconnected);
 
-      const deletes = httpClient.requests.filter((r) => r.method === 'DELETE');
-      assert.equal(deletes.length, 1, JSON.stringify(httpClient.requests));
+      const dump = JSON.stringify(httpClient.requests);
+      const before = httpClient.requests.slice(0, stopAt);
+      const during = httpClient.requests.slice(stopAt);
+      // Nothing failed before stop() (the poll aborted by stop() has no status).
+      assert.deepEqual(before.filter((r) => r.status !== undefined && r.status >= 300), [], dump);
+
+      // stop(): the client POSTs a Close message (fire-and-forget) and, after
+      // aborting its poll, sends exactly one DELETE for its connection token.
+      const deletes = during.filter((r) => r.method === 'DELETE');
+      assert.equal(deletes.length, 1, dump);
       const del = deletes[0];
-      assert.equal(del.status, 202, JSON.stringify(del));
       const delUrl = new URL(del.url);
       assert.equal(delUrl.pathname, FEATURES_PATH);
       const token = delUrl.searchParams.get('id');
       assert.ok(token, 'DELETE carries ?id=');
+      const closePosts = during.filter((r) => r.method === 'POST');
+      assert.equal(closePosts.length, 1, dump);
+      const closePost = closePosts[0];
+      // The Close message and the DELETE race (the client doesn't await the
+      // first). Either the DELETE ends the connection (202; the Close POST may
+      // then find it gone: 404), or the server has already ended the connection
+      // because of the Close message (POST 200 answered before the DELETE
+      // completed), in which case the DELETE finds no connection (404, which the
+      // official client and ASP.NET Core treat the same way).
+      if (del.status === 404) {
+        assert.equal(closePost.status, 200, `DELETE 404 but the Close POST was not processed: ${dump}`);
+        assert.ok(closePost.endedMs <= del.endedMs, dump);
+      } else {
+        assert.equal(del.status, 202, dump);
+        assert.ok([200, 404, undefined].includes(closePost.status), dump);
+      }
 
       // The connection is gone on the server: a poll or a send for it now answers 404.
       const poll = await fetch(`${s.url}${FEATURES_PATH}?id=${encodeURIComponent(token)}`, {
@@ -432,9 +495,34 @@ describe('long polling stop', () => {
         signal: AbortSignal.timeout(5_000),
       });
       assert.equal(post.status, 404, await post.text());
-      // No request failed on the way (aborted polls are not failures).
-      const failed = httpClient.requests.filter((r) => r.status !== undefined && r.status >= 400);
-      assert.deepEqual(failed, []);
     });
   }
+
+  it('raw: DELETE answers 202, ends the pending poll with 204, later polls 404', async (s) => {
+    const hub = `${s.url}${FEATURES_PATH}`;
+    const req = (method, query, body) =>
+      fetch(`${hub}${query}`, { method, body, signal: AbortSignal.timeout(5_000) });
+    const neg = await (await req('POST', '/negotiate?negotiateVersion=1')).json();
+    const id = `?id=${encodeURIComponent(neg.connectionToken)}`;
+
+    const first = await req('GET', id);
+    assert.equal(first.status, 200);
+    assert.equal(await first.text(), '');
+    const hs = await req('POST', id, '{"protocol":"json","version":1}\x1e');
+    assert.equal(hs.status, 200, await hs.text());
+    const hsPoll = await req('GET', id);
+    assert.equal(hsPoll.status, 200);
+    assert.equal(await hsPoll.text(), '{}\x1e');
+
+    const pending = req('GET', id);
+    await sleep(100); // let the poll park on the server
+    const del = await req('DELETE', id);
+    assert.equal(del.status, 202, await del.text());
+    const ended = await pending;
+    assert.equal(ended.status, 204, await ended.text());
+
+    const after = await req('GET', id);
+    assert.equal(after.status, 404);
+    assert.equal(await after.text(), 'No Connection with that ID');
+  });
 });
