@@ -170,6 +170,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let auth = JwtAuth::hs256(&args.jwt_secret).context("invalid CHAT_JWT_SECRET")?;
     let hub = chat_hub(auth.clone());
+    let context = hub.context();
     let state = AppState {
         auth,
         secret: args.jwt_secret,
@@ -189,6 +190,35 @@ async fn main() -> anyhow::Result<()> {
     {
         println!("Now listening on: http://{addr}");
     }
-    axum::serve(listener, app).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            // Tell every client to reconnect (elsewhere, or here after the restart), then stop.
+            let left = context.shutdown(std::time::Duration::from_secs(10)).await;
+            tracing::info!(left, "hub connections closed; shutting down");
+        })
+        .await?;
     Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
 }

@@ -1,6 +1,9 @@
 //! `HubContext`: send to clients from anywhere (HTTP handlers, background tasks).
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
 
 use crate::hub::{Groups, HubClients};
 use crate::lifetime::HubLifetimeManager;
@@ -10,6 +13,7 @@ use crate::lifetime::HubLifetimeManager;
 #[derive(Clone)]
 pub struct HubContext {
     lifetime: Arc<dyn HubLifetimeManager>,
+    shutdown: CancellationToken,
 }
 
 impl std::fmt::Debug for HubContext {
@@ -20,7 +24,37 @@ impl std::fmt::Debug for HubContext {
 
 impl HubContext {
     pub(crate) fn new(lifetime: Arc<dyn HubLifetimeManager>) -> Self {
-        Self { lifetime }
+        Self {
+            lifetime,
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    /// Cancelled when the hub shuts down.
+    pub(crate) fn shutdown_token(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// Whether [`HubContext::shutdown`] was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+
+    /// Shuts the hub down gracefully: negotiate answers 503, every connection of this node gets a
+    /// Close message with `allowReconnect` (clients with automatic reconnect come back, to another
+    /// node or after a restart), in-flight invocations finish or are dropped as connections end,
+    /// and `on_disconnected` runs for each. Returns once no connection is left, or after
+    /// `deadline`; returns the number still open then.
+    pub async fn shutdown(&self, deadline: Duration) -> usize {
+        self.shutdown.cancel();
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            let open = self.lifetime.local_connection_ids().len();
+            if open == 0 || tokio::time::Instant::now() >= until {
+                return open;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Selects recipients.

@@ -601,3 +601,47 @@ async fn signed_tokens_let_websockets_connect_to_another_node() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn graceful_shutdown_closes_with_allow_reconnect() {
+    let disconnected = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = disconnected.clone();
+    let hub = Hub::builder("test")
+        .method("Echo", |_c: Caller, (v,): (Value,)| async move {
+            Ok::<_, HubError>(v)
+        })
+        .on_disconnected(move |_c: Caller| {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Ok(())
+            }
+        })
+        .build();
+    let context = hub.context();
+    let addr = serve(Router::new().map_hub("/hub", hub)).await;
+    let mut clients = Vec::new();
+    for protocol in Protocol::ALL {
+        let mut c = Client::connect(addr, "/hub", None, protocol).await;
+        assert_eq!(
+            result_json(c.invoke("Echo", vec![p(json!(1))]).await),
+            json!(1)
+        );
+        clients.push(c);
+    }
+    let left = context.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(left, 0, "every connection closed before the deadline");
+    for c in &mut clients {
+        let close = expect_close(c).await;
+        assert_eq!(
+            close,
+            signalbox::protocol::Close {
+                error: None,
+                allow_reconnect: true
+            }
+        );
+    }
+    assert_eq!(disconnected.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let refused = http(addr, "POST", "/hub/negotiate?negotiateVersion=1", &[], b"").await;
+    assert_eq!(refused.status, 503);
+}

@@ -21,6 +21,7 @@ use super::transport::websocket::{self, WebSocketSession};
 use super::transport::{long_polling, sse};
 use super::{Connection, HttpRequestInfo};
 use futures_util::future::{BoxFuture, FutureExt};
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::{AuthError, JwtAuth, Policy, Principal};
 use crate::hub::{Hub, HubInner, NegotiateRedirectHook, handler};
@@ -45,6 +46,8 @@ pub(crate) struct EndpointSettings {
     pub(crate) options: ConnectionOptions,
     pub(crate) queue_capacity: usize,
     pub(crate) negotiate_redirect: Option<NegotiateRedirectHook>,
+    /// Cancelled when the endpoint stops taking connections.
+    pub(crate) shutdown: CancellationToken,
 }
 
 /// The state shared by the routes of one endpoint.
@@ -66,6 +69,7 @@ where
         options: inner.connection_options.clone(),
         queue_capacity: inner.options.outbound_queue_capacity,
         negotiate_redirect: inner.negotiate_redirect.clone(),
+        shutdown: inner.context.shutdown_token().clone(),
     };
     mount_handler(router, path, settings, inner)
 }
@@ -203,6 +207,9 @@ async fn negotiate(
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
+    if endpoint.settings.shutdown.is_cancelled() {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "Server is shutting down");
+    }
     if let Err(response) = endpoint.authorize(&headers, &uri) {
         return response;
     }

@@ -12,6 +12,7 @@ use futures_util::future::{BoxFuture, FutureExt};
 use futures_util::stream::BoxStream;
 use signalbox_protocol::TransportType;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::endpoint::{self, ConnectionHandler, EndpointSettings};
 use super::{Connection, HttpRequestInfo};
@@ -179,6 +180,7 @@ impl ConnectionEndpoint {
             options: self.options,
             queue_capacity: self.queue_capacity,
             negotiate_redirect: None,
+            shutdown: CancellationToken::new(),
         };
         endpoint::mount_handler(router, path, settings, Arc::new(Runner(self.handler)))
     }

@@ -376,6 +376,10 @@ async fn receive_loop(
                     allow_reconnect: !aborted_by_hub.is_cancelled(),
                 });
             }
+            () = hub.context.shutdown_token().cancelled() => {
+                tracing::debug!("server shutting down; closing");
+                return Some(Close { error: None, allow_reconnect: true });
+            }
             chunk = connection.inbound.next() => {
                 let chunk = chunk?;
                 last_received = Some(Instant::now());
