@@ -28,6 +28,9 @@ pub struct HubOptions {
     /// Items buffered per upload stream before the connection waits for the method to read.
     /// Defaults to 10.
     pub stream_buffer_capacity: usize,
+    /// How often one connection may invoke methods; over it, invocations get an error
+    /// completion (non-blocking ones are dropped). Defaults to `None` (no limit).
+    pub invocation_rate_limit: Option<crate::hub::RateLimit>,
 }
 
 impl Default for HubOptions {
@@ -42,6 +45,7 @@ impl Default for HubOptions {
             supported_protocols: Protocol::ALL.to_vec(),
             outbound_queue_capacity: 1024,
             stream_buffer_capacity: 10,
+            invocation_rate_limit: None,
         }
     }
 }
@@ -66,6 +70,9 @@ pub struct ConnectionOptions {
     /// Largest WebSocket message accepted, in bytes. Defaults to 1 MiB; hub messages are limited
     /// separately by [`HubOptions::maximum_receive_message_size`].
     pub websocket_max_message_size: usize,
+    /// A WebSocket write that does not complete within this time (a client that stopped reading)
+    /// closes the connection. Defaults to 10 seconds.
+    pub transport_send_timeout: Duration,
     /// Largest POST body (SSE and long polling sends), in bytes. Defaults to 1 MiB.
     pub max_request_body_size: usize,
     /// How long a long poll waits for data before answering 200 with no content. Defaults to
@@ -99,6 +106,7 @@ impl Default for ConnectionOptions {
             websocket_read_buffer_size: 4 * 1024,
             websocket_write_buffer_size: 4 * 1024,
             websocket_max_message_size: 1024 * 1024,
+            transport_send_timeout: Duration::from_secs(10),
             max_request_body_size: 1024 * 1024,
             long_poll_timeout: Duration::from_secs(90),
             allow_stateful_reconnect: false,

@@ -645,3 +645,102 @@ async fn graceful_shutdown_closes_with_allow_reconnect() {
     let refused = http(addr, "POST", "/hub/negotiate?negotiateVersion=1", &[], b"").await;
     assert_eq!(refused.status, 503);
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_and_others_are_unaffected() {
+    let hub = Hub::builder("test")
+        .options(HubOptions {
+            outbound_queue_capacity: 32,
+            ..HubOptions::default()
+        })
+        .connection_options(signalbox::ConnectionOptions {
+            transport_send_timeout: Duration::from_millis(500),
+            ..signalbox::ConnectionOptions::default()
+        })
+        .method("Id", |c: Caller, ()| async move {
+            Ok::<_, HubError>(c.connection_id().to_owned())
+        })
+        .build();
+    let context = hub.context();
+    let addr = serve(Router::new().map_hub("/hub", hub)).await;
+    let mut slow = Client::connect(addr, "/hub", None, Protocol::Json).await;
+    let slow_id: String = match slow.invoke("Id", vec![]).await {
+        CompletionOutcome::Result(p) => p.deserialize().unwrap(),
+        other => panic!("{other:?}"),
+    };
+    let mut healthy = Client::connect(addr, "/hub", None, Protocol::MessagePack).await;
+    let reader = tokio::spawn(async move {
+        let mut received = 0usize;
+        while received < 400 {
+            match healthy.recv().await {
+                Some(HubMessage::Invocation(_)) => received += 1,
+                Some(_) => {}
+                None => break,
+            }
+        }
+        received
+    });
+    // The slow client never reads again; 400 messages of 16 KiB go to everyone.
+    let payload = "x".repeat(16 * 1024);
+    for _ in 0..400 {
+        context
+            .clients()
+            .all()
+            .send("Big", (payload.clone(),))
+            .await
+            .unwrap();
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        reader.await.unwrap(),
+        400,
+        "the healthy client got everything"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while context
+        .lifetime_manager()
+        .local_connection_ids()
+        .contains(&slow_id)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow client was never closed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(slow);
+}
+
+#[tokio::test]
+async fn invocations_over_the_rate_limit_get_an_error_completion() {
+    let hub = Hub::builder("test")
+        .options(HubOptions {
+            invocation_rate_limit: Some(signalbox::hub::RateLimit {
+                per_second: 1.0,
+                burst: 3,
+            }),
+            ..HubOptions::default()
+        })
+        .method("Echo", |_c: Caller, (v,): (Value,)| async move {
+            Ok::<_, HubError>(v)
+        })
+        .build();
+    let addr = serve(Router::new().map_hub("/hub", hub)).await;
+    let mut c = Client::connect(addr, "/hub", None, Protocol::Json).await;
+    for i in 0..3 {
+        assert_eq!(
+            result_json(c.invoke("Echo", vec![p(json!(i))]).await),
+            json!(i)
+        );
+    }
+    assert_eq!(
+        error_text(c.invoke("Echo", vec![p(json!(4))]).await),
+        "Failed to invoke 'Echo': rate limit exceeded, too many invocations."
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        result_json(c.invoke("Echo", vec![p(json!(5))]).await),
+        json!(5),
+        "the connection stays usable"
+    );
+}

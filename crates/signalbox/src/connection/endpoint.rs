@@ -377,6 +377,7 @@ async fn upgrade_websocket(
     let options = &endpoint.settings.options;
     let queue_capacity = endpoint.settings.queue_capacity;
     let buffer_size = options.stateful_reconnect_buffer_size;
+    let send_timeout = options.transport_send_timeout;
     let failed_manager = endpoint.manager.clone();
     let failed_token = entry.token.clone();
     let endpoint = endpoint.clone();
@@ -384,6 +385,7 @@ async fn upgrade_websocket(
         .read_buffer_size(options.websocket_read_buffer_size)
         .write_buffer_size(options.websocket_write_buffer_size)
         .max_message_size(options.websocket_max_message_size)
+        .max_write_buffer_size(options.websocket_max_message_size.saturating_mul(4))
         .max_frame_size(options.websocket_max_message_size)
         .on_failed_upgrade(move |error| {
             tracing::debug!(target: "signalbox::transport", %error, "websocket upgrade failed");
@@ -394,7 +396,7 @@ async fn upgrade_websocket(
         .on_upgrade(move |socket| async move {
             if attached == Attached::Again {
                 tracing::debug!(target: "signalbox::transport", connection_id = %entry.id, "stateful reconnect");
-                websocket::reattach(socket, &entry, queue_capacity);
+                websocket::reattach(socket, &entry, queue_capacity, send_timeout);
                 return;
             }
             let session = WebSocketSession {
@@ -402,6 +404,7 @@ async fn upgrade_websocket(
                 principal,
                 request,
                 queue_capacity,
+                send_timeout,
             };
             if entry.stateful {
                 let connection = websocket::connect_resumable(socket, session, &entry, buffer_size);

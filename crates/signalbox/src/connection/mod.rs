@@ -43,4 +43,6 @@ pub(crate) struct Connection {
     pub(crate) keep_alive: bool,
     /// Stateful-reconnect state, when negotiated.
     pub(crate) resumable: Option<Arc<resume::Resumable>>,
+    /// Cancelled when the transport can no longer deliver (a send timed out, the client left).
+    pub(crate) transport_closed: tokio_util::sync::CancellationToken,
 }

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::args::ArgumentBinder;
+use super::rate_limit::TokenBucket;
 use super::{Arguments, Caller, HubInner, InvokeError, MethodDescriptor, MethodKind, UploadEvent};
 
 /// What the connection loop does after a message.
@@ -36,6 +37,7 @@ pub(crate) struct Dispatcher {
     slots: Arc<Semaphore>,
     uploads: HashMap<String, mpsc::Sender<UploadEvent>>,
     streams: Arc<Mutex<HashMap<String, CancellationToken>>>,
+    rate: Option<TokenBucket>,
 }
 
 impl Dispatcher {
@@ -48,6 +50,7 @@ impl Dispatcher {
         let slots = Arc::new(Semaphore::new(
             hub.options.maximum_parallel_invocations_per_client.max(1),
         ));
+        let rate = hub.options.invocation_rate_limit.map(TokenBucket::new);
         Self {
             hub,
             protocol,
@@ -57,6 +60,7 @@ impl Dispatcher {
             slots,
             uploads: HashMap::new(),
             streams: Arc::default(),
+            rate,
         }
     }
 
@@ -98,8 +102,28 @@ impl Dispatcher {
         .await;
     }
 
-    /// Looks up a method and checks its policy; answers the caller when that fails.
-    async fn method(&self, target: &str, invocation_id: Option<&str>) -> Option<MethodDescriptor> {
+    /// Looks up a method and checks the rate limit and its policy; answers the caller when that
+    /// fails.
+    async fn method(
+        &mut self,
+        target: &str,
+        invocation_id: Option<&str>,
+    ) -> Option<MethodDescriptor> {
+        if let Some(bucket) = &mut self.rate
+            && !bucket.try_take()
+        {
+            tracing::debug!(target_method = %target, "invocation over the rate limit");
+            if let Some(id) = invocation_id {
+                self.complete(Completion::error(
+                    id,
+                    format!(
+                        "Failed to invoke '{target}': rate limit exceeded, too many invocations."
+                    ),
+                ))
+                .await;
+            }
+            return None;
+        }
         let Some(method) = self.hub.methods.get(&target.to_lowercase()).cloned() else {
             tracing::debug!(target_method = %target, "unknown hub method");
             if let Some(id) = invocation_id {

@@ -376,6 +376,10 @@ async fn receive_loop(
                     allow_reconnect: !aborted_by_hub.is_cancelled(),
                 });
             }
+            () = connection.transport_closed.cancelled() => {
+                tracing::debug!("transport closed");
+                return None;
+            }
             () = hub.context.shutdown_token().cancelled() => {
                 tracing::debug!("server shutting down; closing");
                 return Some(Close { error: None, allow_reconnect: true });

@@ -8,6 +8,7 @@ mod dispatcher;
 mod error;
 pub(crate) mod handler;
 mod method;
+mod rate_limit;
 mod upload;
 
 use std::collections::HashMap;
@@ -22,6 +23,7 @@ pub use caller::Caller;
 pub use clients::{CallerClients, ClientProxy, Groups, HubClients};
 pub use error::HubError;
 pub(crate) use method::{Arguments, InvokeError, MethodDescriptor, MethodKind};
+pub use rate_limit::RateLimit;
 pub(crate) use upload::UploadEvent;
 pub use upload::UploadStream;
 

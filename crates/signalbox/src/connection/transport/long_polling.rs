@@ -77,6 +77,7 @@ pub(crate) fn connect(
         supports_binary: true,
         keep_alive: false,
         resumable: None,
+        transport_closed: entry.closed.clone(),
     };
     (connection, octets(Body::empty()))
 }

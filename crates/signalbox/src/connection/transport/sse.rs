@@ -62,6 +62,7 @@ pub(crate) fn connect(
         supports_binary: false,
         keep_alive: true,
         resumable: None,
+        transport_closed: entry.closed.clone(),
     };
     // The client closing the response disposes the connection.
     let guard = entry.closed.clone().drop_guard();

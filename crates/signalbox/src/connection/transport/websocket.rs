@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
 use bytes::Bytes;
@@ -28,6 +29,7 @@ pub(crate) struct WebSocketSession {
     pub(crate) principal: Option<Principal>,
     pub(crate) request: Arc<HttpRequestInfo>,
     pub(crate) queue_capacity: usize,
+    pub(crate) send_timeout: Duration,
 }
 
 enum Inbound {
@@ -60,7 +62,14 @@ pub(crate) fn connect(
     let (sink, stream) = socket.split();
     let (tx, rx) = mpsc::channel(session.queue_capacity.max(1));
     let binary = Arc::new(AtomicBool::new(false));
-    let writer = tokio::spawn(write_loop(sink, rx, binary.clone()));
+    let transport_closed = CancellationToken::new();
+    let writer = tokio::spawn(write_loop(
+        sink,
+        rx,
+        binary.clone(),
+        session.send_timeout,
+        transport_closed.clone(),
+    ));
     let inbound = stream
         .map(classify)
         .take_while(|item| future::ready(matches!(item, Inbound::Data(_) | Inbound::Skip)))
@@ -82,6 +91,7 @@ pub(crate) fn connect(
         supports_binary: true,
         keep_alive: true,
         resumable: None,
+        transport_closed,
     };
     (connection, writer)
 }
@@ -115,7 +125,10 @@ pub(crate) fn connect_resumable(
         inbound_tx.clone(),
         &sockets_tx,
         binary.clone(),
-        session.queue_capacity,
+        SocketLimits {
+            queue_capacity: session.queue_capacity,
+            send_timeout: session.send_timeout,
+        },
     );
     let _ = entry.inbound.set(inbound_tx);
     Connection {
@@ -131,11 +144,17 @@ pub(crate) fn connect_resumable(
         supports_binary: true,
         keep_alive: true,
         resumable: Some(resumable),
+        transport_closed: entry.closed.clone(),
     }
 }
 
 /// Hands a new socket to a stateful connection; it replaces the previous socket.
-pub(crate) fn reattach(socket: WebSocket, entry: &Arc<ConnectionEntry>, queue_capacity: usize) {
+pub(crate) fn reattach(
+    socket: WebSocket,
+    entry: &Arc<ConnectionEntry>,
+    queue_capacity: usize,
+    send_timeout: Duration,
+) {
     let (Some(resumable), Some(inbound)) = (entry.resumable.get(), entry.inbound.get()) else {
         return;
     };
@@ -149,8 +168,18 @@ pub(crate) fn reattach(socket: WebSocket, entry: &Arc<ConnectionEntry>, queue_ca
         inbound.clone(),
         sockets,
         binary.clone(),
-        queue_capacity,
+        SocketLimits {
+            queue_capacity,
+            send_timeout,
+        },
     );
+}
+
+/// Per-socket limits.
+#[derive(Clone, Copy)]
+struct SocketLimits {
+    queue_capacity: usize,
+    send_timeout: Duration,
 }
 
 fn attach_socket(
@@ -160,11 +189,12 @@ fn attach_socket(
     inbound: mpsc::Sender<Bytes>,
     sockets: &mpsc::Sender<mpsc::Sender<Bytes>>,
     binary: Arc<AtomicBool>,
-    queue_capacity: usize,
+    limits: SocketLimits,
 ) {
     let token = resumable.replace_socket();
     let (sink, stream) = socket.split();
-    let (writer_tx, writer_rx) = mpsc::channel(queue_capacity.max(1));
+    let (writer_tx, writer_rx) = mpsc::channel(limits.queue_capacity.max(1));
+    let send_timeout = limits.send_timeout;
     if sockets.try_send(writer_tx).is_err() {
         tracing::debug!(target: "signalbox::transport", "connection ended before the socket attached");
         return;
@@ -172,7 +202,7 @@ fn attach_socket(
     let writer_token = token.clone();
     tokio::spawn(async move {
         tokio::select! {
-            () = write_loop(sink, writer_rx, binary) => {}
+            () = write_loop(sink, writer_rx, binary, send_timeout, CancellationToken::new()) => {}
             () = writer_token.cancelled() => {}
         }
     });
@@ -223,10 +253,14 @@ async fn read_loop(
     }
 }
 
+/// Writes queued frames, batching what is ready into one flush. A batch that cannot be written
+/// within `send_timeout` (a client that stopped reading) ends the socket and cancels `failed`.
 async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
     mut rx: mpsc::Receiver<Bytes>,
     binary: Arc<AtomicBool>,
+    send_timeout: Duration,
+    failed: CancellationToken,
 ) {
     let frame = |data: Bytes| -> Option<Message> {
         if binary.load(Ordering::Acquire) {
@@ -242,24 +276,36 @@ async fn write_loop(
         }
     };
     while let Some(data) = rx.recv().await {
-        let mut ok = match frame(data) {
-            Some(message) => sink.feed(message).await.is_ok(),
-            None => true,
-        };
-        // Batch whatever else is queued into the same flush.
-        while ok {
-            match rx.try_recv() {
-                Ok(data) => {
-                    if let Some(message) = frame(data) {
-                        ok = sink.feed(message).await.is_ok();
+        let batch = async {
+            let mut ok = match frame(data) {
+                Some(message) => sink.feed(message).await.is_ok(),
+                None => true,
+            };
+            // Batch whatever else is queued into the same flush.
+            while ok {
+                match rx.try_recv() {
+                    Ok(data) => {
+                        if let Some(message) = frame(data) {
+                            ok = sink.feed(message).await.is_ok();
+                        }
                     }
+                    Err(_) => break,
                 }
-                Err(_) => break,
             }
-        }
-        if !ok || sink.flush().await.is_err() {
-            tracing::debug!(target: "signalbox::transport", "websocket write failed");
-            return;
+            ok && sink.flush().await.is_ok()
+        };
+        match tokio::time::timeout(send_timeout, batch).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::debug!(target: "signalbox::transport", "websocket write failed");
+                failed.cancel();
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(target: "signalbox::transport", "websocket send timed out; closing the connection");
+                failed.cancel();
+                return;
+            }
         }
     }
     // The hub is done with this connection: close normally. The peer may already be gone.
