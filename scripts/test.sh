@@ -9,6 +9,9 @@ step() { printf '\n==> %s\n' "$*"; }
 step "setup"
 bash scripts/setup.sh
 
+step "services (PostgreSQL for the signalbox-server tests)"
+bash scripts/services.sh
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -25,6 +28,7 @@ target_dir=$(cargo metadata --format-version 1 --no-deps |
   node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).target_directory))')
 export SIGNALBOX_CHAT_BIN="${SIGNALBOX_CHAT_BIN:-$target_dir/debug/examples/chat}"
 export SIGNALBOX_CONFORMANCE_BIN="${SIGNALBOX_CONFORMANCE_BIN:-$target_dir/debug/signalbox-conformance}"
+export SIGNALBOX_SERVER_BIN="${SIGNALBOX_SERVER_BIN:-$target_dir/debug/signalbox}"
 
 step "e2e tests (node --test, server: $SIGNALBOX_CHAT_BIN)"
 node --test --test-reporter=spec e2e/tests/*.test.mjs

@@ -160,6 +160,8 @@ pub struct OidcConfig {
     pub auto_create_users: bool,
     /// How long fetched keys are trusted before a refresh. Default 1 hour.
     pub jwks_cache_ttl: Duration,
+    /// Shortest interval between refetches caused by an unknown `kid`. Default 30 seconds.
+    pub jwks_min_refresh_interval: Duration,
 }
 
 impl Default for Config {
@@ -266,6 +268,7 @@ struct FileOidc {
     user_claim: Option<String>,
     auto_create_users: Option<bool>,
     jwks_cache_ttl: Option<String>,
+    jwks_min_refresh_interval: Option<String>,
 }
 
 /// Environment variables read, with the file key each overrides.
@@ -294,6 +297,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("SIGNALBOX_OIDC_USER_CLAIM", "oidc.user_claim"),
     ("SIGNALBOX_OIDC_AUTO_CREATE_USERS", "oidc.auto_create_users"),
     ("SIGNALBOX_OIDC_JWKS_CACHE_TTL", "oidc.jwks_cache_ttl"),
+    (
+        "SIGNALBOX_OIDC_JWKS_MIN_REFRESH_INTERVAL",
+        "oidc.jwks_min_refresh_interval",
+    ),
 ];
 
 impl Config {
@@ -601,6 +608,11 @@ fn resolve(raw: FileConfig) -> Result<Config, ConfigError> {
                 "oidc.jwks_cache_ttl (SIGNALBOX_OIDC_JWKS_CACHE_TTL)",
                 o.jwks_cache_ttl,
                 Duration::from_secs(3600),
+            )?,
+            jwks_min_refresh_interval: duration(
+                "oidc.jwks_min_refresh_interval (SIGNALBOX_OIDC_JWKS_MIN_REFRESH_INTERVAL)",
+                o.jwks_min_refresh_interval,
+                Duration::from_secs(30),
             )?,
         }),
         None if o.discovery_url.is_some() || o.jwks_url.is_some() || o.audience.is_some() => {

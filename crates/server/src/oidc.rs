@@ -15,9 +15,6 @@ use signalbox::auth::AuthError;
 
 use crate::config::OidcConfig;
 
-/// Refetches triggered by unknown key ids are at most this frequent.
-const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
-
 /// Fetching the issuer's keys failed.
 #[derive(Debug, thiserror::Error)]
 pub enum OidcError {
@@ -243,7 +240,7 @@ impl OidcVerifier {
             .is_none_or(|t| t.elapsed() > self.inner.config.jwks_cache_ttl);
         let may_refetch = cache
             .fetched
-            .is_none_or(|t| t.elapsed() > MIN_REFRESH_INTERVAL);
+            .is_none_or(|t| t.elapsed() >= self.inner.config.jwks_min_refresh_interval);
         (
             cache.keys.get(kid).map(|k| (k.key.clone(), k.algorithm)),
             stale,

@@ -1,0 +1,181 @@
+// End-to-end tests of the notification service (`signalbox serve`, crate signalbox-server)
+// with the official @microsoft/signalr client: accounts created with the CLI, login over the
+// REST API, the hub at /hubs/notifications delivering `Notification` (missed while offline,
+// then live), and the OpenAPI document checked by a validator.
+
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+
+import SwaggerParser from '@apidevtools/swagger-parser';
+
+import { CapturingLogger, REPO_ROOT, nextInvocations, signalR } from './helpers.mjs';
+
+const BIN = process.env.SIGNALBOX_SERVER_BIN || path.join(REPO_ROOT, 'target', 'debug', 'signalbox');
+const SECRET = 'signalbox-e2e-notifications-secret-0123456789';
+const PASSWORD = 'e2e password 123';
+const LISTEN_RE = /Now listening on: (http:\/\/\S+)/;
+
+const dir = mkdtempSync(path.join(tmpdir(), 'signalbox-e2e-'));
+const env = {
+  ...process.env,
+  SIGNALBOX_JWT_SECRET: SECRET,
+  SIGNALBOX_DATABASE: `sqlite://${path.join(dir, 'db.sqlite')}`,
+  RUST_LOG: 'warn',
+};
+
+/** Runs a CLI subcommand and returns its stdout; throws with its stderr on failure. */
+function cli(args, input) {
+  const result = spawnSync(BIN, args, { env, input, encoding: 'utf8', timeout: 60_000 });
+  if (result.status !== 0) {
+    throw new Error(`signalbox ${args.join(' ')} failed (${result.status}): ${result.stderr}`);
+  }
+  return result.stdout;
+}
+
+let server;
+let output = '';
+let url;
+
+before(async () => {
+  if (!existsSync(BIN)) {
+    throw new Error(`signalbox binary not found at ${BIN}; run \`cargo build -p signalbox-server\` or set SIGNALBOX_SERVER_BIN`);
+  }
+  cli(['user', 'add', 'alice'], `${PASSWORD}\n`);
+  cli(['user', 'add', 'backend', '--claim', 'permission=notify'], `${PASSWORD}\n`);
+  server = spawn(BIN, ['serve', '--listen', '127.0.0.1:0'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  server.stderr.on('data', (d) => (output += d.toString()));
+  url = await new Promise((resolve, reject) => {
+    let stdout = '';
+    const timer = setTimeout(() => reject(new Error(`no "Now listening on:" line\n${stdout}\n${output}`)), 60_000);
+    server.stdout.on('data', (d) => {
+      stdout += d.toString();
+      const m = LISTEN_RE.exec(stdout);
+      // The banner: URL, storage, backplane.
+      if (m && /Backplane: in-memory/.test(stdout)) {
+        clearTimeout(timer);
+        if (!/Storage: sqlite/.test(stdout)) reject(new Error(`unexpected banner:\n${stdout}`));
+        else resolve(m[1]);
+      }
+    });
+    server.on('exit', (code) => reject(new Error(`server exited (${code})\n${stdout}\n${output}`)));
+  });
+});
+
+after(async () => {
+  if (server && server.exitCode === null) {
+    const exited = new Promise((r) => server.on('exit', r));
+    server.kill('SIGTERM');
+    await exited;
+  }
+  rmSync(dir, { recursive: true, force: true });
+});
+
+async function api(method, route, { token, body } = {}) {
+  const headers = { 'content-type': 'application/json' };
+  if (token) headers.authorization = `Bearer ${token}`;
+  const res = await fetch(`${url}${route}`, { method, headers, body: body && JSON.stringify(body) });
+  const text = await res.text();
+  return { status: res.status, body: text ? JSON.parse(text) : null };
+}
+
+async function login(username) {
+  const res = await api('POST', '/api/auth/login', { body: { username, password: PASSWORD } });
+  assert.equal(res.status, 200, JSON.stringify(res.body));
+  assert.equal(res.body.token_type, 'Bearer');
+  return res.body;
+}
+
+describe('signalbox serve', () => {
+  test('a user receives Notification: missed ones on connect, then live', { timeout: 30_000 }, async () => {
+    const alice = await login('alice');
+    const backend = await login('backend');
+
+    const missed = await api('POST', '/api/notifications', {
+      token: backend.access_token,
+      body: { user: 'alice', message: 'sent while offline' },
+    });
+    assert.equal(missed.status, 201, JSON.stringify(missed.body));
+
+    const logger = new CapturingLogger('alice');
+    const connection = new signalR.HubConnectionBuilder()
+      .withUrl(`${url}/hubs/notifications`, {
+        accessTokenFactory: () => alice.access_token,
+        transport: signalR.HttpTransportType.WebSockets,
+      })
+      .configureLogging(logger)
+      .build();
+    const first = nextInvocations(connection, 'Notification', 1, { timeoutMs: 10_000 });
+    try {
+      await connection.start();
+      const [[notification]] = await first;
+      assert.equal(notification.id, missed.body.ids[0]);
+      assert.equal(notification.from, 'backend');
+      assert.equal(notification.message, 'sent while offline');
+      assert.match(notification.created_at, /Z$/);
+
+      // A token from `signalbox token issue` works for the publish API too.
+      const scripted = cli(['token', 'issue', '--sub', 'backend', '--claim', 'permission=notify', '--ttl', '5m']).trim();
+      const live = nextInvocations(connection, 'Notification', 1, { timeoutMs: 10_000 });
+      const sent = await api('POST', '/api/notifications', {
+        token: scripted,
+        body: { users: ['alice'], message: 'live' },
+      });
+      assert.equal(sent.status, 201, JSON.stringify(sent.body));
+      const [[liveNotification]] = await live;
+      assert.equal(liveNotification.id, sent.body.ids[0]);
+      assert.equal(liveNotification.message, 'live');
+
+      assert.deepEqual(await connection.invoke('GetOnlineUsers'), ['alice']);
+      assert.equal(await connection.invoke('MarkRead', liveNotification.id), true);
+      const unread = await api('GET', '/api/notifications?unread=true', { token: alice.access_token });
+      assert.deepEqual(unread.body.map((n) => n.id), [notification.id]);
+
+      // Alice lacks the notify permission: the hub refuses her SendNotification.
+      await assert.rejects(connection.invoke('SendNotification', 'backend', 'hi'), /unauthorized/);
+    } catch (err) {
+      for (const line of logger.lines) console.error(line);
+      console.error(output);
+      throw err;
+    } finally {
+      await connection.stop();
+    }
+  });
+
+  test('the publish API refuses callers without the permission', async () => {
+    const alice = await login('alice');
+    const res = await api('POST', '/api/notifications', {
+      token: alice.access_token,
+      body: { user: 'backend', message: 'no' },
+    });
+    assert.equal(res.status, 403);
+    assert.equal(res.body.error, 'forbidden');
+    const anonymous = await api('POST', '/api/notifications', { body: { user: 'backend', message: 'no' } });
+    assert.equal(anonymous.status, 401);
+  });
+
+  test('refresh tokens rotate and a reused one revokes the session', async () => {
+    const session = await login('alice');
+    const next = await api('POST', '/api/auth/refresh', { body: { refresh_token: session.refresh_token } });
+    assert.equal(next.status, 200);
+    const reuse = await api('POST', '/api/auth/refresh', { body: { refresh_token: session.refresh_token } });
+    assert.equal(reuse.status, 401);
+    const revoked = await api('POST', '/api/auth/refresh', { body: { refresh_token: next.body.refresh_token } });
+    assert.equal(revoked.status, 401);
+  });
+
+  test('the OpenAPI document is valid and declares the Bearer scheme', async () => {
+    const res = await fetch(`${url}/openapi.json`);
+    assert.equal(res.status, 200);
+    const doc = await res.json();
+    const validated = await SwaggerParser.validate(structuredClone(doc));
+    assert.ok(validated.paths['/api/notifications']);
+    assert.equal(doc.components.securitySchemes.bearer.scheme, 'bearer');
+    const ui = await fetch(`${url}/swagger/`);
+    assert.equal(ui.status, 200);
+    assert.match(await ui.text(), /swagger-ui/);
+  });
+});
