@@ -38,6 +38,7 @@ mod connection;
 mod context;
 pub mod hub;
 pub mod lifetime;
+pub mod metrics;
 mod options;
 mod router;
 

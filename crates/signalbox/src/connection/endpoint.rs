@@ -142,6 +142,7 @@ impl HubEndpoint {
                 Ok(principal) => Some(principal),
                 Err(AuthError::Missing) => None,
                 Err(error) => {
+                    crate::metrics::auth_failure(error.reason());
                     tracing::debug!(target: "signalbox::transport", reason = error.reason(), "bearer token rejected");
                     invalid = true;
                     None
@@ -153,7 +154,11 @@ impl HubEndpoint {
             return Ok(principal);
         }
         if principal.is_some() {
+            crate::metrics::auth_failure("forbidden");
             return Err(StatusCode::FORBIDDEN.into_response());
+        }
+        if !invalid {
+            crate::metrics::auth_failure("missing");
         }
         let challenge = if invalid {
             HeaderValue::from_static("Bearer error=\"invalid_token\"")
@@ -236,6 +241,7 @@ async fn negotiate(
         options.connection_token_secret.as_deref(),
     );
     tracing::debug!(target: "signalbox::transport", connection_id = %entry.id, version, stateful, "negotiated");
+    crate::metrics::negotiated();
     json_response(&NegotiateResponse {
         use_stateful_reconnect: stateful,
         negotiate_version: version,

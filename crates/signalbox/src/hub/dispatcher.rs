@@ -113,6 +113,7 @@ impl Dispatcher {
             && !bucket.try_take()
         {
             tracing::debug!(target_method = %target, "invocation over the rate limit");
+            crate::metrics::invocation(&self.hub.name, "*", "rate_limited", None);
             if let Some(id) = invocation_id {
                 self.complete(Completion::error(
                     id,
@@ -126,6 +127,7 @@ impl Dispatcher {
         }
         let Some(method) = self.hub.methods.get(&target.to_lowercase()).cloned() else {
             tracing::debug!(target_method = %target, "unknown hub method");
+            crate::metrics::invocation(&self.hub.name, "*", "unknown_method", None);
             if let Some(id) = invocation_id {
                 self.complete(Completion::error(
                     id,
@@ -139,6 +141,12 @@ impl Dispatcher {
             && !policy.is_satisfied_by(self.caller.principal())
         {
             tracing::debug!(target_method = %target, "invocation denied by policy");
+            crate::metrics::invocation(
+                &self.hub.name,
+                &target.to_lowercase(),
+                "unauthorized",
+                None,
+            );
             if let Some(id) = invocation_id {
                 self.complete(Completion::error(
                     id,
@@ -238,10 +246,18 @@ impl Dispatcher {
         let texts = ErrorTexts {
             detailed: self.hub.options.enable_detailed_errors,
         };
+        let hub_name = self.hub.name.clone();
         self.tasks.spawn(
             async move {
+                let started = tokio::time::Instant::now();
                 let result = handler(caller, args).await;
                 drop(permit);
+                let outcome = match &result {
+                    Ok(_) => "ok",
+                    Err(InvokeError::Bind(_)) => "bind_error",
+                    Err(InvokeError::Hub(_)) => "error",
+                };
+                crate::metrics::invocation(&hub_name, &target.to_lowercase(), outcome, Some(started.elapsed()));
                 let Some(id) = invocation_id else {
                     if let Err(InvokeError::Hub(error)) = &result {
                         tracing::debug!(target_method = %target, %error, "non-blocking invocation failed");
@@ -302,8 +318,10 @@ impl Dispatcher {
         let texts = ErrorTexts {
             detailed: self.hub.options.enable_detailed_errors,
         };
+        let hub_name = self.hub.name.clone();
         self.tasks.spawn(
             async move {
+                crate::metrics::invocation(&hub_name, &target.to_lowercase(), "stream", None);
                 let completion = match handler(caller, args).await {
                     Err(error) => Completion::error(invocation_id.clone(), texts.text(&target, &error)),
                     Ok(mut items) => loop {

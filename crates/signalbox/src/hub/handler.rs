@@ -19,6 +19,7 @@ use super::{Caller, HubInner};
 use crate::connection::Connection;
 use crate::connection::resume::Resumable;
 use crate::lifetime::ConnectionHandle;
+use crate::metrics::DisconnectReason;
 
 const CLOSED_WITH_ERROR: &str = "Connection closed with an error.";
 
@@ -160,6 +161,7 @@ async fn run_connection(hub: Arc<HubInner>, mut connection: Connection) {
         aborted_by_hub.clone(),
     );
     tracing::debug!("connected");
+    crate::metrics::connected(&hub.name, connection.transport, protocol);
 
     // 3. The hub's on_connected, then the loop.
     let close = match &hub.on_connected {
@@ -198,6 +200,13 @@ async fn run_connection(hub: Arc<HubInner>, mut connection: Connection) {
     };
 
     // 4. Close and clean up.
+    let reason = match &close {
+        None => DisconnectReason::ClientClosed,
+        Some(close) if close.error.is_some() => DisconnectReason::Error,
+        Some(_) if hub.context.shutdown_token().is_cancelled() => DisconnectReason::Shutdown,
+        Some(_) => DisconnectReason::Aborted,
+    };
+    crate::metrics::disconnected(&hub.name, connection.transport, protocol, reason);
     if let Some(close) = close
         && let Ok(frame) = protocol.encode_to_bytes(&HubMessage::Close(close))
     {
@@ -386,6 +395,7 @@ async fn receive_loop(
             }
             chunk = connection.inbound.next() => {
                 let chunk = chunk?;
+                crate::metrics::received(protocol, 0, chunk.len() as u64);
                 last_received = Some(Instant::now());
                 buf.extend_from_slice(&chunk);
                 if let Some(close) = drain(dispatcher, protocol, buf, max, incoming.as_mut()).await {
@@ -447,11 +457,26 @@ async fn drain(
     protocol: Protocol,
     buf: &mut BytesMut,
     max: Option<usize>,
+    incoming: Option<&mut Incoming>,
+) -> Option<Option<Close>> {
+    let mut decoded = 0;
+    let result = drain_counted(dispatcher, protocol, buf, max, incoming, &mut decoded).await;
+    crate::metrics::received(protocol, decoded, 0);
+    result
+}
+
+async fn drain_counted(
+    dispatcher: &mut Dispatcher,
+    protocol: Protocol,
+    buf: &mut BytesMut,
+    max: Option<usize>,
     mut incoming: Option<&mut Incoming>,
+    decoded: &mut u64,
 ) -> Option<Option<Close>> {
     loop {
         match protocol.decode(buf, max) {
             Ok(Some(message)) => {
+                *decoded += 1;
                 if let Some(incoming) = incoming.as_deref_mut() {
                     match incoming.accept(&message) {
                         Ok(true) => {}

@@ -113,10 +113,13 @@ impl LocalLifetimeManager {
 
     /// Sends synchronously to the local recipients of `target`; returns how many were queued.
     pub fn send_local(&self, target: &Target, message: &SerializedMessage) -> usize {
-        self.recipients(target)
+        let sent = self
+            .recipients(target)
             .iter()
             .filter(|handle| handle.send_message(message))
-            .count()
+            .count();
+        crate::metrics::sent(sent as u64);
+        sent
     }
 
     fn add(&self, handle: ConnectionHandle) {

@@ -116,6 +116,7 @@ impl ConnectionHandle {
         match self.outbound.try_send(frame) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
+                crate::metrics::queue_drop();
                 tracing::warn!(target: "signalbox::hub", connection_id = %self.id, "outbound queue full; closing slow connection");
                 self.abort.cancel();
                 false

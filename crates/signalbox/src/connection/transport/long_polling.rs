@@ -122,6 +122,7 @@ pub(crate) async fn poll(entry: &ConnectionEntry, timeout: Duration) -> Response
                         Err(_) => break,
                     }
                 }
+                crate::metrics::bytes_sent(TransportType::LongPolling, body.len() as u64);
                 octets(Body::from(body.freeze()))
             }
             // The connection has ended: the client stops polling.

@@ -67,7 +67,11 @@ pub(crate) fn connect(
     // The client closing the response disposes the connection.
     let guard = entry.closed.clone().drop_guard();
     let events = futures_util::stream::once(future::ready(Bytes::from_static(b":\r\n")))
-        .chain(receiver_stream(outbound_rx).map(|frame| format_event(&frame)))
+        .chain(receiver_stream(outbound_rx).map(|frame| {
+            let event = format_event(&frame);
+            crate::metrics::bytes_sent(TransportType::ServerSentEvents, event.len() as u64);
+            event
+        }))
         .map(move |chunk| {
             let _keep = &guard;
             Ok::<_, std::convert::Infallible>(chunk)

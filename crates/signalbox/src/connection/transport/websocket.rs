@@ -276,6 +276,7 @@ async fn write_loop(
         }
     };
     while let Some(data) = rx.recv().await {
+        let mut bytes = data.len();
         let batch = async {
             let mut ok = match frame(data) {
                 Some(message) => sink.feed(message).await.is_ok(),
@@ -285,6 +286,7 @@ async fn write_loop(
             while ok {
                 match rx.try_recv() {
                     Ok(data) => {
+                        bytes += data.len();
                         if let Some(message) = frame(data) {
                             ok = sink.feed(message).await.is_ok();
                         }
@@ -295,7 +297,7 @@ async fn write_loop(
             ok && sink.flush().await.is_ok()
         };
         match tokio::time::timeout(send_timeout, batch).await {
-            Ok(true) => {}
+            Ok(true) => crate::metrics::bytes_sent(TransportType::WebSockets, bytes as u64),
             Ok(false) => {
                 tracing::debug!(target: "signalbox::transport", "websocket write failed");
                 failed.cancel();
