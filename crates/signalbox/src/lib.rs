@@ -46,7 +46,9 @@ pub use auth::{JwtAuth, Policy, Principal};
 pub use connection::{ConnectionEndpoint, HttpRequestInfo, RawConnection, redact_query};
 pub use context::HubContext;
 pub use hub::{Caller, Hub, HubBuilder, HubError};
-pub use lifetime::{HubLifetimeManager, LocalLifetimeManager, Target};
+pub use lifetime::{
+    Backplane, HubLifetimeManager, LocalLifetimeManager, ScaledLifetimeManager, Target,
+};
 pub use options::{ConnectionOptions, HubOptions};
 pub use router::HubRouterExt;
 pub use signalbox_protocol as protocol;

@@ -10,6 +10,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use futures_util::future::{BoxFuture, FutureExt};
 use futures_util::stream::BoxStream;
 use tokio::sync::{mpsc, watch};
@@ -309,12 +310,10 @@ impl Backplane for MemoryBackplane {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take()?;
-        Some(
-            futures_util::stream::unfold(rx, |mut rx| async move {
-                rx.recv().await.map(|message| (message, rx))
-            })
-            .boxed(),
-        )
+        Some(StreamExt::boxed(futures_util::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|message| (message, rx)) },
+        )))
     }
 
     fn state(&self) -> watch::Receiver<BackplaneState> {

@@ -2,8 +2,10 @@
 //! `HubLifetimeManager`). [`LocalLifetimeManager`] keeps everything in memory; a backplane
 //! implements the same trait across nodes.
 
+mod backplane;
 mod client_results;
 mod local;
+mod scaled;
 mod serialized;
 
 use std::fmt;
@@ -16,7 +18,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use client_results::{ClientResultError, ClientResults, PendingGuard};
+pub use backplane::{
+    Backplane, BackplaneError, BackplaneMessage, BackplaneState, BackplaneStream, MemoryBackplane,
+    MemoryBus,
+};
 pub use local::LocalLifetimeManager;
+pub use scaled::{ScaledLifetimeManager, ScaledOptions};
 pub use serialized::SerializedMessage;
 
 /// Who a message goes to.

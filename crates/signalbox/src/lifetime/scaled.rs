@@ -283,7 +283,9 @@ impl Channels {
     }
 
     fn route<'a>(&self, channel: &'a str) -> Option<Route<'a>> {
-        let rest = channel.strip_prefix(self.prefix.as_str())?.strip_prefix(':')?;
+        let rest = channel
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix(':')?;
         if rest == "all" {
             Some(Route::All)
         } else if let Some(group) = rest.strip_prefix("group:") {
@@ -729,7 +731,10 @@ impl<B: Backplane> ScaledLifetimeManager<B> {
             }
             Target::Groups(groups) => {
                 shared.local.send_local(&target, &message);
-                (groups.iter().map(|g| channels.group(g)).collect(), Vec::new())
+                (
+                    groups.iter().map(|g| channels.group(g)).collect(),
+                    Vec::new(),
+                )
             }
             Target::GroupExcept(group, excluded) => {
                 shared.local.send_local(&target, &message);
@@ -1113,9 +1118,7 @@ impl Envelope {
                             ClientResultError::NotFound(id) => (ERR_NOT_FOUND, id.as_str()),
                             ClientResultError::Disconnected => (ERR_DISCONNECTED, ""),
                             ClientResultError::Client(m) => (ERR_CLIENT, m.as_str()),
-                            ClientResultError::InvalidResult(m) => {
-                                (ERR_INVALID_RESULT, m.as_str())
-                            }
+                            ClientResultError::InvalidResult(m) => (ERR_INVALID_RESULT, m.as_str()),
                             ClientResultError::NotSingleConnection => (ERR_NOT_SINGLE, ""),
                             ClientResultError::Send(m) => (ERR_SEND, m.as_str()),
                         };
@@ -1291,7 +1294,10 @@ mod tests {
             let back = Envelope::decode(&bytes).unwrap();
             assert_eq!(format!("{envelope:?}"), format!("{back:?}"));
             for cut in 0..bytes.len() {
-                assert!(Envelope::decode(&bytes.slice(..cut)).is_err(), "cut at {cut}");
+                assert!(
+                    Envelope::decode(&bytes.slice(..cut)).is_err(),
+                    "cut at {cut}"
+                );
             }
         }
     }
@@ -1308,18 +1314,30 @@ mod tests {
 
         a.send(Target::All, msg("x")).await.unwrap();
         assert_eq!(
-            [count(&mut a1).await, count(&mut b1).await, count(&mut b2).await],
+            [
+                count(&mut a1).await,
+                count(&mut b1).await,
+                count(&mut b2).await
+            ],
             [1, 1, 1]
         );
         a.add_to_group("b2", "g").await.unwrap();
         a.send(Target::Group("g".into()), msg("x")).await.unwrap();
         assert_eq!(
-            [count(&mut a1).await, count(&mut b1).await, count(&mut b2).await],
+            [
+                count(&mut a1).await,
+                count(&mut b1).await,
+                count(&mut b2).await
+            ],
             [0, 0, 1]
         );
         b.send(Target::User("u".into()), msg("x")).await.unwrap();
         assert_eq!(
-            [count(&mut a1).await, count(&mut b1).await, count(&mut b2).await],
+            [
+                count(&mut a1).await,
+                count(&mut b1).await,
+                count(&mut b2).await
+            ],
             [1, 1, 0]
         );
 
@@ -1327,7 +1345,11 @@ mod tests {
         assert!(!a.is_healthy());
         a.send(Target::All, msg("x")).await.unwrap();
         assert_eq!(
-            [count(&mut a1).await, count(&mut b1).await, count(&mut b2).await],
+            [
+                count(&mut a1).await,
+                count(&mut b1).await,
+                count(&mut b2).await
+            ],
             [1, 0, 0]
         );
         assert_eq!(a.lost_messages(), 1);
