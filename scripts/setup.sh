@@ -43,3 +43,33 @@ else
   (cd e2e && npm ci --no-audit --no-fund --loglevel=error)
   echo "$want" >"$stamp"
 fi
+
+# Python e2e dependencies (e2e/python/requirements.txt, exact pins) in a venv
+# at e2e/python/.venv: created when missing, pip runs only when a pin is not
+# satisfied.
+venv=e2e/python/.venv
+if [[ ! -x $venv/bin/python ]]; then
+  log "creating the Python e2e venv ($venv)"
+  python3 -m venv "$venv"
+fi
+if "$venv/bin/python" - e2e/python/requirements.txt <<'PY'
+import sys
+from importlib.metadata import PackageNotFoundError, version
+
+for line in open(sys.argv[1]):
+    line = line.split("#", 1)[0].strip()
+    if not line:
+        continue
+    name, _, want = line.partition("==")
+    try:
+        if version(name.strip()) != want.strip():
+            sys.exit(1)
+    except PackageNotFoundError:
+        sys.exit(1)
+PY
+then
+  log "Python e2e dependencies up to date"
+else
+  log "installing Python e2e dependencies (pip install -r e2e/python/requirements.txt)"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r e2e/python/requirements.txt
+fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The single test command: setup, formatting, lints, build, Rust tests, then the
-# end-to-end tests (official SignalR JS client against the example chat server).
+# end-to-end tests (official SignalR JS client against the example servers, then
+# the Python signalrcore client against the streaming example).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

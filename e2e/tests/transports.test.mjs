@@ -498,6 +498,27 @@ describe('long polling stop', () => {
     });
   }
 
+  it('raw: a POST before the first poll is accepted and delivered (as ASP.NET Core does)', async (s) => {
+    // ASP.NET Core's ProcessSend only needs the negotiated connection to exist
+    // (404 only when unknown or disposed); clients such as Python's signalrcore
+    // POST the handshake before their first poll.
+    for (const query of ['', '?negotiateVersion=1']) {
+      const hub = `${s.url}${FEATURES_PATH}`;
+      const req = (method, q, body) => fetch(`${hub}${q}`, { method, body, signal: AbortSignal.timeout(5_000) });
+      const neg = await (await req('POST', `/negotiate${query}`)).json();
+      const id = `?id=${encodeURIComponent(neg.connectionToken ?? neg.connectionId)}`;
+      const post = await req('POST', id, '{"protocol":"json","version":1}\x1e');
+      assert.equal(post.status, 200, `negotiate${query || ' (v0)'}: POST before the first poll: ${post.status} ${await post.text()}`);
+      const first = await req('GET', id);
+      assert.equal(first.status, 200);
+      await first.text();
+      const next = await req('GET', id);
+      assert.equal(next.status, 200);
+      assert.equal(await next.text(), '{}\x1e');
+      assert.equal((await req('DELETE', id)).status, 202);
+    }
+  });
+
   it('raw: DELETE answers 202, ends the pending poll with 204, later polls 404', async (s) => {
     const hub = `${s.url}${FEATURES_PATH}`;
     const req = (method, query, body) =>
