@@ -1,27 +1,64 @@
 // End-to-end tests of the conformance server (crates/conformance), which reproduces the
 // official ASP.NET Core SignalR TypeScript functional-test app: the official
-// @microsoft/signalr client (JSON and MessagePack over WebSockets) against TestHub and
-// HubWithAuthorization, plus raw HTTP checks of CORS, cookies, redirects and JWT issuing.
+// @microsoft/signalr client (every transport; JSON, and MessagePack except over SSE) against
+// TestHub (invocations, streams both ways, client results) and HubWithAuthorization, the raw
+// /echo endpoint (HttpConnection per transport, a plain WebSocket without negotiate), plus raw
+// HTTP checks of CORS, cookies, redirects, JWT issuing and the web-worker bundle.
 // One server process serves the whole file.
+//
+// Handlers are registered with braces `{ ... }` on purpose: a JS handler that returns a value
+// answers a server→client invocation as a client result.
 
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import vm from 'node:vm';
 
+import httpConnectionModule from '@microsoft/signalr/dist/cjs/HttpConnection.js';
 import { MessagePackHubProtocol } from '@microsoft/signalr-protocol-msgpack';
 
-import { CapturingLogger, PROTOCOLS, REPO_ROOT, nextInvocations, signalR, sleep, startServer } from './helpers.mjs';
+import {
+  CapturingLogger,
+  PROTOCOLS,
+  REPO_ROOT,
+  WebSocketImpl,
+  collectStream,
+  nextInvocations,
+  signalR,
+  sleep,
+  startServer,
+  within,
+  wsUrlOf,
+} from './helpers.mjs';
+
+/** The raw-connection client (not exported by the package index; the official tests import it the same way). */
+const { HttpConnection } = httpConnectionModule;
 
 /** The conformance server binary under test. */
 const CONFORMANCE_BIN =
   process.env.SIGNALBOX_CONFORMANCE_BIN || path.join(REPO_ROOT, 'target', 'debug', 'signalbox-conformance');
+
+/** The @microsoft/signalr package's dist/ directory, handed to the server as its static dir. */
+const SIGNALR_DIST = path.join(REPO_ROOT, 'e2e', 'node_modules', '@microsoft', 'signalr', 'dist');
+
+/** Every (transport, protocol) pair the client supports: no MessagePack over SSE (text only). */
+const MATRIX = [
+  ['WebSockets', 'json'],
+  ['WebSockets', 'messagepack'],
+  ['ServerSentEvents', 'json'],
+  ['LongPolling', 'json'],
+  ['LongPolling', 'messagepack'],
+];
+
+const TRANSPORTS = ['WebSockets', 'ServerSentEvents', 'LongPolling'];
 
 const NAME_IDENTIFIER = 'http://schemas.xmlsoap.org/ws/2005/05/identity/claims/nameidentifier';
 const UNAUTHORIZED_START = "Failed to complete negotiation with the server: Error: Unauthorized: Status code '401'";
 
 let server;
 before(async () => {
-  server = await startServer(CONFORMANCE_BIN);
+  server = await startServer(CONFORMANCE_BIN, { SIGNALBOX_CONFORMANCE_STATIC_DIR: SIGNALR_DIST });
 });
 after(async () => {
   await server?.stop();
@@ -39,15 +76,30 @@ function it(name, fn, options = {}) {
     const loggers = [];
     const scope = {
       url: server.url,
-      /** Builds a tracked HubConnection to `url` (absolute, or a path on the server). */
-      build(url, { protocol = 'json', ...options } = {}) {
-        const logger = new CapturingLogger(`client#${connections.length + 1}`);
+      /** A logger whose lines are printed if the test fails. */
+      logger(name = `client#${loggers.length + 1}`) {
+        const logger = new CapturingLogger(name);
         loggers.push(logger);
+        return logger;
+      },
+      /** Tracks anything with a `stop()` (stopped after the test). */
+      track(conn) {
+        connections.push(conn);
+        return conn;
+      },
+      /**
+       * Builds a tracked HubConnection to `url` (absolute, or a path on the server).
+       * `transport` is a transport name, or null for the client's default (all of them).
+       */
+      build(url, { protocol = 'json', transport = 'WebSockets', statefulReconnect = false, ...options } = {}) {
+        const logger = scope.logger();
         const full = url.startsWith('http') ? url : `${server.url}${url}`;
+        const transportOption = transport ? { transport: signalR.HttpTransportType[transport] } : {};
         let builder = new signalR.HubConnectionBuilder()
-          .withUrl(full, { transport: signalR.HttpTransportType.WebSockets, ...options })
+          .withUrl(full, { ...transportOption, ...options })
           .configureLogging(logger);
         if (protocol === 'messagepack') builder = builder.withHubProtocol(new MessagePackHubProtocol());
+        if (statefulReconnect) builder = builder.withStatefulReconnect();
         const conn = builder.build();
         connections.push(conn);
         return conn;
@@ -81,6 +133,14 @@ async function rejectsWithMessage(promise, message) {
   });
 }
 
+/** GET /clientresult/{id}: the text the server got back from the client's `Result` handler. */
+async function clientResult(url, connectionId) {
+  const res = await fetch(`${url}/clientresult/${encodeURIComponent(connectionId)}`, {
+    signal: AbortSignal.timeout(10_000),
+  });
+  return { status: res.status, text: await res.text() };
+}
+
 /** GET /generateJwtToken. */
 async function fetchToken(url) {
   const res = await fetch(`${url}/generateJwtToken`);
@@ -101,28 +161,28 @@ function randomCasing(name) {
 // TestHub, per protocol
 // ---------------------------------------------------------------------------
 
-for (const protocol of PROTOCOLS) {
-  describe(`TestHub over WebSockets with ${protocol}`, () => {
+for (const [transport, protocol] of MATRIX) {
+  describe(`TestHub over ${transport} with ${protocol}`, () => {
     it('Echo returns its argument', async (s) => {
-      const conn = await s.connect('/testhub', { protocol });
+      const conn = await s.connect('/testhub', { protocol, transport });
       assert.equal(await conn.invoke('Echo', '你好，世界！'), '你好，世界！');
       assert.equal(await conn.invoke('echo', ''), '');
       await conn.send('Echo', 'fire and forget');
     });
 
     it('GetCallerConnectionId is the negotiated connection id', async (s) => {
-      const conn = await s.connect('/testhub', { protocol });
+      const conn = await s.connect('/testhub', { protocol, transport });
       assert.ok(conn.connectionId);
       assert.equal(await conn.invoke('GetCallerConnectionId'), conn.connectionId);
     });
 
     it('GetNumRedirects is 0 without a redirect', async (s) => {
-      const conn = await s.connect('/testhub', { protocol });
+      const conn = await s.connect('/testhub', { protocol, transport });
       assert.equal(await conn.invoke('GetNumRedirects'), 0);
     });
 
     it('ThrowException reports the detailed InvalidOperationException', async (s) => {
-      const conn = await s.connect('/testhub', { protocol });
+      const conn = await s.connect('/testhub', { protocol, transport });
       await rejectsWithMessage(
         conn.invoke('ThrowException', 'An error occurred.'),
         "An unexpected error occurred invoking 'ThrowException' on the server. InvalidOperationException: An error occurred.",
@@ -132,7 +192,7 @@ for (const protocol of PROTOCOLS) {
     });
 
     it('InvokeWithString calls the client method Message on the caller', async (s) => {
-      const conn = s.build('/testhub', { protocol });
+      const conn = s.build('/testhub', { protocol, transport });
       const received = nextInvocations(conn, randomCasing('message'));
       await conn.start();
       assert.equal(await conn.invoke('InvokeWithString', '你好 SignalR！'), null);
@@ -140,7 +200,7 @@ for (const protocol of PROTOCOLS) {
     });
 
     it('SendCustomObject sends CustomObject back with PascalCase keys', async (s) => {
-      const conn = s.build('/testhub', { protocol });
+      const conn = s.build('/testhub', { protocol, transport });
       const received = nextInvocations(conn, 'CustomObject');
       await conn.start();
       await conn.send('SendCustomObject', { Name: 'test', Value: 42 });
@@ -148,13 +208,13 @@ for (const protocol of PROTOCOLS) {
       assert.deepEqual({ ...obj }, { Name: 'test', Value: 42 });
     });
 
-    it('GetActiveTransportName is WebSockets', async (s) => {
-      const conn = await s.connect('/testhub', { protocol });
-      assert.equal(await conn.invoke('GetActiveTransportName'), 'WebSockets');
+    it(`GetActiveTransportName is ${transport}`, async (s) => {
+      const conn = await s.connect('/testhub', { protocol, transport });
+      assert.equal(await conn.invoke('GetActiveTransportName'), transport);
     });
 
     it('EchoComplexObject round-trips every field type', async (s) => {
-      const conn = await s.connect('/testhub', { protocol });
+      const conn = await s.connect('/testhub', { protocol, transport });
       const complexObject = {
         ByteArray: protocol === 'json' ? 'aGVsbG8=' : new Uint8Array([0x68, 0x65, 0x6c, 0x6c, 0x6f]),
         DateTime: protocol === 'json' ? '2002-04-01T10:20:15Z' : new Date(Date.UTC(2002, 3, 1, 10, 20, 15)),
@@ -179,7 +239,7 @@ for (const protocol of PROTOCOLS) {
     });
 
     it('SendComplexObject returns the official sample with exactly its keys', async (s) => {
-      const conn = await s.connect('/testhub', { protocol });
+      const conn = await s.connect('/testhub', { protocol, transport });
       const value = await conn.invoke('SendComplexObject');
       assert.deepEqual(Object.keys(value).sort(), ['ByteArray', 'DateTime', 'Guid', 'IntArray', 'String']);
       assert.equal(value.Guid, '00010203-0405-0607-0706-050403020100');
@@ -196,9 +256,9 @@ for (const protocol of PROTOCOLS) {
       }
     });
 
-    it('GetContentTypeHeader and GetHeader read the WebSocket request', async (s) => {
-      const conn = await s.connect('/testhub', { protocol, headers: { 'X-HEADER': 'VALUE' } });
-      // The upgrade request carries no Content-Type.
+    it('GetContentTypeHeader and GetHeader read the transport request', async (s) => {
+      const conn = await s.connect('/testhub', { protocol, transport, headers: { 'X-HEADER': 'VALUE' } });
+      // The upgrade request, the SSE stream and the (bodiless) first poll carry no Content-Type.
       assert.equal(await conn.invoke('GetContentTypeHeader'), null);
       assert.equal(await conn.invoke('GetHeader', 'X-HEADER'), 'VALUE');
       assert.equal(await conn.invoke('GetHeader', 'x-header'), 'VALUE');
@@ -208,13 +268,337 @@ for (const protocol of PROTOCOLS) {
     });
 
     it('GetCookie sees the negotiate cookies but not the expired one', async (s) => {
-      const conn = await s.connect('/testhub', { protocol });
+      const conn = await s.connect('/testhub', { protocol, transport });
       assert.equal(await conn.invoke('GetCookie', 'testCookie'), 'testValue');
       assert.equal(await conn.invoke('GetCookie', 'testCookie2'), 'testValue2');
       assert.equal(await conn.invoke('GetCookie', 'expiredCookie'), null);
     });
+
+    it('Stream yields a, b, c then completes', async (s) => {
+      const conn = await s.connect('/testhub', { protocol, transport });
+      assert.deepEqual(await collectStream(conn.stream('Stream')), { items: ['a', 'b', 'c'], error: null });
+      // And again on the same connection (stream ids share the invocation counter).
+      assert.deepEqual(await collectStream(conn.stream('stream')), { items: ['a', 'b', 'c'], error: null });
+    });
+
+    it('invoke of a streaming method and stream of a plain one fail with the official errors', async (s) => {
+      const conn = await s.connect('/testhub', { protocol, transport });
+      await rejectsWithMessage(
+        conn.invoke('Stream'),
+        "The client attempted to invoke the streaming 'Stream' method with a non-streaming invocation.",
+      );
+      await rejectsWithMessage(
+        conn.invoke('EmptyStream'),
+        "The client attempted to invoke the streaming 'EmptyStream' method with a non-streaming invocation.",
+      );
+      assert.deepEqual(await collectStream(conn.stream('Echo', 'x')), {
+        items: [],
+        error: "The client attempted to invoke the non-streaming 'Echo' method with a streaming invocation.",
+      });
+      assert.equal(await conn.invoke('Echo', 'still here'), 'still here');
+    });
+
+    it('InfiniteStream: cancelling the subscription makes the server call StreamCanceled', async (s) => {
+      const conn = s.build('/testhub', { protocol, transport });
+      const canceled = nextInvocations(conn, 'StreamCanceled');
+      await conn.start();
+      const items = [];
+      const subscription = conn.stream('InfiniteStream').subscribe({
+        next: (item) => {
+          items.push(item);
+        },
+        complete: () => {},
+        error: () => {},
+      });
+      // Invocations are handled in order: once Echo answers, the stream is running.
+      assert.equal(await conn.invoke('Echo', 'started'), 'started');
+      subscription.dispose();
+      assert.deepEqual(await canceled, [[]]);
+      assert.deepEqual(items, []);
+      assert.equal(await conn.invoke('Echo', 'after cancel'), 'after cancel');
+    });
+
+    it('StreamingConcat concatenates an upload stream', async (s) => {
+      const conn = await s.connect('/testhub', { protocol, transport });
+      const subject = new signalR.Subject();
+      const result = conn.invoke('StreamingConcat', subject);
+      subject.next('Hello ');
+      subject.next('world');
+      subject.next('!');
+      subject.complete();
+      assert.equal(await result, 'Hello world!');
+    });
+
+    it('StreamingConcat reports a client stream error as a HubException', async (s) => {
+      const conn = await s.connect('/testhub', { protocol, transport });
+      const subject = new signalR.Subject();
+      const result = conn.invoke('StreamingConcat', subject);
+      subject.next('Hello ');
+      subject.error(new Error('Something bad'));
+      await rejectsWithMessage(
+        result,
+        "An unexpected error occurred invoking 'StreamingConcat' on the server. HubException: Something bad",
+      );
+      assert.equal(await conn.invoke('Echo', 'still here'), 'still here');
+    });
+
+    it('EmptyStream completes without items', async (s) => {
+      const conn = await s.connect('/testhub', { protocol, transport });
+      assert.deepEqual(await collectStream(conn.stream('EmptyStream')), { items: [], error: null });
+    });
+
+    it('StreamThrowException fails the stream with the detailed InvalidOperationException', async (s) => {
+      const conn = await s.connect('/testhub', { protocol, transport });
+      assert.deepEqual(await collectStream(conn.stream('StreamThrowException', 'An error occurred.')), {
+        items: [],
+        error:
+          "An unexpected error occurred invoking 'StreamThrowException' on the server. InvalidOperationException: An error occurred.",
+      });
+      assert.equal(await conn.invoke('Echo', 'still here'), 'still here');
+    });
+
+    it('/clientresult/{id} returns what the Result handler returns', async (s) => {
+      const conn = s.build('/testhub', { protocol, transport });
+      conn.on('Result', () => {
+        return 10;
+      });
+      await conn.start();
+      assert.deepEqual(await clientResult(s.url, conn.connectionId), { status: 200, text: '10' });
+    });
+
+    it('/clientresult/{id} returns the error a throwing Result handler reports', async (s) => {
+      const conn = s.build('/testhub', { protocol, transport });
+      conn.on('Result', () => {
+        throw new Error('from callback');
+      });
+      await conn.start();
+      assert.deepEqual(await clientResult(s.url, conn.connectionId), { status: 200, text: 'Error: from callback' });
+    });
+
+    it('/clientresult/{id} reports a client without a Result handler', async (s) => {
+      const conn = await s.connect('/testhub', { protocol, transport });
+      assert.deepEqual(await clientResult(s.url, conn.connectionId), {
+        status: 200,
+        text: "Client didn't provide a result.",
+      });
+    });
   });
 }
+
+// ---------------------------------------------------------------------------
+// /testhub-nowebsockets
+// ---------------------------------------------------------------------------
+
+describe('/testhub-nowebsockets', () => {
+  it('JSON picks ServerSentEvents and MessagePack picks LongPolling', async (s) => {
+    const json = await s.connect('/testhub-nowebsockets', { protocol: 'json', transport: null });
+    assert.equal(await json.invoke('GetActiveTransportName'), 'ServerSentEvents');
+    const msgpack = await s.connect('/testhub-nowebsockets', { protocol: 'messagepack', transport: null });
+    assert.equal(await msgpack.invoke('GetActiveTransportName'), 'LongPolling');
+  });
+
+  it('negotiate offers no WebSockets and a WebSocket-only client cannot start', async (s) => {
+    const res = await fetch(`${s.url}/testhub-nowebsockets/negotiate?negotiateVersion=1`, { method: 'POST' });
+    assert.equal(res.status, 200);
+    const body = await res.json();
+    assert.deepEqual(body.availableTransports.map((t) => t.transport).sort(), ['LongPolling', 'ServerSentEvents']);
+    const conn = s.build('/testhub-nowebsockets', { transport: 'WebSockets' });
+    // No transport left: the server offers none the client allows.
+    await rejectsWithMessage(
+      conn.start(),
+      'Unable to connect to the server with any of the available transports. ' +
+        "ServerSentEvents failed: Error: 'ServerSentEvents' is disabled by the client. " +
+        "LongPolling failed: Error: 'LongPolling' is disabled by the client.",
+    );
+  });
+
+  it('only /testhub allows stateful reconnect', async (s) => {
+    for (const [hub, expected] of [
+      ['/testhub', true],
+      ['/testhub-nowebsockets', false],
+    ]) {
+      const res = await fetch(`${s.url}${hub}/negotiate?negotiateVersion=1&useStatefulReconnect=true`, {
+        method: 'POST',
+      });
+      assert.equal(res.status, 200);
+      // Like ASP.NET Core, the field is left out when false.
+      assert.equal((await res.json()).useStatefulReconnect ?? false, expected, hub);
+    }
+    for (const protocol of PROTOCOLS) {
+      const conn = await s.connect('/testhub', { protocol, statefulReconnect: true });
+      assert.equal(await conn.invoke('Echo', 'stateful'), 'stateful');
+      assert.deepEqual(await collectStream(conn.stream('Stream')), { items: ['a', 'b', 'c'], error: null });
+    }
+  });
+
+  it('serves the whole TestHub, including streams and client results', async (s) => {
+    const conn = s.build('/testhub-nowebsockets', { transport: 'LongPolling', protocol: 'messagepack' });
+    conn.on('Result', () => {
+      return 10;
+    });
+    await conn.start();
+    assert.deepEqual(await collectStream(conn.stream('Stream')), { items: ['a', 'b', 'c'], error: null });
+    // /clientresult reaches TestHub connections on every path (one IHubContext<TestHub>).
+    assert.deepEqual(await clientResult(s.url, conn.connectionId), { status: 200, text: '10' });
+  });
+});
+
+// ---------------------------------------------------------------------------
+// /echo: raw connections (no hub protocol)
+// ---------------------------------------------------------------------------
+
+/** Starts a tracked raw HttpConnection to `url` and returns it with a queue of received data. */
+async function startEcho(s, url, transport) {
+  const connection = s.track(
+    new HttpConnection(url, { transport: signalR.HttpTransportType[transport], logger: s.logger() }),
+  );
+  const received = [];
+  const waiters = [];
+  connection.onreceive = (data) => {
+    received.push(data);
+    for (const w of waiters.splice(0)) w();
+  };
+  const closed = new Promise((resolve) => {
+    connection.onclose = (err) => resolve(err ?? null);
+  });
+  /** Waits until the received text equals `text` (echoes may come back in several chunks). */
+  const receive = (text) =>
+    within(
+      new Promise((resolve) => {
+        const check = () => {
+          if (received.join('') === text) resolve(received.splice(0).join(''));
+          else waiters.push(check);
+        };
+        check();
+      }),
+      5_000,
+      `echo of ${JSON.stringify(text)}; received ${JSON.stringify(received)}`,
+    );
+  await connection.start(signalR.TransferFormat.Text);
+  return { connection, receive, closed };
+}
+
+describe('/echo', () => {
+  for (const transport of TRANSPORTS) {
+    it(`HttpConnection over ${transport} gets back what it sends`, async (s) => {
+      const { connection, receive, closed } = await startEcho(s, `${s.url}/echo`, transport);
+      assert.ok(connection.connectionId, 'negotiated a connection id');
+      await connection.send('message');
+      assert.equal(await receive('message'), 'message');
+      await connection.send('你好，世界！');
+      assert.equal(await receive('你好，世界！'), '你好，世界！');
+      await connection.stop();
+      assert.equal(await within(closed, 5_000, 'onclose'), null);
+    });
+  }
+
+  it('HttpConnection through /echoredirect reaches /echo (long polling)', async (s) => {
+    const { connection, receive } = await startEcho(s, `${s.url}/echoredirect`, 'LongPolling');
+    await connection.send('message');
+    assert.equal(await receive('message'), 'message');
+  });
+
+  it('a plain WebSocket without negotiate echoes a text frame, then closes cleanly with 1000', async (s) => {
+    const ws = new WebSocketImpl(`${wsUrlOf(s.url)}/echo`);
+    s.track({ stop: async () => ws.terminate() });
+    const closed = new Promise((resolve) => ws.on('close', (code, reason) => resolve({ code, reason: `${reason}` })));
+    await within(
+      new Promise((resolve, reject) => {
+        ws.once('open', resolve);
+        ws.once('error', reject);
+      }),
+      5_000,
+      'WebSocket open',
+    );
+    const message = new Promise((resolve) => ws.once('message', (data, isBinary) => resolve({ data: `${data}`, isBinary })));
+    ws.send('message');
+    assert.deepEqual(await within(message, 5_000, 'echo'), { data: 'message', isBinary: false });
+    ws.close(1000);
+    assert.deepEqual(await within(closed, 5_000, 'close'), { code: 1000, reason: '' });
+  });
+
+  it('a WebSocket with an unknown id is refused with 404', async (s) => {
+    const ws = new WebSocketImpl(`${wsUrlOf(s.url)}/echo?id=not-a-connection`);
+    s.track({ stop: async () => ws.terminate() });
+    const error = await within(
+      new Promise((resolve) => ws.once('error', resolve)),
+      5_000,
+      'upgrade refused',
+    );
+    assert.match(error.message, /Unexpected server response: 404/);
+  });
+});
+
+// ---------------------------------------------------------------------------
+// Static files
+// ---------------------------------------------------------------------------
+
+describe('static files', () => {
+  it('/lib/signalr-webworker/signalr.js is the client\'s web-worker bundle, and it works', async (s) => {
+    const res = await fetch(`${s.url}/lib/signalr-webworker/signalr.js`);
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get('content-type') ?? '', /javascript/);
+    const code = await res.text();
+    assert.equal(code, readFileSync(path.join(SIGNALR_DIST, 'webworker', 'signalr.js'), 'utf8'));
+
+    // Load it the way a worker does (`self.signalR`), in a context that has no `process` (so
+    // the bundle takes its browser code paths) and uses Node's fetch, then run the official
+    // web-worker test's call over long polling.
+    const context = vm.createContext({
+      fetch,
+      AbortController,
+      Headers,
+      Request,
+      Response,
+      TextEncoder,
+      TextDecoder,
+      URL,
+      URLSearchParams,
+      setTimeout,
+      clearTimeout,
+      setInterval,
+      clearInterval,
+      console,
+    });
+    context.self = context;
+    vm.runInContext(code, context, { filename: 'signalr.js' });
+    const bundle = context.signalR;
+    assert.equal(typeof bundle?.HubConnectionBuilder, 'function');
+    const conn = s.track(
+      new bundle.HubConnectionBuilder()
+        .withUrl(`${s.url}/testhub`, { transport: bundle.HttpTransportType.LongPolling })
+        .configureLogging(s.logger('webworker'))
+        .build(),
+    );
+    const received = new Promise((resolve) => conn.on('message', (message) => resolve(message)));
+    await conn.start();
+    await conn.invoke('invokeWithString', 'Hello World');
+    assert.equal(await within(received, 5_000, 'message'), 'Hello World');
+  });
+
+  it('without --static-dir the bundle path is a 404 that says how to configure it', async () => {
+    // undefined: spawn leaves the variable out even if the test runner has it set.
+    const bare = await startServer(CONFORMANCE_BIN, { SIGNALBOX_CONFORMANCE_STATIC_DIR: undefined });
+    try {
+      const res = await fetch(`${bare.url}/lib/signalr-webworker/signalr.js`);
+      assert.equal(res.status, 404);
+      assert.match(await res.text(), /--static-dir/);
+    } finally {
+      await bare.stop();
+    }
+  });
+
+  it('other bundle files are served, unknown ones are 404', async (s) => {
+    const min = await fetch(`${s.url}/lib/signalr-webworker/signalr.min.js`);
+    assert.equal(min.status, 200);
+    await min.arrayBuffer();
+    for (const name of ['nope.js', '..%2F..%2Fpackage.json', 'signalr.js%00']) {
+      const res = await fetch(`${s.url}/lib/signalr-webworker/${name}`);
+      assert.equal(res.status, 404, name);
+      await res.arrayBuffer();
+    }
+  });
+});
 
 // ---------------------------------------------------------------------------
 // Routing, redirects

@@ -4,27 +4,33 @@
 //!
 //! Run: `cargo run -p signalbox-conformance -- --listen 127.0.0.1:0`. When ready it prints
 //! exactly `Now listening on: http://ADDR` on stdout; logs go to stderr (`RUST_LOG`).
+//! `--static-dir` names where the client's web-worker bundle is (see [`static_files`]).
 //!
 //! ## Layout
 //!
 //! * [`app`]: the routes, hubs and pre-routing middleware put together.
 //! * [`hubs`]: `TestHub` and `HubWithAuthorization`, one file each.
+//! * [`echo`]: the raw `/echo` connection endpoint.
 //! * [`complex_object`]: `ComplexObject` / `CustomObject` and their per-protocol wire forms.
 //! * [`jwt`]: the startup key, `GET /generateJwtToken` and the validator.
 //! * [`cors`]: the official app's permissive CORS.
 //! * [`middleware`]: case-insensitive routes and the negotiate cookies.
-//! * [`routes`]: `/redirect`, `/bad-negotiate`, `/echoredirect`, `/deployment`.
+//! * [`routes`]: `/redirect`, `/bad-negotiate`, `/echoredirect`, `/clientresult`, `/deployment`.
+//! * [`static_files`]: the client bundle at `/lib/signalr-webworker/signalr.js`.
 
 mod app;
 mod complex_object;
 mod cors;
+mod echo;
 mod hubs;
 mod jwt;
 mod middleware;
 mod routes;
+mod static_files;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 use axum::ServiceExt as _;
@@ -40,6 +46,13 @@ struct Args {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:5000")]
     listen: SocketAddr,
+
+    /// Directory holding the client's web-worker bundle, served at
+    /// `/lib/signalr-webworker/signalr.js`: `@microsoft/signalr`'s `dist/` directory (or the
+    /// package directory, or a wwwroot with `lib/signalr-webworker/`). Without it that path
+    /// answers 404.
+    #[arg(long, env = "SIGNALBOX_CONFORMANCE_STATIC_DIR")]
+    static_dir: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -53,7 +66,8 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
 
     let (issuer, auth) = jwt::TokenIssuer::generate()?;
-    let app = app::app(issuer, auth);
+    let static_files = static_files::StaticFiles::from_option(args.static_dir.as_ref())?;
+    let app = app::app(issuer, auth, static_files);
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

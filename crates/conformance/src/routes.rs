@@ -1,15 +1,16 @@
 //! Plain HTTP routes of the official app (spec §10.2): negotiate redirects, a 400 negotiate, the
-//! echo redirect and `/deployment`.
+//! echo redirect, client results from HTTP and `/deployment`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use http::header::LOCATION;
 use http::{HeaderValue, StatusCode, Uri};
 use serde_json::json;
+use signalbox::HubContext;
 
 /// Counts calls to `/redirect/…` over the server's life (`Interlocked.Increment`).
 #[derive(Debug, Clone, Default)]
@@ -48,6 +49,26 @@ pub(crate) async fn echo_redirect(uri: Uri) -> Response {
 /// `/bad-negotiate/*` (any method): `400` with body `Some response from server`.
 pub(crate) async fn bad_negotiate() -> Response {
     (StatusCode::BAD_REQUEST, "Some response from server").into_response()
+}
+
+/// `GET /clientresult/{connectionId}`: asks that `TestHub` connection for a client result
+/// (`Clients.Client(id).InvokeAsync<int>("Result")`) and answers `200` with the number, or with
+/// the error's message (`Client didn't provide a result.`, `Error: from callback`, …) like the
+/// official app's `catch (Exception ex) { return ex.Message; }`. No timeout, as there: the wait
+/// ends when the client answers or disconnects, or when this request is dropped.
+pub(crate) async fn client_result(
+    State(hub): State<HubContext>,
+    Path(connection_id): Path<String>,
+) -> String {
+    match hub
+        .clients()
+        .client(connection_id)
+        .invoke::<i32>("Result", ())
+        .await
+    {
+        Ok(value) => value.to_string(),
+        Err(error) => error.to_string(),
+    }
 }
 
 /// `GET /deployment`: build metadata (diagnostic only).

@@ -1,7 +1,6 @@
 //! The hubs of the functional-test app, one file each (spec §10.2–10.3).
 //!
-//! * [`test_hub`]: `TestHub` at `/testhub` (and, still to come, at
-//!   `/testhub-nowebsockets`).
+//! * [`test_hub`]: `TestHub` at `/testhub` and `/testhub-nowebsockets`.
 //! * [`authorized_hub`]: `HubWithAuthorization` at `/authorizedhub`.
 
 pub(crate) mod authorized_hub;

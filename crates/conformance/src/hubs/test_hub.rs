@@ -1,11 +1,14 @@
 //! `TestHub` (`TestHub.cs` of the official app; spec §10.3): echo, errors, server-to-client calls,
-//! complex objects and what the connection's HTTP request carried.
-//!
-//! Still to come: the streaming methods `Stream`,
-//! `InfiniteStream`, `StreamingConcat`, `EmptyStream` and `StreamThrowException`, and the
-//! `/testhub-nowebsockets` endpoint (SSE and long polling only).
+//! streams both ways, complex objects and what the connection's HTTP request carried.
 
-use signalbox::{Caller, Hub, HubError};
+use std::sync::Arc;
+
+use futures_util::{StreamExt as _, stream};
+use signalbox::hub::UploadStream;
+use signalbox::{
+    Caller, ConnectionOptions, Hub, HubError, HubLifetimeManager, LocalLifetimeManager,
+    TransportType,
+};
 
 use super::hub_options;
 use crate::complex_object::{ComplexObject, CustomObject};
@@ -14,11 +17,56 @@ use crate::complex_object::{ComplexObject, CustomObject};
 const DEFAULT_INVALID_OPERATION: &str =
     "Operation is not valid due to the current state of the object.";
 
-/// Builds `TestHub`. It offers the library's default transports (every transport the library
-/// serves), as the official app offers all three.
-pub(crate) fn test_hub() -> Hub {
+/// One `TestHub` type mounted at several paths, like `IHubContext<TestHub>` in the official app:
+/// every endpoint shares one lifetime manager, so `/clientresult/{id}` reaches connections of
+/// both `/testhub` and `/testhub-nowebsockets`.
+#[derive(Clone)]
+pub(crate) struct TestHubs {
+    lifetime: Arc<dyn HubLifetimeManager>,
+}
+
+impl std::fmt::Debug for TestHubs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestHubs").finish_non_exhaustive()
+    }
+}
+
+impl TestHubs {
+    pub(crate) fn new() -> Self {
+        Self {
+            lifetime: Arc::new(LocalLifetimeManager::new()),
+        }
+    }
+
+    /// `/testhub`: every transport, stateful reconnect allowed (the official app's
+    /// `options.AllowStatefulReconnects = true`).
+    pub(crate) fn all_transports(&self) -> Hub {
+        self.build(ConnectionOptions {
+            transports: TransportType::ALL.to_vec(),
+            allow_stateful_reconnect: true,
+            ..ConnectionOptions::default()
+        })
+    }
+
+    /// `/testhub-nowebsockets`: Server-Sent Events and long polling only.
+    pub(crate) fn without_websockets(&self) -> Hub {
+        self.build(ConnectionOptions {
+            transports: vec![TransportType::ServerSentEvents, TransportType::LongPolling],
+            ..ConnectionOptions::default()
+        })
+    }
+
+    fn build(&self, connection_options: ConnectionOptions) -> Hub {
+        test_hub(connection_options, self.lifetime.clone())
+    }
+}
+
+/// Builds `TestHub` with the given transports on the shared lifetime manager.
+fn test_hub(connection_options: ConnectionOptions, lifetime: Arc<dyn HubLifetimeManager>) -> Hub {
     Hub::builder("TestHub")
         .options(hub_options())
+        .connection_options(connection_options)
+        .lifetime_manager(lifetime)
         .method("Echo", |_caller: Caller, (message,): (Option<String>,)| async move {
             Ok::<_, HubError>(message)
         })
@@ -39,6 +87,41 @@ pub(crate) fn test_hub() -> Hub {
         .method("SendCustomObject", |caller: Caller, (object,): (Option<CustomObject>,)| async move {
             caller.clients().caller().send("CustomObject", (object,)).await?;
             Ok::<_, HubError>(())
+        })
+        .stream("Stream", |_caller: Caller, ()| async move {
+            Ok::<_, HubError>(stream::iter(["a", "b", "c"].map(Ok::<_, HubError>)))
+        })
+        .stream("InfiniteStream", |caller: Caller, ()| async move {
+            // Never yields; when the client cancels, tell it with `StreamCanceled` (the official
+            // hub registers that on its CancellationToken).
+            let token = caller.cancellation_token();
+            tokio::spawn(async move {
+                token.cancelled().await;
+                // The token also fires when the connection closes; nobody to tell then.
+                let _ = caller.clients().caller().send("StreamCanceled", ()).await;
+            });
+            Ok::<_, HubError>(stream::pending::<Result<String, HubError>>())
+        })
+        .method(
+            "StreamingConcat",
+            |_caller: Caller, (mut parts,): (UploadStream<Option<String>>,)| async move {
+                // A client-side stream error arrives as `Err(HubException)` and fails the call.
+                let mut text = String::new();
+                while let Some(part) = parts.next().await {
+                    text.push_str(part?.as_deref().unwrap_or_default());
+                }
+                Ok::<_, HubError>(text)
+            },
+        )
+        .stream("EmptyStream", |_caller: Caller, ()| async move {
+            Ok::<_, HubError>(stream::empty::<Result<i32, HubError>>())
+        })
+        .stream("StreamThrowException", |_caller: Caller, (message,): (Option<String>,)| async move {
+            let message = message.unwrap_or_else(|| DEFAULT_INVALID_OPERATION.to_owned());
+            Err::<stream::Empty<Result<i32, HubError>>, _>(HubError::exception(
+                "InvalidOperationException",
+                message,
+            ))
         })
         .method("GetActiveTransportName", |caller: Caller, ()| async move {
             Ok::<_, HubError>(caller.transport().name())
