@@ -17,12 +17,12 @@ pub const MIN_SECRET_LENGTH: usize = 32;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read the configuration file {path}: {source}")]
+    #[error("cannot read the configuration file {path}: {cause}")]
     Read {
         /// The file.
         path: PathBuf,
         /// The cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file is not valid TOML or has unknown keys.
     #[error("invalid configuration file {path}: {message}")]
@@ -317,9 +317,9 @@ impl Config {
     ) -> Result<Self, ConfigError> {
         let mut raw = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
                     path: path.to_owned(),
-                    source,
+                    cause,
                 })?;
                 toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::Parse {
                     path: path.to_owned(),

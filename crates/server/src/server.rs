@@ -27,6 +27,9 @@ use crate::tokens::{TokenError, TokenService};
 /// How often the retention task runs.
 const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
 
+/// How long connections get to close at shutdown.
+const HUB_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -196,14 +199,24 @@ impl Service {
         self.router.clone()
     }
 
-    /// Serves on `listener` until `shutdown` resolves, then removes this node's presence rows.
+    /// Serves on `listener` until `shutdown` resolves. Then the hub closes its connections
+    /// (clients are told they may reconnect; presence records them offline), and the rows this
+    /// node still holds are removed.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let hub = self.state.hub.clone();
+        let signal = async move {
+            shutdown.await;
+            let open = hub.shutdown(HUB_SHUTDOWN_DEADLINE).await;
+            if open > 0 {
+                tracing::warn!(open, "connections still open after the shutdown deadline");
+            }
+        };
         let result = axum::serve(listener, self.router.clone())
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(signal)
             .await;
         self.retention.abort();
         if let Err(error) = self.state.presence.shutdown().await {

@@ -20,12 +20,12 @@ pub enum TokenError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The private key file could not be read.
-    #[error("cannot read the JWT private key {path}: {source}")]
+    #[error("cannot read the JWT private key {path}: {cause}")]
     ReadKey {
         /// The file.
         path: String,
         /// The cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The key is not usable for the algorithm.
     #[error("invalid JWT signing key: {0}")]
@@ -104,9 +104,9 @@ impl TokenService {
                     .jwt_private_key
                     .as_ref()
                     .ok_or(ConfigError::MissingSecret)?;
-                let pem = std::fs::read(path).map_err(|source| TokenError::ReadKey {
+                let pem = std::fs::read(path).map_err(|cause| TokenError::ReadKey {
                     path: path.display().to_string(),
-                    source,
+                    cause,
                 })?;
                 let (algorithm, encoding) = if config.jwt_algorithm == SigningAlgorithm::RS256 {
                     (Algorithm::RS256, EncodingKey::from_rsa_pem(&pem))

@@ -547,3 +547,19 @@ async fn cors_allows_listed_origins_with_credentials() {
     let other = preflight("https://evil.example.com").await;
     assert!(other.headers().get("access-control-allow-origin").is_none());
 }
+
+#[tokio::test]
+async fn graceful_shutdown_records_users_offline() {
+    let app = TestApp::start(Backend::Sqlite).await;
+    app.user("jack", &[]).await;
+    let token = app.token("jack").await;
+    let client = app.connect(&token).await;
+    app.wait_presence("jack", &token, is_online).await;
+    let db = app.stop().await;
+    drop(client);
+    let config = common::test_config(&db);
+    let restarted = TestApp::start_on(db, config).await;
+    let presence = restarted.presence("jack", &token).await;
+    assert_eq!(presence["online"], false, "{presence}");
+    assert!(presence["last_disconnected_at"].is_string(), "{presence}");
+}

@@ -12,13 +12,16 @@ mod users;
 use std::fmt;
 use std::time::Duration;
 
-use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyConnection, AnyPool, Connection};
 
 pub use notifications::NotificationRow;
 pub use presence::{ConnectionRow, PresenceRow};
 pub use refresh_tokens::{RefreshTokenRow, RefreshTokenState};
 pub use users::UserRow;
+
+/// How long opening the database may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A storage failure. The cause is for logs; clients see a generic message.
 #[derive(Debug, thiserror::Error)]
@@ -27,12 +30,12 @@ pub enum StoreError {
     #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://…")]
     UnsupportedUrl(String),
     /// The database could not be reached or opened.
-    #[error("cannot open the database at {url}: {source}")]
+    #[error("cannot open the database at {url}: {cause}")]
     Connect {
         /// The URL with any password removed.
         url: String,
         /// The driver's error.
-        source: sqlx::Error,
+        cause: sqlx::Error,
     },
     /// Applying the schema failed.
     #[error("cannot apply the database migrations: {0}")]
@@ -85,12 +88,28 @@ impl Db {
     /// an SQLite file if needed, and applies the migrations.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
+        let display_url = redact_url(url.trim());
         let (backend, url) = normalize_url(url)?;
-        let display_url = redact_url(&url);
         let in_memory = url.contains(":memory:");
+        let connect_error = |cause: sqlx::Error| StoreError::Connect {
+            url: display_url.clone(),
+            cause,
+        };
+        // One direct connection first: the pool would retry until its timeout and then report
+        // only that it timed out, hiding the cause (connection refused, unknown database, …).
+        let probe = tokio::time::timeout(CONNECT_TIMEOUT, AnyConnection::connect(&url))
+            .await
+            .map_err(|_| {
+                connect_error(sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "timed out",
+                )))
+            })?
+            .map_err(connect_error)?;
+        probe.close().await.map_err(connect_error)?;
         let pool = AnyPoolOptions::new()
             .max_connections(if in_memory { 1 } else { 8 })
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(CONNECT_TIMEOUT)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite && !in_memory {
@@ -103,10 +122,7 @@ impl Db {
             })
             .connect(&url)
             .await
-            .map_err(|source| StoreError::Connect {
-                url: display_url.clone(),
-                source,
-            })?;
+            .map_err(connect_error)?;
         let db = Self {
             pool,
             backend,
