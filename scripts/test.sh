@@ -30,6 +30,21 @@ target_dir=$(cargo metadata --format-version 1 --no-deps |
 export SIGNALBOX_CHAT_BIN="${SIGNALBOX_CHAT_BIN:-$target_dir/debug/examples/chat}"
 export SIGNALBOX_CONFORMANCE_BIN="${SIGNALBOX_CONFORMANCE_BIN:-$target_dir/debug/signalbox-conformance}"
 export SIGNALBOX_SERVER_BIN="${SIGNALBOX_SERVER_BIN:-$target_dir/debug/signalbox}"
+export SIGNALBOX_STREAMING_BIN="${SIGNALBOX_STREAMING_BIN:-$target_dir/debug/examples/streaming}"
 
+# Both e2e suites run even if the first fails; the script fails if either did.
 step "e2e tests (node --test, server: $SIGNALBOX_CHAT_BIN)"
-node --test --test-reporter=spec e2e/tests/*.test.mjs
+node_rc=0
+node --test --test-reporter=spec e2e/tests/*.test.mjs || node_rc=$?
+
+step "e2e tests (pytest, Python client, server: $SIGNALBOX_STREAMING_BIN)"
+py_rc=0
+PYTHONDONTWRITEBYTECODE=1 e2e/python/.venv/bin/python -m pytest -p no:cacheprovider -rfE e2e/python || py_rc=$?
+if ((py_rc == 5)); then
+  # pytest's "no tests were collected" must not pass (or hide) silently.
+  echo "test.sh: pytest collected no tests in e2e/python" >&2
+fi
+if ((node_rc != 0 || py_rc != 0)); then
+  echo "test.sh: e2e failures (node exit $node_rc, pytest exit $py_rc)" >&2
+  exit 1
+fi

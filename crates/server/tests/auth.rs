@@ -183,12 +183,40 @@ async fn query_string_tokens_refused_on_rest(backend: Backend) {
 
 #[tokio::test]
 async fn es256_tokens_and_jwks() {
+    asymmetric_tokens_and_jwks(
+        signalbox_server::config::SigningAlgorithm::ES256,
+        include_str!("keys/es256.pem"),
+        "\"crv\":\"P-256\"",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn rs256_tokens_and_jwks() {
+    asymmetric_tokens_and_jwks(
+        signalbox_server::config::SigningAlgorithm::RS256,
+        include_str!("keys/rs256.pem"),
+        "\"kty\":\"RSA\"",
+    )
+    .await;
+}
+
+async fn asymmetric_tokens_and_jwks(
+    algorithm: signalbox_server::config::SigningAlgorithm,
+    pem: &str,
+    expected_in_jwks: &str,
+) {
+    let jwt_alg = match algorithm {
+        signalbox_server::config::SigningAlgorithm::ES256 => jsonwebtoken::Algorithm::ES256,
+        signalbox_server::config::SigningAlgorithm::RS256 => jsonwebtoken::Algorithm::RS256,
+        signalbox_server::config::SigningAlgorithm::HS256 => unreachable!(),
+    };
     let dir = std::env::temp_dir().join(format!("signalbox-key-{}", uuid::Uuid::now_v7()));
     std::fs::create_dir_all(&dir).unwrap();
-    let key = dir.join("es256.pem");
-    std::fs::write(&key, include_str!("keys/es256.pem")).unwrap();
+    let key = dir.join("key.pem");
+    std::fs::write(&key, pem).unwrap();
     let app = TestApp::start_with(Backend::Sqlite, |c| {
-        c.auth.jwt_algorithm = signalbox_server::config::SigningAlgorithm::ES256;
+        c.auth.jwt_algorithm = algorithm;
         c.auth.jwt_private_key = Some(key.clone());
         c.auth.jwt_secret = None;
     })
@@ -198,7 +226,7 @@ async fn es256_tokens_and_jwks() {
     assert_eq!(status, 200, "{session}");
     let access = session["access_token"].as_str().unwrap();
     let header = jsonwebtoken::decode_header(access).unwrap();
-    assert_eq!(header.alg, jsonwebtoken::Algorithm::ES256);
+    assert_eq!(header.alg, jwt_alg);
     assert_eq!(header.kid.as_deref(), Some("signalbox-1"));
 
     let (status, jwks) = app.get("/.well-known/jwks.json", None).await;
@@ -206,12 +234,12 @@ async fn es256_tokens_and_jwks() {
     let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(jwks.clone()).unwrap();
     assert_eq!(set.keys.len(), 1, "{jwks}");
     let jwk = set.find("signalbox-1").unwrap();
-    assert!(jwks.to_string().contains("\"crv\":\"P-256\""));
+    assert!(jwks.to_string().contains(expected_in_jwks), "{jwks}");
     assert!(
         !jwks.to_string().contains("\"d\""),
         "private key material must not be published"
     );
-    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    let mut validation = jsonwebtoken::Validation::new(jwt_alg);
     validation.set_issuer(&["signalbox"]);
     let decoded = jsonwebtoken::decode::<serde_json::Value>(
         access,

@@ -19,6 +19,7 @@ on_both_backends!(
     publish_api_permissions_and_targets,
     stale_connections_cleaned_at_start,
     retention_deletes_old_notifications,
+    publishing_while_connecting_delivers_each_once,
 );
 
 fn is_online(v: &Value) -> bool {
@@ -562,4 +563,49 @@ async fn graceful_shutdown_records_users_offline() {
     let presence = restarted.presence("jack", &token).await;
     assert_eq!(presence["online"], false, "{presence}");
     assert!(presence["last_disconnected_at"].is_string(), "{presence}");
+}
+
+async fn publishing_while_connecting_delivers_each_once(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    app.user("kate", &[]).await;
+    app.user("svc", &["permission=notify"]).await;
+    let svc = app.token("svc").await;
+    let kate = app.token("kate").await;
+    // Publish 30 notifications while kate's connection comes up: each one is either replayed
+    // on connect or delivered live, never both, never neither.
+    let publisher = {
+        let http = app.http.clone();
+        let url = app.url.clone();
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..30 {
+                let response: Value = http
+                    .post(format!("{url}/api/notifications"))
+                    .bearer_auth(&svc)
+                    .json(&json!({"user": "kate", "message": format!("n{i}")}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                ids.push(response["ids"][0].as_str().unwrap().to_owned());
+            }
+            ids
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut client = app.connect(&kate).await;
+    let sent = publisher.await.unwrap();
+    let mut received: Vec<String> = client
+        .collect("Notification", Duration::from_millis(1500))
+        .await
+        .into_iter()
+        .map(|args| args[0]["id"].as_str().unwrap().to_owned())
+        .collect();
+    received.sort();
+    let mut expected = sent.clone();
+    expected.sort();
+    assert_eq!(received, expected, "each notification exactly once");
+    client.close().await;
 }
