@@ -48,3 +48,6 @@ if ((node_rc != 0 || py_rc != 0)); then
   echo "test.sh: e2e failures (node exit $node_rc, pytest exit $py_rc)" >&2
   exit 1
 fi
+
+step "bench smoke (signalbox-bench, every scenario, a few seconds each)"
+bash scripts/bench-smoke.sh

@@ -1,0 +1,549 @@
+//! The load generator. Each scenario subcommand starts the servers under test itself (signalbox
+//! and the baselines, one fresh process per run), spreads the connections over worker processes
+//! and source addresses, prints progress to stderr and writes the results as JSON.
+//!
+//! `signalbox-bench suite` runs every scenario against every target and draws the plots.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use serde_json::{Value, json};
+use signalbox_bench::client::{WorkerSpec, run_worker};
+use signalbox_bench::coord::{self, Fanout, FanoutResult, IdleResult, Setup};
+use signalbox_bench::plot::{Series, line_chart};
+use signalbox_bench::wire::{Kind, Proto};
+
+#[derive(Parser)]
+#[command(about = "SignalR load generator for signalbox and its baselines")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// (a) Ramp N authenticated connections: connects/s, handshake latency, server memory.
+    Idle {
+        #[command(flatten)]
+        common: Common,
+        /// Connections.
+        #[arg(long, short = 'n', default_value_t = 19_000)]
+        connections: usize,
+    },
+    /// (b) Broadcast fan-out: every connection receives every message.
+    Broadcast {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        rates: Rates,
+    },
+    /// (c) User-targeted: HTTP publish API to one user's connection.
+    User {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        rates: Rates,
+    },
+    /// (d) Group fan-out: connections spread over groups, one group per message.
+    Group {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        rates: Rates,
+        /// Groups.
+        #[arg(long, default_value_t = 100)]
+        groups: usize,
+    },
+    /// Every scenario against every target, results JSON and SVG plots.
+    Suite {
+        #[command(flatten)]
+        common: Common,
+        /// Directory for the SVG plots.
+        #[arg(long)]
+        plots: Option<PathBuf>,
+        /// Connections for the idle scenario.
+        #[arg(long, default_value_t = 19_000)]
+        idle_connections: usize,
+        /// Connections for the broadcast scenario.
+        #[arg(long, default_value_t = 10_000)]
+        broadcast_connections: usize,
+        /// Broadcast rates, messages per second.
+        #[arg(long, value_delimiter = ',', default_value = "2,5,10,20,40")]
+        broadcast_rates: Vec<f64>,
+        /// Connections for the user scenario.
+        #[arg(long, default_value_t = 10_000)]
+        user_connections: usize,
+        /// User publish rates, messages per second.
+        #[arg(long, value_delimiter = ',', default_value = "500,1000,2000")]
+        user_rates: Vec<f64>,
+        /// Connections for the group scenario.
+        #[arg(long, default_value_t = 10_000)]
+        group_connections: usize,
+        /// Groups.
+        #[arg(long, default_value_t = 100)]
+        groups: usize,
+        /// Group publish rates, messages per second.
+        #[arg(long, value_delimiter = ',', default_value = "100,500,1000")]
+        group_rates: Vec<f64>,
+        /// Seconds per rate.
+        #[arg(long, default_value_t = 5.0)]
+        secs: f64,
+    },
+    /// Internal: one generator worker process (spawned by the others).
+    #[command(hide = true)]
+    Worker {
+        /// The worker's job, as JSON.
+        #[arg(long)]
+        spec: String,
+    },
+}
+
+#[derive(ClapArgs, Clone)]
+struct Common {
+    /// Servers to measure, side by side.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "signalbox,bare-ws,aiosignalr"
+    )]
+    targets: Vec<Kind>,
+    /// Hub protocols (the bare-ws target runs once, without SignalR).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "json,messagepack"
+    )]
+    protocols: Vec<Proto>,
+    /// Generator worker processes.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Source addresses 127.0.0.2 ..= 127.0.0.(1+N).
+    #[arg(long, default_value_t = 4)]
+    sources: usize,
+    /// Connection attempts in flight per worker.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Padding bytes per published message.
+    #[arg(long, default_value_t = 32)]
+    payload: usize,
+    /// JWT secret shared with the servers.
+    #[arg(long, default_value = "signalbox-bench-secret-of-at-least-32-bytes")]
+    secret: String,
+    /// Python with aiosignalr installed (skips that baseline when absent).
+    #[arg(long, env = "AIOSIGNALR_PYTHON")]
+    aiosignalr_python: Option<PathBuf>,
+    /// The bench-target binary (default: next to this one).
+    #[arg(long)]
+    target_bin: Option<PathBuf>,
+    /// Results file (default: stdout).
+    #[arg(long, short)]
+    out: Option<PathBuf>,
+}
+
+#[derive(ClapArgs, Clone)]
+struct Rates {
+    /// Connections.
+    #[arg(long, short = 'n', default_value_t = 10_000)]
+    connections: usize,
+    /// Publish rates, messages per second.
+    #[arg(long, value_delimiter = ',', default_value = "10")]
+    rates: Vec<f64>,
+    /// Seconds per rate.
+    #[arg(long, default_value_t = 5.0)]
+    secs: f64,
+}
+
+impl Common {
+    fn setup(&self) -> anyhow::Result<Setup> {
+        let exe = std::env::current_exe()?;
+        let dir = exe.parent().context("no exe dir")?;
+        let script =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("baselines/aiosignalr_server.py");
+        Ok(Setup {
+            target_bin: self
+                .target_bin
+                .clone()
+                .unwrap_or_else(|| dir.join("bench-target")),
+            python: self.aiosignalr_python.clone(),
+            aiosignalr_script: script,
+            secret: self.secret.clone(),
+            workers: self.workers,
+            sources: self.sources,
+            concurrency: self.concurrency,
+            payload: self.payload,
+        })
+    }
+
+    /// (target, protocol) pairs to run: bare-ws once, aiosignalr only with a python.
+    fn runs(&self) -> Vec<(Kind, Proto)> {
+        let mut runs = Vec::new();
+        for &kind in &self.targets {
+            if kind == Kind::Aiosignalr && self.aiosignalr_python.is_none() {
+                eprintln!("skipping aiosignalr: no --aiosignalr-python / AIOSIGNALR_PYTHON");
+                continue;
+            }
+            if kind == Kind::BareWs {
+                runs.push((kind, Proto::Json));
+                continue;
+            }
+            for &proto in &self.protocols {
+                runs.push((kind, proto));
+            }
+        }
+        runs
+    }
+}
+
+async fn run_idle(common: &Common, n: usize) -> anyhow::Result<Vec<IdleResult>> {
+    let setup = common.setup()?;
+    let mut results = Vec::new();
+    for (kind, proto) in common.runs() {
+        results.push(coord::idle(&setup, kind, proto, n).await?);
+    }
+    Ok(results)
+}
+
+async fn run_fanout(
+    common: &Common,
+    scenario: Fanout,
+    rates: &Rates,
+    groups: usize,
+) -> anyhow::Result<Vec<FanoutResult>> {
+    let setup = common.setup()?;
+    let mut results = Vec::new();
+    for (kind, proto) in common.runs() {
+        if scenario == Fanout::Group && kind == Kind::Aiosignalr && proto == Proto::Messagepack {
+            // aiosignalr 0.1.1 writes the headers of MessagePack completions as the integer 128
+            // (`_EMPTY_HEADERS = 0x80`) instead of an empty map, so no conforming client can read
+            // the JoinGroup result.
+            eprintln!(
+                "skipping group aiosignalr/messagepack: its completions are not valid MessagePack hub messages"
+            );
+            continue;
+        }
+        results.push(
+            coord::fanout(
+                &setup,
+                scenario,
+                kind,
+                proto,
+                rates.connections,
+                groups,
+                &rates.rates,
+                rates.secs,
+            )
+            .await?,
+        );
+    }
+    Ok(results)
+}
+
+fn ratio(a: f64, b: f64) -> Value {
+    if b > 0.0 {
+        json!((a / b * 1000.0).round() / 1000.0)
+    } else {
+        Value::Null
+    }
+}
+
+fn idle_ratios(results: &[IdleResult]) -> Value {
+    let find = |k: Kind, p: Option<Proto>| {
+        results
+            .iter()
+            .find(|r| r.target == k && p.is_none_or(|p| r.protocol == p))
+    };
+    let mut out = Vec::new();
+    for r in results.iter().filter(|r| r.target == Kind::Signalbox) {
+        for (name, base) in [
+            ("bare-ws", find(Kind::BareWs, None)),
+            ("aiosignalr", find(Kind::Aiosignalr, Some(r.protocol))),
+        ] {
+            if let Some(b) = base {
+                out.push(json!({
+                    "protocol": r.protocol, "baseline": name,
+                    "rss_per_connection": ratio(r.rss_per_connection_bytes, b.rss_per_connection_bytes),
+                    "connects_per_sec": ratio(r.ramp.connects_per_sec, b.ramp.connects_per_sec),
+                    "handshake_p99": ratio(r.ramp.handshake.p99_ms, b.ramp.handshake.p99_ms),
+                }));
+            }
+        }
+    }
+    Value::Array(out)
+}
+
+fn peak(r: &FanoutResult) -> f64 {
+    r.steps
+        .iter()
+        .map(|s| s.delivered_per_sec)
+        .fold(0.0, f64::max)
+}
+
+fn fanout_ratios(results: &[FanoutResult]) -> Value {
+    let find = |k: Kind, p: Option<Proto>| {
+        results
+            .iter()
+            .find(|r| r.target == k && p.is_none_or(|p| r.protocol == p))
+    };
+    let mut out = Vec::new();
+    for r in results.iter().filter(|r| r.target == Kind::Signalbox) {
+        for (name, base) in [
+            ("bare-ws", find(Kind::BareWs, None)),
+            ("aiosignalr", find(Kind::Aiosignalr, Some(r.protocol))),
+        ] {
+            if let Some(b) = base {
+                let steps: Vec<Value> = r
+                    .steps
+                    .iter()
+                    .zip(&b.steps)
+                    .map(|(s, t)| {
+                        json!({
+                            "offered_deliveries_per_sec": s.offered_deliveries_per_sec,
+                            "delivered_per_sec": ratio(s.delivered_per_sec, t.delivered_per_sec),
+                            "p50": ratio(s.latency.p50_ms, t.latency.p50_ms),
+                            "p99": ratio(s.latency.p99_ms, t.latency.p99_ms),
+                        })
+                    })
+                    .collect();
+                out.push(json!({
+                    "protocol": r.protocol, "baseline": name,
+                    "peak_delivered_per_sec": ratio(peak(r), peak(b)),
+                    "steps": steps,
+                }));
+            }
+        }
+    }
+    Value::Array(out)
+}
+
+fn label(kind: Kind, proto: Proto) -> String {
+    if kind == Kind::BareWs {
+        kind.label().to_owned()
+    } else {
+        format!("{} {proto:?}", kind.label()).to_lowercase()
+    }
+}
+
+fn plots(
+    dir: &std::path::Path,
+    idle: &[IdleResult],
+    fanouts: &[(&str, &[FanoutResult])],
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let rss: Vec<Series> = idle
+        .iter()
+        .map(|r| {
+            let base = r.rss_before_kib as f64 / 1024.0;
+            let mut pts: Vec<(f64, f64)> = r
+                .ramp
+                .rss_samples
+                .iter()
+                .map(|&(c, k)| (c as f64, k as f64 / 1024.0 - base))
+                .collect();
+            pts.push((
+                r.ramp.connected as f64,
+                (r.rss_after_kib as f64 / 1024.0) - base,
+            ));
+            (label(r.target, r.protocol), pts)
+        })
+        .collect();
+    if !rss.is_empty() {
+        line_chart(
+            &dir.join("bench-idle-rss.svg"),
+            "Server memory growth during the idle ramp",
+            "connections",
+            "RSS growth (MiB)",
+            &rss,
+        )?;
+    }
+    for (name, results) in fanouts {
+        if results.is_empty() {
+            continue;
+        }
+        let per = |f: &dyn Fn(&coord::Step) -> f64| -> Vec<Series> {
+            results
+                .iter()
+                .map(|r| {
+                    (
+                        label(r.target, r.protocol),
+                        r.steps
+                            .iter()
+                            .map(|s| (s.offered_deliveries_per_sec, f(s)))
+                            .collect(),
+                    )
+                })
+                .collect()
+        };
+        line_chart(
+            &dir.join(format!("bench-{name}-p99.svg")),
+            &format!("{name}: p99 latency, publish to receive"),
+            "offered deliveries/s",
+            "p99 (ms)",
+            &per(&|s| s.latency.p99_ms),
+        )?;
+        line_chart(
+            &dir.join(format!("bench-{name}-throughput.svg")),
+            &format!("{name}: deliveries/s achieved"),
+            "offered deliveries/s",
+            "delivered/s",
+            &per(&|s| s.delivered_per_sec),
+        )?;
+    }
+    Ok(())
+}
+
+fn write_out(path: Option<&PathBuf>, value: &Value) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    match path {
+        Some(p) => {
+            if let Some(dir) = p.parent() {
+                std::fs::create_dir_all(dir).ok();
+            }
+            std::fs::write(p, text + "\n")?;
+            eprintln!("results written to {}", p.display());
+        }
+        None => {
+            #[allow(clippy::print_stdout)]
+            {
+                println!("{text}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn header() -> Value {
+    json!({
+        "machine": signalbox_bench::sys::machine(),
+        "command": std::env::args().collect::<Vec<_>>(),
+        "started_unix": signalbox_bench::sys::now_us() / 1_000_000,
+    })
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Cmd::Worker { spec } => {
+            let spec: WorkerSpec = serde_json::from_str(&spec)?;
+            run_worker(spec).await
+        }
+        Cmd::Idle {
+            common,
+            connections,
+        } => {
+            let mut out = header();
+            let idle = run_idle(&common, connections).await?;
+            out["idle_ratios"] = idle_ratios(&idle);
+            out["idle"] = serde_json::to_value(&idle)?;
+            write_out(common.out.as_ref(), &out)
+        }
+        Cmd::Broadcast { common, rates } | Cmd::User { common, rates } => {
+            let scenario = if matches!(cli_name(), Some("user")) {
+                Fanout::User
+            } else {
+                Fanout::Broadcast
+            };
+            let mut out = header();
+            let results = run_fanout(&common, scenario, &rates, 0).await?;
+            out["ratios"] = fanout_ratios(&results);
+            out["results"] = serde_json::to_value(&results)?;
+            write_out(common.out.as_ref(), &out)
+        }
+        Cmd::Group {
+            common,
+            rates,
+            groups,
+        } => {
+            let mut out = header();
+            let results = run_fanout(&common, Fanout::Group, &rates, groups).await?;
+            out["ratios"] = fanout_ratios(&results);
+            out["results"] = serde_json::to_value(&results)?;
+            write_out(common.out.as_ref(), &out)
+        }
+        Cmd::Suite {
+            common,
+            plots: plot_dir,
+            idle_connections,
+            broadcast_connections,
+            broadcast_rates,
+            user_connections,
+            user_rates,
+            group_connections,
+            groups,
+            group_rates,
+            secs,
+        } => {
+            let mut out = header();
+            let idle = run_idle(&common, idle_connections).await?;
+            let rates = |connections, rates: Vec<f64>| Rates {
+                connections,
+                rates,
+                secs,
+            };
+            let broadcast = run_fanout(
+                &common,
+                Fanout::Broadcast,
+                &rates(broadcast_connections, broadcast_rates),
+                0,
+            )
+            .await?;
+            let user = run_fanout(
+                &common,
+                Fanout::User,
+                &rates(user_connections, user_rates),
+                0,
+            )
+            .await?;
+            let group = run_fanout(
+                &common,
+                Fanout::Group,
+                &rates(group_connections, group_rates),
+                groups,
+            )
+            .await?;
+            out["ratios"] = json!({
+                "idle": idle_ratios(&idle),
+                "broadcast": fanout_ratios(&broadcast),
+                "user": fanout_ratios(&user),
+                "group": fanout_ratios(&group),
+            });
+            out["idle"] = serde_json::to_value(&idle)?;
+            out["broadcast"] = serde_json::to_value(&broadcast)?;
+            out["user"] = serde_json::to_value(&user)?;
+            out["group"] = serde_json::to_value(&group)?;
+            out["finished_loadavg"] = signalbox_bench::sys::machine()["loadavg"].clone();
+            if let Some(dir) = plot_dir {
+                plots(
+                    &dir,
+                    &idle,
+                    &[
+                        ("broadcast", &broadcast),
+                        ("user", &user),
+                        ("group", &group),
+                    ],
+                )?;
+            }
+            write_out(common.out.as_ref(), &out)
+        }
+    }
+}
+
+/// The subcommand name as typed (`broadcast` and `user` share their arguments).
+fn cli_name() -> Option<&'static str> {
+    let arg = std::env::args().nth(1)?;
+    ["user", "broadcast"].into_iter().find(|n| *n == arg)
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // Workers are single-threaded (several processes share the cores); the coordinator too.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let limit = signalbox_bench::sys::raise_nofile();
+    if !matches!(cli.command, Cmd::Worker { .. }) {
+        eprintln!("open file limit: {limit}");
+    }
+    runtime.block_on(run(cli))
+}

@@ -1,0 +1,13 @@
+//! `signalbox-bench`: a SignalR load generator (JSON and MessagePack over WebSockets) and the
+//! servers it measures (`bench-target`: signalbox with an authenticated hub, or a bare
+//! tokio-tungstenite broadcast server as the floor).
+//!
+//! See `docs/benchmarks.md` for the scenarios, the commands and the numbers.
+
+pub mod client;
+pub mod coord;
+pub mod hist;
+pub mod plot;
+pub mod sys;
+pub mod target;
+pub mod wire;
