@@ -85,6 +85,38 @@ async fn long_polling_lifecycle() {
 }
 
 #[tokio::test]
+async fn data_posted_before_the_first_poll_is_kept() {
+    let addr =
+        serve(Router::new().map_connection("/echo", echo(ConnectionOptions::default()))).await;
+    for version in ["0", "1"] {
+        let n = http(
+            addr,
+            "POST",
+            &format!("/echo/negotiate?negotiateVersion={version}"),
+            &[],
+            b"",
+        )
+        .await
+        .json();
+        let id = n["connectionToken"]
+            .as_str()
+            .or(n["connectionId"].as_str())
+            .unwrap()
+            .to_owned();
+        let path = format!("/echo?id={id}");
+        assert_eq!(http(addr, "POST", &path, &[], b"early").await.status, 200);
+        let first = http(addr, "GET", &path, &[], b"").await;
+        assert_eq!(
+            (first.status, first.body.len()),
+            (200, 0),
+            "the first poll answers at once"
+        );
+        let poll = http(addr, "GET", &path, &[], b"").await;
+        assert_eq!((poll.status, poll.text().as_str()), (200, "early"));
+    }
+}
+
+#[tokio::test]
 async fn transport_errors() {
     let addr =
         serve(Router::new().map_connection("/echo", echo(ConnectionOptions::default()))).await;

@@ -445,9 +445,8 @@ async fn send(State(endpoint): State<Arc<HubEndpoint>>, request: Request) -> Res
             "POST requests are not allowed for WebSocket connections.",
         );
     }
-    let Some(inbound) = entry.inbound.get() else {
-        return text(StatusCode::NOT_FOUND, "No Connection with that ID");
-    };
+    // Data may arrive before the first poll (the official server buffers it too).
+    let inbound = entry.inbound().tx.clone();
     let limit = endpoint.settings.options.max_request_body_size;
     let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(bytes) => bytes,

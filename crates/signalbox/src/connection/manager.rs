@@ -35,8 +35,9 @@ pub(crate) struct ConnectionEntry {
     state: Mutex<ConnectionState>,
     /// Cancelled when the connection is disposed: ends the hub's inbound stream and any poll.
     pub(crate) closed: CancellationToken,
-    /// Where POSTed bytes go (SSE and long polling).
-    pub(crate) inbound: OnceLock<mpsc::Sender<Bytes>>,
+    /// Where POSTed bytes go (SSE and long polling; created on first use, so data POSTed before
+    /// the first poll is kept).
+    inbound: OnceLock<Inbound>,
     /// Long-polling state.
     pub(crate) long_poll: OnceLock<LongPoll>,
     /// Stateful-reconnect state (WebSockets).
@@ -74,7 +75,44 @@ impl LongPoll {
     }
 }
 
+/// Inbound chunks buffered per connection before senders wait.
+pub(crate) const INBOUND_CAPACITY: usize = 16;
+
+/// The client-to-server byte queue of a connection whose transport is not a plain WebSocket.
+#[derive(Debug)]
+pub(crate) struct Inbound {
+    pub(crate) tx: mpsc::Sender<Bytes>,
+    rx: Mutex<Option<mpsc::Receiver<Bytes>>>,
+}
+
 impl ConnectionEntry {
+    /// The inbound queue, created on first use.
+    pub(crate) fn inbound(&self) -> &Inbound {
+        self.inbound.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(INBOUND_CAPACITY);
+            Inbound {
+                tx,
+                rx: Mutex::new(Some(rx)),
+            }
+        })
+    }
+
+    /// The inbound queue's sender, if the queue exists.
+    pub(crate) fn inbound_sender(&self) -> Option<&mpsc::Sender<Bytes>> {
+        self.inbound.get().map(|inbound| &inbound.tx)
+    }
+
+    /// Takes the inbound queue's receiving end (once, for the transport that starts the hub).
+    pub(crate) fn take_inbound(&self) -> (mpsc::Sender<Bytes>, mpsc::Receiver<Bytes>) {
+        let inbound = self.inbound();
+        let rx = inbound.rx.lock().ok().and_then(|mut rx| rx.take());
+        match rx {
+            Some(rx) => (inbound.tx.clone(), rx),
+            // Only one transport request starts a connection; a second taker gets a dead queue.
+            None => mpsc::channel(1),
+        }
+    }
+
     /// Ends the connection: the hub sees its inbound stream end.
     pub(crate) fn dispose(&self) {
         self.closed.cancel();

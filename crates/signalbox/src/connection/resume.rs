@@ -219,13 +219,18 @@ pub(crate) async fn pump(
     binary: std::sync::Arc<AtomicBool>,
 ) {
     let mut writer: Option<mpsc::Sender<Bytes>> = None;
+    let mut first = true;
     loop {
         tokio::select! {
             biased;
             socket = sockets.recv() => {
                 let Some(socket) = socket else { return };
+                // Only a reconnecting socket gets Sequence and the replay; the first one starts with
+                // the handshake response.
+                let replay = if first { Vec::new() } else { resumable.replay() };
+                first = false;
                 let mut ok = true;
-                for frame in resumable.replay() {
+                for frame in replay {
                     if socket.send(frame).await.is_err() {
                         ok = false;
                         break;

@@ -16,7 +16,6 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::receiver_stream;
-use super::sse::INBOUND_CAPACITY;
 use crate::auth::Principal;
 use crate::connection::manager::{ConnectionEntry, LongPoll};
 use crate::connection::{Connection, HttpRequestInfo};
@@ -59,9 +58,7 @@ pub(crate) fn connect(
     request: Arc<HttpRequestInfo>,
     queue_capacity: usize,
 ) -> (Connection, Response) {
-    let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_CAPACITY);
-    // Set once: attach() hands the first transport request to exactly one caller.
-    let _ = entry.inbound.set(inbound_tx);
+    let (_, inbound_rx) = entry.take_inbound();
     let (outbound_tx, outbound_rx) = mpsc::channel(queue_capacity.max(1));
     let _ = entry.long_poll.set(LongPoll::new(outbound_rx));
     let connection = Connection {

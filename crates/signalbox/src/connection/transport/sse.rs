@@ -18,9 +18,6 @@ use crate::auth::Principal;
 use crate::connection::manager::ConnectionEntry;
 use crate::connection::{Connection, HttpRequestInfo};
 
-/// Inbound chunks (POST bodies) buffered per connection.
-pub(crate) const INBOUND_CAPACITY: usize = 16;
-
 /// Formats one frame as an SSE event: `data: <line>\r\n` per line, then `\r\n`.
 pub(crate) fn format_event(payload: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(payload.len() + 16);
@@ -45,9 +42,7 @@ pub(crate) fn connect(
     request: Arc<HttpRequestInfo>,
     queue_capacity: usize,
 ) -> (Connection, Response) {
-    let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_CAPACITY);
-    // Set once: attach() hands the first transport request to exactly one caller.
-    let _ = entry.inbound.set(inbound_tx);
+    let (_, inbound_rx) = entry.take_inbound();
     let (outbound_tx, outbound_rx) = mpsc::channel(queue_capacity.max(1));
     let connection = Connection {
         id: entry.id.clone(),

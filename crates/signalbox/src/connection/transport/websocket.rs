@@ -17,7 +17,6 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::receiver_stream;
-use super::sse::INBOUND_CAPACITY;
 use crate::auth::Principal;
 use crate::connection::manager::ConnectionEntry;
 use crate::connection::resume::{self, Resumable};
@@ -107,7 +106,7 @@ pub(crate) fn connect_resumable(
     let resumable = Arc::new(Resumable::new(buffer_size));
     // Set once: this is the first socket of the connection.
     let _ = entry.resumable.set(resumable.clone());
-    let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_CAPACITY);
+    let (inbound_tx, inbound_rx) = entry.take_inbound();
     let (outbound_tx, outbound_rx) = mpsc::channel(session.queue_capacity.max(1));
     let (sockets_tx, sockets_rx) = mpsc::channel(1);
     let binary = Arc::new(AtomicBool::new(false));
@@ -130,7 +129,6 @@ pub(crate) fn connect_resumable(
             send_timeout: session.send_timeout,
         },
     );
-    let _ = entry.inbound.set(inbound_tx);
     Connection {
         id: session.id,
         transport: TransportType::WebSockets,
@@ -155,7 +153,7 @@ pub(crate) fn reattach(
     queue_capacity: usize,
     send_timeout: Duration,
 ) {
-    let (Some(resumable), Some(inbound)) = (entry.resumable.get(), entry.inbound.get()) else {
+    let (Some(resumable), Some(inbound)) = (entry.resumable.get(), entry.inbound_sender()) else {
         return;
     };
     let Some((sockets, binary)) = resumable.handoff.get() else {
