@@ -17,11 +17,11 @@ use signalbox_protocol::{Completion, Payload, Protocol};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-pub use client_results::{ClientResultError, ClientResults, PendingGuard};
 pub use backplane::{
     Backplane, BackplaneError, BackplaneMessage, BackplaneState, BackplaneStream, MemoryBackplane,
     MemoryBus,
 };
+pub use client_results::{ClientResultError, ClientResults, PendingGuard};
 pub use local::LocalLifetimeManager;
 pub use scaled::{ScaledLifetimeManager, ScaledOptions};
 pub use serialized::SerializedMessage;
