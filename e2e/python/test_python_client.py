@@ -99,8 +99,20 @@ def test_echo(server, transport):
         close(conn)
 
 
+# signalrcore's long-polling client takes only the first record of each poll body
+# (`LongPollingClient._append`) and keeps the rest until another poll returns data, while
+# servers (the official one and signalbox) answer a poll with everything queued. So over long
+# polling these tests avoid bodies with several messages: the caller of Broadcast uses
+# WebSockets (its Broadcast and Completion arrive together), the receiver the transport under
+# test; streams, which queue several items at once, run over WebSockets and SSE only.
+MULTI_MESSAGE_TRANSPORTS = [t for t in TRANSPORTS if t != HttpTransportType.long_polling]
+
+
 def test_broadcast(server, transport):
-    conn, errors = connect(server, transport)
+    caller_transport = (
+        HttpTransportType.web_sockets if transport == HttpTransportType.long_polling else transport
+    )
+    conn, errors = connect(server, caller_transport)
     other, other_errors = connect(server, transport)
     try:
         mine, theirs = Waiter(), Waiter()
@@ -116,6 +128,7 @@ def test_broadcast(server, transport):
         close(other)
 
 
+@pytest.mark.parametrize("transport", MULTI_MESSAGE_TRANSPORTS, ids=lambda t: t.value)
 def test_counter_stream(server, transport):
     conn, errors = connect(server, transport)
     try:
