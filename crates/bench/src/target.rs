@@ -34,16 +34,22 @@ fn msg(p: Publish) -> Msg {
     (p.t, p.phase, p.seq, p.pad)
 }
 
-/// The signalbox hub of the benchmark: authenticated (HS256), `JoinGroup`, and hub-side sends.
-pub fn bench_hub(auth: JwtAuth, options: HubOptions) -> Hub {
-    Hub::builder("bench")
+/// The signalbox hub of the benchmark: authenticated (HS256) unless `auth` is `None` (an
+/// experiment: what authentication costs per connection), `JoinGroup`, and hub-side sends.
+pub fn bench_hub(auth: Option<JwtAuth>, options: HubOptions) -> Hub {
+    let builder = Hub::builder("bench")
         .options(options)
         .connection_options(ConnectionOptions {
             transports: vec![TransportType::WebSockets],
             ..ConnectionOptions::default()
-        })
-        .authentication(auth)
-        .authorize(Policy::authenticated())
+        });
+    let builder = match auth {
+        Some(auth) => builder
+            .authentication(auth)
+            .authorize(Policy::authenticated()),
+        None => builder,
+    };
+    builder
         .method("JoinGroup", |c: Caller, (group,): (String,)| async move {
             c.groups().add(c.connection_id(), &group).await?;
             Ok::<_, HubError>(())
@@ -138,9 +144,12 @@ async fn sb_publish(
 
 /// The signalbox target's router: the hub at [`HUB_PATH`] and the authenticated publish API
 /// (`POST /broadcast`, `/group`, `/publish`).
-pub fn signalbox_app(secret: &str) -> anyhow::Result<Router> {
+pub fn signalbox_app(secret: &str, anonymous_hub: bool) -> anyhow::Result<Router> {
     let auth = JwtAuth::hs256(secret).context("invalid JWT secret")?;
-    let hub = bench_hub(auth.clone(), HubOptions::default());
+    let hub = bench_hub(
+        (!anonymous_hub).then(|| auth.clone()),
+        HubOptions::default(),
+    );
     let state = SignalboxState {
         auth,
         hub: hub.context(),
@@ -154,8 +163,12 @@ pub fn signalbox_app(secret: &str) -> anyhow::Result<Router> {
 }
 
 /// Serves the signalbox target on `listener`.
-pub async fn serve_signalbox(listener: TcpListener, secret: &str) -> anyhow::Result<()> {
-    axum::serve(listener, signalbox_app(secret)?).await?;
+pub async fn serve_signalbox(
+    listener: TcpListener,
+    secret: &str,
+    anonymous_hub: bool,
+) -> anyhow::Result<()> {
+    axum::serve(listener, signalbox_app(secret, anonymous_hub)?).await?;
     Ok(())
 }
 

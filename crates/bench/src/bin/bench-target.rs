@@ -28,6 +28,10 @@ struct Args {
     /// Publish API address in bare-ws mode (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:0")]
     http_listen: SocketAddr,
+    /// Experiment: serve the hub without authentication (the publish API still checks tokens),
+    /// to see what authentication costs per connection.
+    #[arg(long, env = "BENCH_ANONYMOUS_HUB")]
+    anonymous_hub: bool,
 }
 
 #[allow(clippy::print_stdout)]
@@ -42,7 +46,9 @@ async fn main() -> anyhow::Result<()> {
     let listener = target::bind(args.listen)?;
     announce("Now listening on", listener.local_addr()?);
     match args.mode {
-        Mode::Signalbox => target::serve_signalbox(listener, &args.jwt_secret).await,
+        Mode::Signalbox => {
+            target::serve_signalbox(listener, &args.jwt_secret, args.anonymous_hub).await
+        }
         Mode::BareWs => {
             let http = target::bind(args.http_listen)?;
             announce("Publish API on", http.local_addr()?);
