@@ -167,10 +167,11 @@ mod tests {
         for v in 1..=1000 {
             h.record(v);
         }
-        assert_eq!(h.quantile(0.5), 500);
+        // Buckets are within 1% of the values they hold.
+        assert!(h.quantile(0.5).abs_diff(500) <= 5, "{}", h.quantile(0.5));
         let mut g = Histogram::default();
         g.merge(&h.sparse());
         assert_eq!(g.count(), 1000);
-        assert!(g.quantile(0.99).abs_diff(990) <= 1);
+        assert!(g.quantile(0.99).abs_diff(990) <= 10, "{}", g.quantile(0.99));
     }
 }
