@@ -23,6 +23,18 @@ pub struct Cli {
     /// HS256 secret for access tokens, at least 32 bytes [env: SIGNALBOX_JWT_SECRET].
     #[arg(long, global = true, value_name = "SECRET", hide = true)]
     pub jwt_secret: Option<String>,
+    /// Backplane joining the nodes of a cluster: redis://HOST:PORT, nats://HOST:PORT or none
+    /// [env: SIGNALBOX_BACKPLANE].
+    #[arg(long, global = true, value_name = "URL")]
+    pub backplane: Option<String>,
+    /// This node's id, unique in the cluster [default: host name and a random suffix]
+    /// [env: SIGNALBOX_NODE_ID].
+    #[arg(long, global = true, value_name = "ID")]
+    pub node_id: Option<String>,
+    /// Secret shared by every node for connection tokens, at least 32 bytes
+    /// [env: SIGNALBOX_CONNECTION_TOKEN_SECRET].
+    #[arg(long, global = true, value_name = "SECRET", hide = true)]
+    pub connection_token_secret: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -35,6 +47,9 @@ impl Cli {
             database: self.database.clone(),
             listen: self.listen.clone(),
             jwt_secret: self.jwt_secret.clone(),
+            backplane: self.backplane.clone(),
+            node_id: self.node_id.clone(),
+            connection_token_secret: self.connection_token_secret.clone(),
         }
     }
 }

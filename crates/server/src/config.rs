@@ -86,8 +86,17 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Database URL. Default `sqlite://signalbox.db`.
     pub database: String,
-    /// This process's name in presence rows. Default: the host name.
+    /// This process's node id: in presence rows, node heartbeats and the backplane. Default: the
+    /// host name and a random suffix, new at every start.
     pub node: String,
+    /// The backplane joining the nodes of a cluster (`redis://…`, `nats://…`); `None` = a single
+    /// node, in-memory.
+    pub backplane: Option<String>,
+    /// The secret every node signs connection tokens with (required with a backplane), so a
+    /// WebSocket may connect to any node.
+    pub connection_token_secret: Option<String>,
+    /// Node heartbeats and the removal of dead nodes' connections.
+    pub cluster: ClusterConfig,
     /// Tokens and accounts.
     pub auth: AuthConfig,
     /// Cross-origin requests.
@@ -143,6 +152,19 @@ pub struct InboxConfig {
     pub retention: Duration,
 }
 
+/// Node heartbeats: each node records a heartbeat every `heartbeat_interval`; a node silent for
+/// `node_timeout` is dead, and its connections are removed (its users go offline).
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// How often this node records its heartbeat. Default 5 seconds.
+    pub heartbeat_interval: Duration,
+    /// How long a node may be silent before it is considered dead. Default 15 seconds.
+    pub node_timeout: Duration,
+    /// Prefix of the backplane's channels; clusters sharing one Redis or NATS server need
+    /// different prefixes. Default `signalbox`.
+    pub channel_prefix: String,
+}
+
 /// An external OpenID Connect issuer.
 #[derive(Debug, Clone)]
 pub struct OidcConfig {
@@ -170,6 +192,13 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             database: "sqlite://signalbox.db".to_owned(),
             node: default_node(),
+            backplane: None,
+            connection_token_secret: None,
+            cluster: ClusterConfig {
+                heartbeat_interval: Duration::from_secs(5),
+                node_timeout: Duration::from_secs(15),
+                channel_prefix: "signalbox".to_owned(),
+            },
             auth: AuthConfig {
                 jwt_secret: None,
                 jwt_secret_generated: false,
@@ -196,13 +225,20 @@ impl Default for Config {
     }
 }
 
+/// The host name and 8 random hex digits: unique per process, readable in presence rows.
 fn default_node() -> String {
-    std::env::var("HOSTNAME")
+    let host = std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "signalbox".to_owned())
+        .unwrap_or_else(|| "signalbox".to_owned());
+    let mut bytes = [0u8; 4];
+    if getrandom::fill(&mut bytes).is_err() {
+        bytes = std::process::id().to_be_bytes();
+    }
+    let suffix: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{host}-{suffix}")
 }
 
 /// The settings that can be given as flags (highest precedence).
@@ -214,6 +250,12 @@ pub struct Overrides {
     pub listen: Option<String>,
     /// `--jwt-secret`.
     pub jwt_secret: Option<String>,
+    /// `--backplane`.
+    pub backplane: Option<String>,
+    /// `--node-id`.
+    pub node_id: Option<String>,
+    /// `--connection-token-secret`.
+    pub connection_token_secret: Option<String>,
 }
 
 /// The configuration file's shape; every key is optional.
@@ -223,6 +265,10 @@ struct FileConfig {
     listen: Option<String>,
     database: Option<String>,
     node: Option<String>,
+    node_id: Option<String>,
+    backplane: Option<String>,
+    connection_token_secret: Option<String>,
+    cluster: FileCluster,
     auth: FileAuth,
     cors: FileCors,
     inbox: FileInbox,
@@ -254,6 +300,14 @@ struct FileCors {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+struct FileCluster {
+    heartbeat_interval: Option<String>,
+    node_timeout: Option<String>,
+    channel_prefix: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 struct FileInbox {
     retention: Option<String>,
 }
@@ -275,7 +329,16 @@ struct FileOidc {
 pub const ENV_VARS: &[(&str, &str)] = &[
     ("SIGNALBOX_LISTEN", "listen"),
     ("SIGNALBOX_DATABASE", "database"),
-    ("SIGNALBOX_NODE", "node"),
+    ("SIGNALBOX_NODE_ID", "node_id"),
+    ("SIGNALBOX_NODE", "node (an alias of node_id)"),
+    ("SIGNALBOX_BACKPLANE", "backplane"),
+    (
+        "SIGNALBOX_CONNECTION_TOKEN_SECRET",
+        "connection_token_secret",
+    ),
+    ("SIGNALBOX_HEARTBEAT_INTERVAL", "cluster.heartbeat_interval"),
+    ("SIGNALBOX_NODE_TIMEOUT", "cluster.node_timeout"),
+    ("SIGNALBOX_CHANNEL_PREFIX", "cluster.channel_prefix"),
     ("SIGNALBOX_JWT_SECRET", "auth.jwt_secret"),
     ("SIGNALBOX_JWT_ALGORITHM", "auth.jwt_algorithm"),
     ("SIGNALBOX_JWT_PRIVATE_KEY", "auth.jwt_private_key"),
@@ -338,6 +401,15 @@ impl Config {
         if let Some(secret) = &overrides.jwt_secret {
             raw.auth.jwt_secret = Some(secret.clone());
         }
+        if let Some(backplane) = &overrides.backplane {
+            raw.backplane = Some(backplane.clone());
+        }
+        if let Some(node_id) = &overrides.node_id {
+            raw.node_id = Some(node_id.clone());
+        }
+        if let Some(secret) = &overrides.connection_token_secret {
+            raw.connection_token_secret = Some(secret.clone());
+        }
         resolve(raw)
     }
 
@@ -361,10 +433,13 @@ impl Config {
     /// A short human summary of the effective settings (no secrets).
     pub fn summary(&self) -> String {
         format!(
-            "listen={} database={} node={} alg={:?} access_ttl={} refresh_ttl={} registration={} cors_origins={:?} retention={} oidc={}",
+            "listen={} database={} node={} backplane={} alg={:?} access_ttl={} refresh_ttl={} registration={} cors_origins={:?} retention={} oidc={}",
             self.listen,
             crate::db::redact_url(&self.database),
             self.node,
+            self.backplane
+                .as_deref()
+                .map_or_else(|| "in-memory".to_owned(), crate::db::redact_url),
             self.auth.jwt_algorithm,
             format_duration(self.auth.access_token_ttl),
             format_duration(self.auth.refresh_token_ttl),
@@ -389,6 +464,18 @@ fn apply_env(
     set(&mut raw.listen, "SIGNALBOX_LISTEN");
     set(&mut raw.database, "SIGNALBOX_DATABASE");
     set(&mut raw.node, "SIGNALBOX_NODE");
+    set(&mut raw.node_id, "SIGNALBOX_NODE_ID");
+    set(&mut raw.backplane, "SIGNALBOX_BACKPLANE");
+    set(
+        &mut raw.connection_token_secret,
+        "SIGNALBOX_CONNECTION_TOKEN_SECRET",
+    );
+    set(
+        &mut raw.cluster.heartbeat_interval,
+        "SIGNALBOX_HEARTBEAT_INTERVAL",
+    );
+    set(&mut raw.cluster.node_timeout, "SIGNALBOX_NODE_TIMEOUT");
+    set(&mut raw.cluster.channel_prefix, "SIGNALBOX_CHANNEL_PREFIX");
     set(&mut raw.auth.jwt_secret, "SIGNALBOX_JWT_SECRET");
     set(&mut raw.auth.jwt_algorithm, "SIGNALBOX_JWT_ALGORITHM");
     set(&mut raw.auth.jwt_private_key, "SIGNALBOX_JWT_PRIVATE_KEY");
@@ -624,10 +711,106 @@ fn resolve(raw: FileConfig) -> Result<Config, ConfigError> {
         None => None,
     };
 
+    let node = match raw.node_id.or(raw.node) {
+        Some(node) => {
+            let node = node.trim().to_owned();
+            if node.is_empty()
+                || node.len() > 128
+                || !node
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            {
+                return Err(invalid(
+                    "node_id (SIGNALBOX_NODE_ID / --node-id)",
+                    format!("{node:?} is not 1 to 128 letters, digits, '-', '_' or '.'"),
+                ));
+            }
+            node
+        }
+        None => defaults.node,
+    };
+    let backplane = match raw.backplane.map(|b| b.trim().to_owned()) {
+        None => None,
+        Some(b) if b.is_empty() || b == "none" || b == "memory" => None,
+        Some(b) => {
+            if crate::backplane::Kind::of(&b).is_none() {
+                return Err(invalid(
+                    "backplane (SIGNALBOX_BACKPLANE / --backplane)",
+                    format!(
+                        "{:?} is not supported: use redis://HOST:PORT, rediss://…, nats://HOST:PORT or none",
+                        crate::db::redact_url(&b)
+                    ),
+                ));
+            }
+            Some(b)
+        }
+    };
+    let connection_token_secret = raw.connection_token_secret;
+    if let Some(secret) = &connection_token_secret {
+        check_secret(secret).map_err(|e| {
+            invalid(
+                "connection_token_secret (SIGNALBOX_CONNECTION_TOKEN_SECRET)",
+                e.to_string().replace(
+                    "the JWT secret (SIGNALBOX_JWT_SECRET / auth.jwt_secret) is too weak: ",
+                    "too weak: ",
+                ),
+            )
+        })?;
+    } else if backplane.is_some() {
+        return Err(invalid(
+            "connection_token_secret (SIGNALBOX_CONNECTION_TOKEN_SECRET)",
+            "a backplane needs a connection token secret shared by every node (at least 32 random bytes, e.g. `openssl rand -base64 48`), so WebSockets may connect to any node",
+        ));
+    }
+    let cluster = ClusterConfig {
+        heartbeat_interval: duration(
+            "cluster.heartbeat_interval (SIGNALBOX_HEARTBEAT_INTERVAL)",
+            raw.cluster.heartbeat_interval,
+            defaults.cluster.heartbeat_interval,
+        )?,
+        node_timeout: duration(
+            "cluster.node_timeout (SIGNALBOX_NODE_TIMEOUT)",
+            raw.cluster.node_timeout,
+            defaults.cluster.node_timeout,
+        )?,
+        channel_prefix: raw
+            .cluster
+            .channel_prefix
+            .map(|p| p.trim().to_owned())
+            .unwrap_or(defaults.cluster.channel_prefix),
+    };
+    if cluster.channel_prefix.is_empty()
+        || !cluster
+            .channel_prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b':'))
+    {
+        return Err(invalid(
+            "cluster.channel_prefix (SIGNALBOX_CHANNEL_PREFIX)",
+            format!(
+                "{:?} is not letters, digits, '-', '_' or ':'",
+                cluster.channel_prefix
+            ),
+        ));
+    }
+    if cluster.node_timeout < cluster.heartbeat_interval * 2 {
+        return Err(invalid(
+            "cluster.node_timeout (SIGNALBOX_NODE_TIMEOUT)",
+            format!(
+                "{} is shorter than two heartbeat intervals ({} each)",
+                format_duration(cluster.node_timeout),
+                format_duration(cluster.heartbeat_interval)
+            ),
+        ));
+    }
+
     Ok(Config {
         listen,
         database,
-        node: raw.node.unwrap_or(defaults.node),
+        node,
+        backplane,
+        connection_token_secret,
+        cluster,
         auth,
         cors,
         inbox,
@@ -747,6 +930,81 @@ mod tests {
         )
         .unwrap_err();
         assert!(rs.to_string().contains("private key"), "{rs}");
+    }
+
+    #[test]
+    fn cluster_settings() {
+        let plain = load(None, &[], &Overrides::default()).unwrap();
+        assert!(plain.backplane.is_none());
+        let other = load(None, &[], &Overrides::default()).unwrap();
+        assert_ne!(plain.node, other.node, "node ids are generated per process");
+        let missing = load(
+            None,
+            &[],
+            &Overrides {
+                backplane: Some("redis://127.0.0.1:6379".into()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap_err();
+        assert!(
+            missing
+                .to_string()
+                .contains("SIGNALBOX_CONNECTION_TOKEN_SECRET"),
+            "{missing}"
+        );
+        let config = load(
+            None,
+            &[
+                ("SIGNALBOX_CONNECTION_TOKEN_SECRET", SECRET),
+                ("SIGNALBOX_NODE_TIMEOUT", "3s"),
+                ("SIGNALBOX_HEARTBEAT_INTERVAL", "1s"),
+            ],
+            &Overrides {
+                backplane: Some("nats://127.0.0.1:4222".into()),
+                node_id: Some("web-1".into()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(config.backplane.as_deref(), Some("nats://127.0.0.1:4222"));
+        assert_eq!(config.node, "web-1");
+        assert_eq!(config.cluster.node_timeout, Duration::from_secs(3));
+        assert!(config.summary().contains("backplane=nats://"));
+        let none = load(
+            None,
+            &[("SIGNALBOX_BACKPLANE", "none")],
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert!(none.backplane.is_none());
+        let bad = load(
+            None,
+            &[("SIGNALBOX_BACKPLANE", "amqp://x")],
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(bad.to_string().contains("SIGNALBOX_BACKPLANE"), "{bad}");
+        let short = load(
+            None,
+            &[
+                ("SIGNALBOX_NODE_TIMEOUT", "5s"),
+                ("SIGNALBOX_HEARTBEAT_INTERVAL", "5s"),
+            ],
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(short.to_string().contains("node_timeout"), "{short}");
+        let weak = load(
+            None,
+            &[("SIGNALBOX_CONNECTION_TOKEN_SECRET", "short")],
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(
+            weak.to_string().contains("connection_token_secret"),
+            "{weak}"
+        );
     }
 
     #[test]

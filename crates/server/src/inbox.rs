@@ -3,6 +3,11 @@
 //! it first); a recipient who was offline gets everything undelivered when a connection comes
 //! up, once. Live delivery is at-most-once, as in SignalR; the stored row stays readable through
 //! `GET /api/notifications` until the retention period ends.
+//!
+//! With a backplane, a recipient connected to another node is pushed to through it (its
+//! `user:NAME` group spans the cluster). While the backplane is down, notifications for users
+//! with connections on other nodes are left undelivered; when it is back, each node delivers the
+//! undelivered notifications of its users ([`Inbox::redeliver_local`]).
 
 use std::time::Duration;
 
@@ -10,6 +15,7 @@ use serde::Serialize;
 use signalbox::HubContext;
 use utoipa::ToSchema;
 
+use crate::backplane::ClusterBackplane;
 use crate::clock::{duration_ms, now_ms, rfc3339};
 use crate::db::{Db, NotificationRow, StoreError};
 use crate::presence::Presence;
@@ -90,12 +96,54 @@ pub struct Stored {
 pub struct Inbox {
     db: Db,
     presence: Presence,
+    backplane: Option<ClusterBackplane>,
 }
 
 impl Inbox {
     /// An inbox over `db`, delivering to the connections `presence` knows.
     pub fn new(db: Db, presence: Presence) -> Self {
-        Self { db, presence }
+        Self {
+            db,
+            presence,
+            backplane: None,
+        }
+    }
+
+    /// Delivers to recipients on other nodes through `backplane`.
+    #[must_use]
+    pub fn with_backplane(mut self, backplane: Option<ClusterBackplane>) -> Self {
+        self.backplane = backplane;
+        self
+    }
+
+    /// Whether a notification for `user` should be pushed now: the user is connected here, or
+    /// elsewhere and the backplane can reach them. While the backplane is down, a user also
+    /// connected to other nodes is left for [`Inbox::redeliver_local`], so that no connection
+    /// misses it.
+    async fn deliverable(&self, user: &str) -> Result<bool, StoreError> {
+        let here = self.presence.is_online_here(user);
+        let Some(backplane) = &self.backplane else {
+            return Ok(here);
+        };
+        if backplane.is_healthy() {
+            return Ok(here || self.db.connection_count(user).await? > 0);
+        }
+        Ok(here
+            && self
+                .db
+                .remote_connection_count(user, self.presence.node())
+                .await?
+                == 0)
+    }
+
+    /// Delivers the undelivered notifications of every user connected to this node (after the
+    /// backplane came back). Returns how many.
+    pub async fn redeliver_local(&self, hub: &HubContext) -> Result<usize, StoreError> {
+        let mut total = 0;
+        for user in self.presence.local_users() {
+            total += self.replay(hub, &user).await?;
+        }
+        Ok(total)
     }
 
     /// Stores `message` for every recipient (all or none), then delivers it to those online.
@@ -121,8 +169,8 @@ impl Inbox {
             .collect();
         self.db.insert_notifications(&rows).await?;
         for row in &rows {
-            // Offline here: left for the replay when a connection comes up.
-            if self.presence.is_online_here(&row.recipient)
+            // Offline (or unreachable): left for the replay when a connection comes up.
+            if self.deliverable(&row.recipient).await?
                 && self.db.claim_delivery(&row.id, now_ms()).await?
             {
                 push(hub, &row.recipient, row).await;

@@ -3,13 +3,15 @@
 //! Accounts and tokens ([`accounts`], [`tokens`], [`refresh`], [`oidc`]), presence
 //! ([`presence`]), a durable inbox ([`inbox`]), the notification hub ([`hubs`]), the REST API
 //! with its OpenAPI document ([`api`]), storage on SQLite or PostgreSQL ([`db`]) and the
-//! configuration ([`config`]). [`server::build`] assembles them; the binary adds the command
-//! line ([`cli`]).
+//! configuration ([`config`]); scale-out over a backplane ([`backplane`]) with node heartbeats
+//! ([`cluster`]). [`server::build`] assembles them; the binary adds the command line ([`cli`]).
 
 pub mod accounts;
 pub mod api;
+pub mod backplane;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod db;
 pub mod hubs;

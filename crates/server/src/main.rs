@@ -203,7 +203,14 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     let db = &service.state().db;
     print_line(&format!("Now listening on: http://{addr}"));
     print_line(&format!("Storage: {} ({})", db.backend(), db.display_url()));
-    print_line("Backplane: in-memory");
+    match &service.state().backplane {
+        Some(backplane) => print_line(&format!(
+            "Backplane: {} node={}",
+            backplane.describe(),
+            service.state().config.node
+        )),
+        None => print_line("Backplane: in-memory"),
+    }
     service.serve(listener, shutdown_signal()).await?;
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! Presence: a user is online while at least one of their connections (tabs, devices) is live.
 //! Each connection has a row (connection id, user, node, connected_at, user agent); the user's
 //! `last_connected_at` / `last_disconnected_at` change, and `PresenceChanged` is pushed to every
-//! client, only on the offline→online and online→offline edges.
+//! client, only on the offline→online and online→offline edges. With several nodes on one
+//! database each edge is decided in one transaction (see `db/cluster.rs`), so it is pushed once
+//! across the cluster; the connections of a dead node are removed by `cluster.rs`.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -12,7 +14,7 @@ use signalbox::HubContext;
 use utoipa::ToSchema;
 
 use crate::clock::{now_ms, rfc3339};
-use crate::db::{ConnectionRow, Db, StoreError};
+use crate::db::{ConnectionRow, Db, Disconnect, StoreError};
 
 /// Client method that receives [`PresenceChanged`].
 pub const PRESENCE_CHANGED: &str = "PresenceChanged";
@@ -95,6 +97,20 @@ impl Presence {
             .is_some_and(|c| !c.is_empty())
     }
 
+    /// Every live connection of this node with its user.
+    pub fn local_connections(&self) -> Vec<(String, String)> {
+        self.local()
+            .by_connection
+            .iter()
+            .map(|(c, u)| (c.clone(), u.clone()))
+            .collect()
+    }
+
+    /// The users with a live connection on this node.
+    pub fn local_users(&self) -> Vec<String> {
+        self.local().by_user.keys().cloned().collect()
+    }
+
     /// The user of a live connection of this node.
     pub fn user_of(&self, connection_id: &str) -> Option<String> {
         self.local().by_connection.get(connection_id).cloned()
@@ -120,9 +136,10 @@ impl Presence {
     ) -> Result<(), StoreError> {
         let _serial = self.stripe(user).lock().await;
         let now = now_ms();
-        self.inner
+        let online = self
+            .inner
             .db
-            .insert_connection(&ConnectionRow {
+            .connect_edge(&ConnectionRow {
                 connection_id: connection_id.to_owned(),
                 user_name: user.to_owned(),
                 node: self.inner.node.clone(),
@@ -141,8 +158,7 @@ impl Presence {
                 .by_connection
                 .insert(connection_id.to_owned(), user.to_owned());
         }
-        if self.inner.db.connection_count(user).await? == 1 {
-            self.inner.db.mark_user_connected(user, now).await?;
+        if online {
             broadcast(hub, user, true, now).await;
         }
         Ok(())
@@ -169,13 +185,56 @@ impl Presence {
                 }
             }
         }
-        self.inner.db.delete_connection(connection_id).await?;
-        if self.inner.db.connection_count(&user).await? == 0 {
-            let now = now_ms();
-            self.inner.db.mark_user_disconnected(&user, now).await?;
+        let now = now_ms();
+        if self
+            .inner
+            .db
+            .disconnect_edge(&user, Disconnect::Connection(connection_id), now)
+            .await?
+        {
             broadcast(hub, &user, false, now).await;
         }
         Ok(())
+    }
+
+    /// Records this node's live connections again (after other nodes took it for dead and
+    /// removed its rows); pushes the online edges that makes.
+    pub async fn reregister(&self, hub: &HubContext) -> Result<usize, StoreError> {
+        let mut online = 0;
+        for (connection_id, user) in self.local_connections() {
+            let _serial = self.stripe(&user).lock().await;
+            if self.user_of(&connection_id).is_none() {
+                continue; // gone meanwhile
+            }
+            let now = now_ms();
+            let row = ConnectionRow {
+                connection_id,
+                user_name: user.clone(),
+                node: self.inner.node.clone(),
+                connected_at: now,
+                user_agent: None,
+            };
+            if self.inner.db.connect_edge(&row).await? {
+                online += 1;
+                broadcast(hub, &user, true, now).await;
+            }
+        }
+        Ok(online)
+    }
+
+    /// Removes the rows of dead node `node` for `user`; pushes `PresenceChanged` if that took the
+    /// user offline (exactly one node sees the edge). Returns whether it did.
+    pub async fn reap(&self, hub: &HubContext, node: &str, user: &str) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let offline = self
+            .inner
+            .db
+            .disconnect_edge(user, Disconnect::Node(node), now)
+            .await?;
+        if offline {
+            broadcast(hub, user, false, now).await;
+        }
+        Ok(offline)
     }
 
     /// Removes every row of this node (graceful shutdown).

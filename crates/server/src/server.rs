@@ -13,9 +13,11 @@ use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::accounts::Accounts;
+use crate::backplane::ClusterBackplane;
+use crate::cluster::{Cluster, ClusterServices};
 use crate::config::{Config, ConfigError, CorsConfig};
 use crate::db::{Db, StoreError};
-use crate::hubs::notifications::{HUB_PATH, HubServices, notifications_hub};
+use crate::hubs::notifications::{HUB_PATH, HubScaling, HubServices, notifications_hub};
 use crate::identity::Authenticator;
 use crate::inbox::Inbox;
 use crate::oidc::{OidcError, OidcVerifier};
@@ -45,6 +47,9 @@ pub enum StartError {
     /// The external issuer is misconfigured.
     #[error(transparent)]
     Oidc(#[from] OidcError),
+    /// The backplane driver could not be created.
+    #[error("cannot start the backplane: {0}")]
+    Backplane(#[from] signalbox::lifetime::BackplaneError),
 }
 
 /// The assembled service, ready to serve.
@@ -53,6 +58,7 @@ pub struct Service {
     state: AppState,
     router: Router,
     retention: tokio::task::JoinHandle<()>,
+    cluster: Cluster,
 }
 
 /// Builds the service from a validated configuration. A missing HS256 secret must have been
@@ -101,7 +107,13 @@ pub async fn build(mut config: Config) -> Result<Service, StartError> {
     if !recovered.is_empty() {
         tracing::info!(users = recovered.len(), node = %config.node, "stale connections of a previous run removed");
     }
-    let inbox = Inbox::new(db.clone(), presence.clone());
+    let backplane = match &config.backplane {
+        Some(url) => Some(
+            ClusterBackplane::connect(url, &config.cluster.channel_prefix, &config.node).await?,
+        ),
+        None => None,
+    };
+    let inbox = Inbox::new(db.clone(), presence.clone()).with_backplane(backplane.clone());
     let identity = Authenticator::new(local, oidc, db.clone());
     let notify = Policy::require_claim_value(
         config.auth.permission_claim.clone(),
@@ -116,7 +128,22 @@ pub async fn build(mut config: Config) -> Result<Service, StartError> {
             presence: presence.clone(),
             inbox: inbox.clone(),
         },
+        HubScaling {
+            lifetime: backplane.as_ref().map(ClusterBackplane::lifetime_manager),
+            connection_token_secret: config.connection_token_secret.clone(),
+        },
     );
+    let cluster = Cluster::start(
+        ClusterServices {
+            db: db.clone(),
+            presence: presence.clone(),
+            inbox: inbox.clone(),
+            hub: hub.context(),
+            backplane: backplane.clone(),
+        },
+        &config.cluster,
+    )
+    .await?;
     let retention = inbox.spawn_retention(config.inbox.retention, RETENTION_INTERVAL);
     let state = AppState {
         accounts: Accounts::new(db.clone()),
@@ -129,6 +156,7 @@ pub async fn build(mut config: Config) -> Result<Service, StartError> {
         inbox,
         hub: hub.context(),
         notify,
+        backplane,
     };
     let mut router = crate::api::router(state.clone()).map_hub(HUB_PATH, hub);
     if let Some(cors) = cors_layer(&state.config.cors) {
@@ -150,6 +178,7 @@ pub async fn build(mut config: Config) -> Result<Service, StartError> {
         state,
         router,
         retention,
+        cluster,
     })
 }
 
@@ -222,6 +251,7 @@ impl Service {
         if let Err(error) = self.state.presence.shutdown().await {
             tracing::warn!(%error, "cannot remove this node's presence rows");
         }
+        self.cluster.stop().await;
         self.state.db.close().await;
         result
     }

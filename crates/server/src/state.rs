@@ -5,6 +5,7 @@ use std::sync::Arc;
 use signalbox::{HubContext, Policy};
 
 use crate::accounts::Accounts;
+use crate::backplane::ClusterBackplane;
 use crate::config::Config;
 use crate::db::Db;
 use crate::identity::Authenticator;
@@ -36,4 +37,15 @@ pub struct AppState {
     pub hub: HubContext,
     /// Who may send notifications.
     pub notify: Policy,
+    /// The backplane joining the nodes, if any.
+    pub backplane: Option<ClusterBackplane>,
+}
+
+impl AppState {
+    /// Whether the backplane is connected (`true` without one): a readiness check.
+    pub fn backplane_healthy(&self) -> bool {
+        self.backplane
+            .as_ref()
+            .is_none_or(ClusterBackplane::is_healthy)
+    }
 }

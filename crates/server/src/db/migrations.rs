@@ -10,11 +10,14 @@ use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use super::StoreError;
 
 /// The migrations, oldest first.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../../migrations/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../migrations/0001_initial.sql"),
+    ),
+    (2, "nodes", include_str!("../../migrations/0002_nodes.sql")),
+];
 
 /// The embedded migrations as a sqlx migration source.
 #[derive(Debug)]

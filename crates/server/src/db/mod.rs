@@ -2,6 +2,7 @@
 //! through sqlx's `Any` driver. Queries are written once, with `$n` placeholders, which both
 //! backends accept; timestamps are stored as milliseconds since the Unix epoch.
 
+mod cluster;
 mod groups;
 mod migrations;
 mod notifications;
@@ -15,6 +16,7 @@ use std::time::Duration;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyConnection, AnyPool, Connection};
 
+pub use cluster::Disconnect;
 pub use notifications::NotificationRow;
 pub use presence::{ConnectionRow, PresenceRow};
 pub use refresh_tokens::{RefreshTokenRow, RefreshTokenState};

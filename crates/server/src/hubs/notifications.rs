@@ -4,7 +4,10 @@
 //! Server methods: `SendNotification(userId, message)` (needs the notify permission claim),
 //! `MarkRead(id)`, `GetOnlineUsers()`. Client methods: `Notification`, `PresenceChanged`.
 
-use signalbox::{Caller, Hub, HubError, JwtAuth, Policy};
+use std::sync::Arc;
+
+use signalbox::lifetime::HubLifetimeManager;
+use signalbox::{Caller, ConnectionOptions, Hub, HubError, JwtAuth, Policy};
 
 use crate::db::{Db, StoreError};
 use crate::identity::Authenticator;
@@ -40,14 +43,48 @@ fn caller_user(services: &HubServices, caller: &Caller) -> Result<String, HubErr
         .ok_or_else(|| HubError::new("the connection has no user"))
 }
 
+/// How the hub spans several nodes.
+#[derive(Default)]
+pub struct HubScaling {
+    /// The backplane's lifetime manager; `None` = in-memory.
+    pub lifetime: Option<Arc<dyn HubLifetimeManager>>,
+    /// The secret connection tokens are signed with, so WebSockets may connect to any node.
+    pub connection_token_secret: Option<String>,
+}
+
+impl std::fmt::Debug for HubScaling {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubScaling")
+            .field("scaled", &self.lifetime.is_some())
+            .field("signed_tokens", &self.connection_token_secret.is_some())
+            .finish()
+    }
+}
+
 /// Builds the hub: `auth` validates tokens, `notify` gates `SendNotification`.
-pub fn notifications_hub(auth: JwtAuth, notify: Policy, services: HubServices) -> Hub {
+pub fn notifications_hub(
+    auth: JwtAuth,
+    notify: Policy,
+    services: HubServices,
+    scaling: HubScaling,
+) -> Hub {
     let on_connect = services.clone();
     let on_disconnect = services.clone();
     let send = services.clone();
     let mark = services.clone();
     let online = services;
-    Hub::builder("notifications")
+    let mut builder = Hub::builder("notifications");
+    if let Some(lifetime) = scaling.lifetime {
+        builder = builder.lifetime_manager(lifetime);
+    }
+    if let Some(secret) = scaling.connection_token_secret {
+        let options = ConnectionOptions {
+            connection_token_secret: Some(Arc::from(secret.into_bytes().into_boxed_slice())),
+            ..ConnectionOptions::default()
+        };
+        builder = builder.connection_options(options);
+    }
+    builder
         .authentication(auth)
         .authorize(Policy::authenticated())
         .on_connected(move |caller: Caller| {
