@@ -349,8 +349,21 @@ pub struct HubClient {
 
 impl HubClient {
     pub async fn connect(addr: SocketAddr, hub: &str, token: &str) -> HubClient {
+        Self::connect_via(addr, addr, hub, token).await
+    }
+
+    /// Negotiates with the server at `negotiate_at` and opens the WebSocket at `addr` (another
+    /// node of a cluster sharing the connection token secret).
+    pub async fn connect_via(
+        negotiate_at: SocketAddr,
+        addr: SocketAddr,
+        hub: &str,
+        token: &str,
+    ) -> HubClient {
         let negotiate = reqwest::Client::new()
-            .post(format!("http://{addr}{hub}/negotiate?negotiateVersion=1"))
+            .post(format!(
+                "http://{negotiate_at}{hub}/negotiate?negotiateVersion=1"
+            ))
             .bearer_auth(token)
             .send()
             .await
