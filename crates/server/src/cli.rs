@@ -35,6 +35,9 @@ pub struct Cli {
     /// [env: SIGNALBOX_CONNECTION_TOKEN_SECRET].
     #[arg(long, global = true, value_name = "SECRET", hide = true)]
     pub connection_token_secret: Option<String>,
+    /// Log format: human or json [env: SIGNALBOX_LOG_FORMAT].
+    #[arg(long, global = true, value_name = "FORMAT")]
+    pub log_format: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -50,6 +53,7 @@ impl Cli {
             backplane: self.backplane.clone(),
             node_id: self.node_id.clone(),
             connection_token_secret: self.connection_token_secret.clone(),
+            log_format: self.log_format.clone(),
         }
     }
 }

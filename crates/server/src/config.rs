@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::clock::{format_duration, parse_duration};
 
@@ -79,6 +79,27 @@ impl SigningAlgorithm {
     }
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// One readable line per event (default).
+    #[default]
+    Human,
+    /// One JSON object per line, with the fields of the enclosing spans.
+    Json,
+}
+
+impl LogFormat {
+    /// Parses `human` or `json`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "human" | "text" => Some(Self::Human),
+            "json" => Some(Self::Json),
+            _ => None,
+        }
+    }
+}
+
 /// The service configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -105,6 +126,35 @@ pub struct Config {
     pub inbox: InboxConfig,
     /// An external OpenID Connect issuer whose tokens are accepted.
     pub oidc: Option<OidcConfig>,
+    /// Logging.
+    pub log: LogConfig,
+    /// The Prometheus endpoint `/metrics`.
+    pub metrics: MetricsConfig,
+    /// The admin dashboard and API.
+    pub admin: AdminConfig,
+}
+
+/// Logging.
+#[derive(Debug, Clone, Default)]
+pub struct LogConfig {
+    /// `human` (default) or `json`.
+    pub format: LogFormat,
+}
+
+/// The Prometheus endpoint `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` without authentication. Default false.
+    pub public: bool,
+    /// A static bearer token that may read `/metrics` (for scrapers), besides admin tokens.
+    pub token: Option<String>,
+}
+
+/// The admin dashboard and API.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// The role (`role` claim) that grants access. Default `admin`.
+    pub role: String,
 }
 
 /// Tokens and accounts.
@@ -221,6 +271,11 @@ impl Default for Config {
                 retention: Duration::from_secs(30 * 86_400),
             },
             oidc: None,
+            log: LogConfig::default(),
+            metrics: MetricsConfig::default(),
+            admin: AdminConfig {
+                role: "admin".to_owned(),
+            },
         }
     }
 }
@@ -256,10 +311,12 @@ pub struct Overrides {
     pub node_id: Option<String>,
     /// `--connection-token-secret`.
     pub connection_token_secret: Option<String>,
+    /// `--log-format`.
+    pub log_format: Option<String>,
 }
 
 /// The configuration file's shape; every key is optional.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 struct FileConfig {
     listen: Option<String>,
@@ -273,9 +330,12 @@ struct FileConfig {
     cors: FileCors,
     inbox: FileInbox,
     oidc: FileOidc,
+    log: FileLog,
+    metrics: FileMetrics,
+    admin: FileAdmin,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 struct FileAuth {
     jwt_secret: Option<String>,
@@ -291,14 +351,14 @@ struct FileAuth {
     notify_permission: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 struct FileCors {
     allowed_origins: Option<Vec<String>>,
     allow_credentials: Option<bool>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 struct FileCluster {
     heartbeat_interval: Option<String>,
@@ -306,13 +366,13 @@ struct FileCluster {
     channel_prefix: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 struct FileInbox {
     retention: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 struct FileOidc {
     issuer: Option<String>,
@@ -323,6 +383,51 @@ struct FileOidc {
     auto_create_users: Option<bool>,
     jwks_cache_ttl: Option<String>,
     jwks_min_refresh_interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileLog {
+    format: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileMetrics {
+    public: Option<bool>,
+    token: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileAdmin {
+    role: Option<String>,
+}
+
+/// Every key the configuration file accepts (`auth.jwt_secret`, …), sorted; the test of
+/// `docs/configuration.md` checks that each is documented.
+pub fn file_keys() -> Vec<String> {
+    fn walk(prefix: &str, value: &serde_json::Value, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, value) in map {
+                    let key = if prefix.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{prefix}.{key}")
+                    };
+                    walk(&key, value, out);
+                }
+            }
+            _ => out.push(prefix.to_owned()),
+        }
+    }
+    let mut keys = Vec::new();
+    if let Ok(value) = serde_json::to_value(FileConfig::default()) {
+        walk("", &value, &mut keys);
+    }
+    keys.sort();
+    keys
 }
 
 /// Environment variables read, with the file key each overrides.
@@ -364,6 +469,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "SIGNALBOX_OIDC_JWKS_MIN_REFRESH_INTERVAL",
         "oidc.jwks_min_refresh_interval",
     ),
+    ("SIGNALBOX_LOG_FORMAT", "log.format"),
+    ("SIGNALBOX_METRICS_PUBLIC", "metrics.public"),
+    ("SIGNALBOX_METRICS_TOKEN", "metrics.token"),
+    ("SIGNALBOX_ADMIN_ROLE", "admin.role"),
 ];
 
 impl Config {
@@ -409,6 +518,9 @@ impl Config {
         }
         if let Some(secret) = &overrides.connection_token_secret {
             raw.connection_token_secret = Some(secret.clone());
+        }
+        if let Some(format) = &overrides.log_format {
+            raw.log.format = Some(format.clone());
         }
         resolve(raw)
     }
@@ -502,6 +614,16 @@ fn apply_env(
         &mut raw.oidc.jwks_cache_ttl,
         "SIGNALBOX_OIDC_JWKS_CACHE_TTL",
     );
+    set(
+        &mut raw.oidc.jwks_min_refresh_interval,
+        "SIGNALBOX_OIDC_JWKS_MIN_REFRESH_INTERVAL",
+    );
+    set(&mut raw.log.format, "SIGNALBOX_LOG_FORMAT");
+    set(&mut raw.metrics.token, "SIGNALBOX_METRICS_TOKEN");
+    set(&mut raw.admin.role, "SIGNALBOX_ADMIN_ROLE");
+    if let Some(v) = get("SIGNALBOX_METRICS_PUBLIC") {
+        raw.metrics.public = Some(parse_bool("SIGNALBOX_METRICS_PUBLIC", &v)?);
+    }
     if let Some(v) = get("SIGNALBOX_REGISTRATION") {
         raw.auth.registration = Some(parse_bool("SIGNALBOX_REGISTRATION", &v)?);
     }
@@ -803,6 +925,7 @@ fn resolve(raw: FileConfig) -> Result<Config, ConfigError> {
             ),
         ));
     }
+    let (log, metrics, admin) = resolve_ops(raw.log, raw.metrics, raw.admin)?;
 
     Ok(Config {
         listen,
@@ -815,7 +938,48 @@ fn resolve(raw: FileConfig) -> Result<Config, ConfigError> {
         cors,
         inbox,
         oidc,
+        log,
+        metrics,
+        admin,
     })
+}
+
+/// The logging, metrics and admin settings.
+fn resolve_ops(
+    log: FileLog,
+    metrics: FileMetrics,
+    admin: FileAdmin,
+) -> Result<(LogConfig, MetricsConfig, AdminConfig), ConfigError> {
+    let log = LogConfig {
+        format: match log.format {
+            Some(text) => LogFormat::parse(&text).ok_or_else(|| {
+                invalid(
+                    "log.format (SIGNALBOX_LOG_FORMAT)",
+                    format!("{text:?} is not one of human, json"),
+                )
+            })?,
+            None => LogFormat::default(),
+        },
+    };
+    if let Some(token) = &metrics.token
+        && token.len() < 16
+    {
+        return Err(invalid(
+            "metrics.token (SIGNALBOX_METRICS_TOKEN)",
+            "use at least 16 random characters, e.g. `openssl rand -hex 24`",
+        ));
+    }
+    let metrics = MetricsConfig {
+        public: metrics.public.unwrap_or(false),
+        token: metrics.token,
+    };
+    let admin = AdminConfig {
+        role: admin
+            .role
+            .filter(|r| !r.trim().is_empty())
+            .unwrap_or_else(|| "admin".to_owned()),
+    };
+    Ok((log, metrics, admin))
 }
 
 #[cfg(test)]

@@ -168,12 +168,14 @@ impl Inbox {
             })
             .collect();
         self.db.insert_notifications(&rows).await?;
+        crate::metrics::published(rows.len());
         for row in &rows {
             // Offline (or unreachable): left for the replay when a connection comes up.
             if self.deliverable(&row.recipient).await?
                 && self.db.claim_delivery(&row.id, now_ms()).await?
             {
                 push(hub, &row.recipient, row).await;
+                crate::metrics::delivered(row.created_at, false);
             }
         }
         Ok(rows
@@ -191,6 +193,7 @@ impl Inbox {
         let rows = self.db.claim_undelivered(user, now_ms()).await?;
         for row in &rows {
             push(hub, user, row).await;
+            crate::metrics::delivered(row.created_at, true);
         }
         Ok(rows.len())
     }

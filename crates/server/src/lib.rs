@@ -7,6 +7,7 @@
 //! ([`cluster`]). [`server::build`] assembles them; the binary adds the command line ([`cli`]).
 
 pub mod accounts;
+pub mod admin;
 pub mod api;
 pub mod backplane;
 pub mod cli;
@@ -14,9 +15,12 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod db;
+pub mod health;
 pub mod hubs;
 pub mod identity;
 pub mod inbox;
+pub mod logging;
+pub mod metrics;
 pub mod oidc;
 pub mod passwords;
 pub mod presence;

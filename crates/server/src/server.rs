@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{HeaderName, HeaderValue, Method, Request, header};
-use signalbox::{HubRouterExt, Policy, redact_query};
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use signalbox::{HubRouterExt, Policy};
 use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::trace::TraceLayer;
@@ -59,6 +59,7 @@ pub struct Service {
     router: Router,
     retention: tokio::task::JoinHandle<()>,
     cluster: Cluster,
+    sampler: tokio::task::JoinHandle<()>,
 }
 
 /// Builds the service from a validated configuration. A missing HS256 secret must have been
@@ -145,6 +146,12 @@ pub async fn build(mut config: Config) -> Result<Service, StartError> {
     )
     .await?;
     let retention = inbox.spawn_retention(config.inbox.retention, RETENTION_INTERVAL);
+    let metrics = crate::metrics::Metrics::new();
+    let sampler = metrics.spawn_sampler(db.clone(), hub.context());
+    let readiness = crate::health::Readiness::new(db.clone(), hub.context());
+    if let Some(backplane) = &backplane {
+        readiness.register(crate::health::BackplaneCheck(backplane.clone()));
+    }
     let state = AppState {
         accounts: Accounts::new(db.clone()),
         refresh: RefreshTokens::new(db.clone(), config.auth.refresh_token_ttl),
@@ -157,28 +164,26 @@ pub async fn build(mut config: Config) -> Result<Service, StartError> {
         hub: hub.context(),
         notify,
         backplane,
+        metrics,
+        readiness,
     };
-    let mut router = crate::api::router(state.clone()).map_hub(HUB_PATH, hub);
+    let mut router = crate::api::router(state.clone())
+        .merge(crate::health::router(state.clone()))
+        .merge(crate::metrics::router(state.clone()))
+        .merge(crate::admin::router(state.clone()))
+        .map_hub(HUB_PATH, hub);
     if let Some(cors) = cors_layer(&state.config.cors) {
         router = router.layer(cors);
     }
-    let router = router.layer(
-        TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-            // The query is redacted: hub requests may carry `access_token`.
-            let query = request.uri().query().map(redact_query).unwrap_or_default();
-            tracing::info_span!(
-                "request",
-                method = %request.method(),
-                path = %request.uri().path(),
-                query = %query,
-            )
-        }),
-    );
+    let router = router
+        .layer(TraceLayer::new_for_http().make_span_with(crate::logging::request_span))
+        .layer(axum::middleware::from_fn(crate::logging::request_id));
     Ok(Service {
         state,
         router,
         retention,
         cluster,
+        sampler,
     })
 }
 
@@ -248,6 +253,7 @@ impl Service {
             .with_graceful_shutdown(signal)
             .await;
         self.retention.abort();
+        self.sampler.abort();
         if let Err(error) = self.state.presence.shutdown().await {
             tracing::warn!(%error, "cannot remove this node's presence rows");
         }

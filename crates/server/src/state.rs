@@ -8,8 +8,10 @@ use crate::accounts::Accounts;
 use crate::backplane::ClusterBackplane;
 use crate::config::Config;
 use crate::db::Db;
+use crate::health::Readiness;
 use crate::identity::Authenticator;
 use crate::inbox::Inbox;
+use crate::metrics::Metrics;
 use crate::presence::Presence;
 use crate::refresh::RefreshTokens;
 use crate::tokens::TokenService;
@@ -39,6 +41,10 @@ pub struct AppState {
     pub notify: Policy,
     /// The backplane joining the nodes, if any.
     pub backplane: Option<ClusterBackplane>,
+    /// Prometheus metrics and the dashboard's samples.
+    pub metrics: Metrics,
+    /// The checks of `/health/ready`; other modules register theirs.
+    pub readiness: Readiness,
 }
 
 impl AppState {

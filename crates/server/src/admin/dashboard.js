@@ -1,0 +1,185 @@
+// The signalbox admin dashboard: signs in through /api/auth/login, then polls
+// /api/admin/stats every 5 seconds and draws the rates as an inline SVG.
+'use strict';
+
+const POLL_MS = 5000;
+const $ = (id) => document.getElementById(id);
+let token = sessionStorage.getItem('signalbox-admin-token');
+let timer = null;
+
+function text(tag, value, className) {
+  const el = document.createElement(tag);
+  el.textContent = value;
+  if (className) el.className = className;
+  return el;
+}
+
+function row(cells) {
+  const tr = document.createElement('tr');
+  for (const cell of cells) {
+    const td = document.createElement('td');
+    if (cell instanceof Node) td.appendChild(cell); else td.textContent = cell;
+    tr.appendChild(td);
+  }
+  return tr;
+}
+
+async function api(method, path) {
+  const response = await fetch(path, { method, headers: { Authorization: `Bearer ${token}` } });
+  if (response.status === 401) { signOut('Your session expired; sign in again.'); throw new Error('unauthorized'); }
+  if (response.status === 403) { signOut('This account does not have the admin role.'); throw new Error('forbidden'); }
+  if (!response.ok) {
+    let message = `${response.status}`;
+    try { message = (await response.json()).message || message; } catch { /* not JSON */ }
+    throw new Error(message);
+  }
+  return response.status === 204 ? null : response.json();
+}
+
+function signOut(message) {
+  token = null;
+  sessionStorage.removeItem('signalbox-admin-token');
+  clearInterval(timer);
+  $('dashboard').hidden = true;
+  $('login').hidden = false;
+  $('who').textContent = '';
+  $('login-error').textContent = message || '';
+}
+
+function rate(value) {
+  return value >= 100 ? value.toFixed(0) : value.toFixed(1);
+}
+
+function chart(samples) {
+  const W = 800, H = 180, PAD = 28;
+  const series = [
+    ['received_per_second', 'var(--in)'],
+    ['sent_per_second', 'var(--out)'],
+    ['errors_per_second', 'var(--err)'],
+  ];
+  const max = Math.max(1, ...samples.flatMap((s) => series.map(([k]) => s[k])));
+  const x = (i) => PAD + (samples.length <= 1 ? 0 : (i * (W - 2 * PAD)) / (samples.length - 1));
+  const y = (v) => H - PAD + 8 - (v / max) * (H - PAD - 8 - 8);
+  let svg = `<svg viewBox="0 0 ${W} ${H}" preserveAspectRatio="none" role="img" aria-label="message rates">`;
+  for (let i = 0; i <= 4; i++) {
+    const v = (max * i) / 4;
+    svg += `<line x1="${PAD}" x2="${W - 8}" y1="${y(v)}" y2="${y(v)}" stroke="#e3e7ef"/>`;
+    svg += `<text x="2" y="${y(v) + 4}" font-size="10" fill="#6b7385">${rate(v)}</text>`;
+  }
+  if (samples.length === 0) {
+    svg += `<text x="${W / 2}" y="${H / 2}" text-anchor="middle" fill="#6b7385" font-size="13">collecting samples…</text>`;
+  }
+  for (const [key, color] of series) {
+    if (samples.length === 0) continue;
+    const points = samples.map((s, i) => `${x(i).toFixed(1)},${y(s[key]).toFixed(1)}`).join(' ');
+    svg += `<polyline fill="none" stroke="${color}" stroke-width="2" points="${points}"/>`;
+  }
+  svg += '</svg>';
+  $('chart').innerHTML = svg;
+}
+
+function render(stats) {
+  const last = stats.samples[stats.samples.length - 1];
+  $('who').textContent = `node ${stats.node} · ${stats.database} · up ${Math.floor(stats.uptime_seconds / 60)} min`;
+  $('t-connections').textContent = stats.connections_here;
+  $('t-connections-total').textContent = stats.connections_total;
+  $('t-online').textContent = stats.online_count;
+  $('t-groups').textContent = stats.groups.length;
+  $('t-rate-in').textContent = last ? rate(last.received_per_second) : '0';
+  $('t-rate-out').textContent = last ? rate(last.sent_per_second) : '0';
+  chart(stats.samples);
+
+  const online = $('online');
+  online.replaceChildren(...stats.online_users.map((u) => {
+    const li = text('li', u);
+    li.title = 'show connections';
+    li.style.cursor = 'pointer';
+    li.onclick = () => { $('user-name').value = u; showConnections(u); };
+    return li;
+  }));
+  if (stats.online_users.length === 0) online.replaceChildren(text('li', 'nobody', 'muted'));
+
+  $('groups').replaceChildren(...stats.groups.map((g) => row([g.name, String(g.members)])));
+  $('errors').replaceChildren(...stats.recent_errors.slice().reverse().map((e) =>
+    row([e.at.replace('T', ' ').replace(/\.\d+Z$/, 'Z'), text('span', e.level, `level-${e.level}`), e.target, e.message])));
+  if (stats.recent_errors.length === 0) $('errors').replaceChildren(row(['', '', '', 'none']));
+
+  const t = stats.totals;
+  $('totals').textContent = `Since start: ${t.messages_received} messages received, ${t.messages_sent} sent, ` +
+    `${t.invocations} invocations (${t.invocation_errors} failed), ${t.notifications_published} notifications stored, ` +
+    `${t.auth_failures} refused tokens, ${t.queue_drops} frames dropped for slow clients.`;
+}
+
+async function refresh() {
+  try {
+    render(await api('GET', '/api/admin/stats'));
+  } catch (error) {
+    if (token) $('who').textContent = `refresh failed: ${error.message}`;
+  }
+}
+
+async function showConnections(user) {
+  const body = $('connections');
+  try {
+    const connections = await api('GET', `/api/admin/users/${encodeURIComponent(user)}/connections`);
+    body.replaceChildren(...connections.map((c) => {
+      const button = text('button', 'Disconnect', 'danger');
+      button.onclick = async () => {
+        await api('DELETE', `/api/admin/connections/${encodeURIComponent(c.connection_id)}`);
+        setTimeout(() => { showConnections(user); refresh(); }, 300);
+      };
+      return row([c.connection_id, c.node, c.connected_at, c.user_agent || '', button]);
+    }));
+    if (connections.length === 0) body.replaceChildren(row(['', '', '', `${user} has no live connection`, '']));
+  } catch (error) {
+    body.replaceChildren(row(['', '', '', error.message, '']));
+  }
+}
+
+function start() {
+  $('login').hidden = true;
+  $('dashboard').hidden = false;
+  refresh();
+  clearInterval(timer);
+  timer = setInterval(refresh, POLL_MS);
+}
+
+$('login-form').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  $('login-error').textContent = '';
+  const response = await fetch('/api/auth/login', {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ username: $('username').value, password: $('password').value }),
+  });
+  if (!response.ok) {
+    $('login-error').textContent = response.status === 401 ? 'Wrong user name or password.' : `Sign-in failed (${response.status}).`;
+    return;
+  }
+  token = (await response.json()).access_token;
+  sessionStorage.setItem('signalbox-admin-token', token);
+  $('password').value = '';
+  start();
+});
+
+$('user-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  showConnections($('user-name').value.trim());
+});
+
+async function groupChange(method) {
+  const group = $('group-name').value.trim();
+  const user = $('group-user').value.trim();
+  if (!group || !user) return;
+  try {
+    await api(method, `/api/admin/groups/${encodeURIComponent(group)}/members/${encodeURIComponent(user)}`);
+    $('group-result').textContent = method === 'PUT' ? `${user} added to ${group}` : `${user} removed from ${group}`;
+    refresh();
+  } catch (error) {
+    $('group-result').textContent = error.message;
+  }
+}
+$('group-form').addEventListener('submit', (event) => { event.preventDefault(); groupChange('PUT'); });
+$('group-remove').addEventListener('click', () => groupChange('DELETE'));
+
+if (token) start();
