@@ -32,6 +32,16 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
   fi
 fi
 
+# Chromium for the dashboard screenshot test (e2e/tests/dashboard.test.mjs, driven by
+# playwright-core with executablePath /usr/bin/chromium).
+if [ -x /usr/bin/chromium ]; then
+  log "chromium present"
+else
+  log "installing chromium from Debian packages"
+  export DEBIAN_FRONTEND=noninteractive
+  as_root bash -c 'apt-get update -qq && apt-get install -y -qq chromium' >/dev/null
+fi
+
 # e2e node dependencies: npm ci only when node_modules is missing or the
 # manifest/lock changed since the last install.
 stamp=e2e/node_modules/.signalbox-deps.sha256

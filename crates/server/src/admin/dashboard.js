@@ -51,7 +51,7 @@ function rate(value) {
 }
 
 function chart(samples) {
-  const W = 800, H = 180, PAD = 28;
+  const W = 800, H = 190, PAD = 28;
   const series = [
     ['received_per_second', 'var(--in)'],
     ['sent_per_second', 'var(--out)'],
@@ -59,8 +59,8 @@ function chart(samples) {
   ];
   const max = Math.max(1, ...samples.flatMap((s) => series.map(([k]) => s[k])));
   const x = (i) => PAD + (samples.length <= 1 ? 0 : (i * (W - 2 * PAD)) / (samples.length - 1));
-  const y = (v) => H - PAD + 8 - (v / max) * (H - PAD - 8 - 8);
-  let svg = `<svg viewBox="0 0 ${W} ${H}" preserveAspectRatio="none" role="img" aria-label="message rates">`;
+  const y = (v) => H - 18 - (v / max) * (H - 18 - 10);
+  let svg = `<svg viewBox="0 0 ${W} ${H}" preserveAspectRatio="none" role="img" aria-label="message rates" data-samples="${samples.length}">`;
   for (let i = 0; i <= 4; i++) {
     const v = (max * i) / 4;
     svg += `<line x1="${PAD}" x2="${W - 8}" y1="${y(v)}" y2="${y(v)}" stroke="#e3e7ef"/>`;
@@ -69,10 +69,20 @@ function chart(samples) {
   if (samples.length === 0) {
     svg += `<text x="${W / 2}" y="${H / 2}" text-anchor="middle" fill="#6b7385" font-size="13">collecting samples…</text>`;
   }
+  const time = (ms) => new Date(ms).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+  if (samples.length > 0) {
+    svg += `<text x="${PAD}" y="${H - 2}" font-size="10" fill="#6b7385">${time(samples[0].at)}</text>`;
+    svg += `<text x="${W - 8}" y="${H - 2}" font-size="10" fill="#6b7385" text-anchor="end">${time(samples[samples.length - 1].at)}</text>`;
+  }
   for (const [key, color] of series) {
     if (samples.length === 0) continue;
-    const points = samples.map((s, i) => `${x(i).toFixed(1)},${y(s[key]).toFixed(1)}`).join(' ');
-    svg += `<polyline fill="none" stroke="${color}" stroke-width="2" points="${points}"/>`;
+    // One sample: a flat line across, so the first rate is visible at once.
+    const shown = samples.length === 1 ? [samples[0], samples[0]] : samples;
+    const xs = (i) => (samples.length === 1 ? PAD + i * (W - 2 * PAD) : x(i));
+    const points = shown.map((s, i) => `${xs(i).toFixed(1)},${y(s[key]).toFixed(1)}`).join(' ');
+    svg += `<polyline fill="none" stroke="${color}" stroke-width="2" stroke-linejoin="round" points="${points}"/>`;
+    const last = shown.length - 1;
+    svg += `<circle cx="${xs(last).toFixed(1)}" cy="${y(shown[last][key]).toFixed(1)}" r="3" fill="${color}"/>`;
   }
   svg += '</svg>';
   $('chart').innerHTML = svg;

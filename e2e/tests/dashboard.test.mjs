@@ -1,0 +1,200 @@
+// The admin dashboard of `signalbox serve` (/admin) in headless Chromium through playwright-core:
+// an admin signs in, sees the live counts, the online users, a group and the rate chart after
+// some traffic, and the page is saved as a screenshot (e2e/artifacts/dashboard.png). A user
+// without the admin role is turned away.
+
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+
+import { chromium } from 'playwright-core';
+
+import { REPO_ROOT, signalR } from './helpers.mjs';
+
+const BIN = process.env.SIGNALBOX_SERVER_BIN || path.join(REPO_ROOT, 'target', 'debug', 'signalbox');
+const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
+const ARTIFACTS = path.join(REPO_ROOT, 'e2e', 'artifacts');
+const SECRET = 'signalbox-e2e-dashboard-secret-0123456789abcdef';
+const PASSWORD = 'e2e password 123';
+const LISTEN_RE = /Now listening on: (http:\/\/\S+)/;
+
+const dir = mkdtempSync(path.join(tmpdir(), 'signalbox-e2e-dashboard-'));
+const env = {
+  ...process.env,
+  SIGNALBOX_JWT_SECRET: SECRET,
+  SIGNALBOX_DATABASE: `sqlite://${path.join(dir, 'db.sqlite')}`,
+  SIGNALBOX_LOG_FORMAT: 'json',
+  RUST_LOG: 'warn',
+};
+
+function cli(args, input) {
+  const result = spawnSync(BIN, args, { env, input, encoding: 'utf8', timeout: 60_000 });
+  if (result.status !== 0) {
+    throw new Error(`signalbox ${args.join(' ')} failed (${result.status}): ${result.stderr}`);
+  }
+  return result.stdout;
+}
+
+const skip = !existsSync(CHROMIUM) && `no Chromium at ${CHROMIUM} (scripts/setup.sh installs it)`;
+let server;
+let url;
+let browser;
+const connections = [];
+
+before(async () => {
+  if (skip) return;
+  if (!existsSync(BIN)) {
+    throw new Error(`signalbox binary not found at ${BIN}; run \`cargo build -p signalbox-server\``);
+  }
+  cli(['user', 'add', 'root', '--role', 'admin'], `${PASSWORD}\n`);
+  cli(['user', 'add', 'alice'], `${PASSWORD}\n`);
+  cli(['user', 'add', 'bob'], `${PASSWORD}\n`);
+  cli(['user', 'add', 'backend', '--claim', 'permission=notify'], `${PASSWORD}\n`);
+  server = spawn(BIN, ['serve', '--listen', '127.0.0.1:0'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  server.stderr.on('data', (d) => (stderr += d.toString()));
+  url = await new Promise((resolve, reject) => {
+    let stdout = '';
+    const timer = setTimeout(() => reject(new Error(`no "Now listening on:" line\n${stdout}\n${stderr}`)), 60_000);
+    server.stdout.on('data', (d) => {
+      stdout += d.toString();
+      const m = LISTEN_RE.exec(stdout);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]);
+      }
+    });
+    server.on('exit', (code) => reject(new Error(`server exited (${code})\n${stdout}\n${stderr}`)));
+  });
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    ],
+  });
+});
+
+after(async () => {
+  for (const c of connections) await c.stop().catch(() => {});
+  if (browser) await browser.close();
+  if (server && server.exitCode === null) {
+    const exited = new Promise((r) => server.on('exit', r));
+    server.kill('SIGTERM');
+    await exited;
+  }
+  rmSync(dir, { recursive: true, force: true });
+});
+
+async function api(method, route, { token, body } = {}) {
+  const headers = { 'content-type': 'application/json' };
+  if (token) headers.authorization = `Bearer ${token}`;
+  const res = await fetch(`${url}${route}`, { method, headers, body: body && JSON.stringify(body) });
+  const text = await res.text();
+  return { status: res.status, body: text ? JSON.parse(text) : null };
+}
+
+async function token(username) {
+  const res = await api('POST', '/api/auth/login', { body: { username, password: PASSWORD } });
+  assert.equal(res.status, 200, JSON.stringify(res.body));
+  return res.body.access_token;
+}
+
+async function connect(username) {
+  const accessToken = await token(username);
+  const connection = new signalR.HubConnectionBuilder()
+    .withUrl(`${url}/hubs/notifications`, {
+      accessTokenFactory: () => accessToken,
+      transport: signalR.HttpTransportType.WebSockets,
+    })
+    .configureLogging(signalR.LogLevel.None)
+    .build();
+  connection.on('Notification', () => {});
+  connection.on('PresenceChanged', () => {});
+  await connection.start();
+  connections.push(connection);
+  return connection;
+}
+
+async function signIn(page, username) {
+  await page.goto(`${url}/admin`);
+  await page.fill('#username', username);
+  await page.fill('#password', PASSWORD);
+  await page.click('button[type=submit]');
+}
+
+describe('admin dashboard', { skip }, () => {
+  test('an admin sees live counts, users, groups and the rate chart', { timeout: 90_000 }, async () => {
+    await connect('alice');
+    await connect('bob');
+    const backend = await token('backend');
+    const root = await token('root');
+    assert.equal((await api('PUT', '/api/admin/groups/ops/members/alice', { token: root })).status, 204);
+    assert.equal((await api('PUT', '/api/admin/groups/ops/members/bob', { token: root })).status, 204);
+
+    // Traffic while the dashboard collects samples (one every 5 s).
+    let sent = 0;
+    const traffic = setInterval(() => {
+      sent += 1;
+      api('POST', '/api/notifications', {
+        token: backend,
+        body: { users: ['alice', 'bob'], message: `tick ${sent}` },
+      }).catch(() => {});
+    }, 200);
+
+    const page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
+    try {
+      await signIn(page, 'root');
+      await page.waitForSelector('#dashboard:not([hidden])');
+      await page.waitForFunction(() => document.getElementById('t-connections').textContent === '2');
+      assert.equal(await page.textContent('#t-online'), '2');
+      assert.equal(await page.textContent('#t-groups'), '1');
+      assert.deepEqual(await page.$$eval('#online li', (lis) => lis.map((li) => li.textContent)), ['alice', 'bob']);
+      assert.match(await page.textContent('#groups'), /ops\s*2/);
+      // Two samples are needed for a rate: wait for the chart's lines and a non-zero rate.
+      await page.waitForFunction(
+        () => Number(document.querySelector('#chart svg')?.dataset.samples) >= 3
+          && document.querySelectorAll('#chart polyline').length === 3
+          && Number(document.getElementById('t-rate-out').textContent) > 0,
+        null,
+        { timeout: 40_000, polling: 500 },
+      );
+      clearInterval(traffic);
+
+      // A user's connections, from the list of online users.
+      await page.click('#online li:has-text("alice")');
+      await page.waitForSelector('#connections button.danger');
+      assert.equal(await page.$$eval('#connections tr', (rows) => rows.length), 1);
+
+      mkdirSync(ARTIFACTS, { recursive: true });
+      const file = path.join(ARTIFACTS, 'dashboard.png');
+      await page.screenshot({ path: file, fullPage: true });
+      assert.ok(existsSync(file));
+
+      // Disconnect alice's connection from the dashboard.
+      await page.click('#connections button.danger');
+      await page.waitForFunction(() => document.getElementById('t-connections').textContent === '1', null, { timeout: 15_000 });
+    } finally {
+      clearInterval(traffic);
+      await page.close();
+    }
+  });
+
+  test('a user without the admin role is turned away', { timeout: 30_000 }, async () => {
+    const page = await browser.newPage();
+    try {
+      await signIn(page, 'bob');
+      await page.waitForFunction(() => document.getElementById('login-error').textContent.includes('admin role'));
+      assert.equal(await page.isVisible('#dashboard'), false);
+      await page.fill('#username', 'root');
+      await page.fill('#password', 'wrong password');
+      await page.click('button[type=submit]');
+      await page.waitForFunction(() => document.getElementById('login-error').textContent.includes('Wrong'));
+    } finally {
+      await page.close();
+    }
+  });
+});
