@@ -51,3 +51,6 @@ fi
 
 step "bench smoke (signalbox-bench, every scenario, a few seconds each)"
 bash scripts/bench-smoke.sh
+
+step "fuzz smoke (cargo-fuzz, every target in fuzz/, 10 s each)"
+bash scripts/fuzz-smoke.sh
