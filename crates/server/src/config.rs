@@ -234,6 +234,21 @@ pub struct OidcConfig {
     pub jwks_cache_ttl: Duration,
     /// Shortest interval between refetches caused by an unknown `kid`. Default 30 seconds.
     pub jwks_min_refresh_interval: Duration,
+    /// The client id the web page's sign-in button uses (authorization code + PKCE). Default
+    /// `audience`; without either the page shows no external sign-in.
+    pub client_id: Option<String>,
+    /// Scopes the web page asks for. Default `openid email profile`.
+    pub scopes: String,
+    /// The provider's name on the page's button. Default `Google` for Google's issuer, else
+    /// the issuer's host.
+    pub provider_name: Option<String>,
+}
+
+impl OidcConfig {
+    /// The client id of the web page: `client_id`, else `audience`.
+    pub fn browser_client_id(&self) -> Option<&str> {
+        self.client_id.as_deref().or(self.audience.as_deref())
+    }
 }
 
 impl Default for Config {
@@ -383,6 +398,9 @@ struct FileOidc {
     auto_create_users: Option<bool>,
     jwks_cache_ttl: Option<String>,
     jwks_min_refresh_interval: Option<String>,
+    client_id: Option<String>,
+    scopes: Option<String>,
+    provider_name: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -469,6 +487,9 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "SIGNALBOX_OIDC_JWKS_MIN_REFRESH_INTERVAL",
         "oidc.jwks_min_refresh_interval",
     ),
+    ("SIGNALBOX_OIDC_CLIENT_ID", "oidc.client_id"),
+    ("SIGNALBOX_OIDC_SCOPES", "oidc.scopes"),
+    ("SIGNALBOX_OIDC_PROVIDER_NAME", "oidc.provider_name"),
     ("SIGNALBOX_LOG_FORMAT", "log.format"),
     ("SIGNALBOX_METRICS_PUBLIC", "metrics.public"),
     ("SIGNALBOX_METRICS_TOKEN", "metrics.token"),
@@ -618,6 +639,9 @@ fn apply_env(
         &mut raw.oidc.jwks_min_refresh_interval,
         "SIGNALBOX_OIDC_JWKS_MIN_REFRESH_INTERVAL",
     );
+    set(&mut raw.oidc.client_id, "SIGNALBOX_OIDC_CLIENT_ID");
+    set(&mut raw.oidc.scopes, "SIGNALBOX_OIDC_SCOPES");
+    set(&mut raw.oidc.provider_name, "SIGNALBOX_OIDC_PROVIDER_NAME");
     set(&mut raw.log.format, "SIGNALBOX_LOG_FORMAT");
     set(&mut raw.metrics.token, "SIGNALBOX_METRICS_TOKEN");
     set(&mut raw.admin.role, "SIGNALBOX_ADMIN_ROLE");
@@ -823,8 +847,17 @@ fn resolve(raw: FileConfig) -> Result<Config, ConfigError> {
                 o.jwks_min_refresh_interval,
                 Duration::from_secs(30),
             )?,
+            client_id: o.client_id,
+            scopes: o
+                .scopes
+                .unwrap_or_else(|| "openid email profile".to_owned()),
+            provider_name: o.provider_name,
         }),
-        None if o.discovery_url.is_some() || o.jwks_url.is_some() || o.audience.is_some() => {
+        None if o.discovery_url.is_some()
+            || o.jwks_url.is_some()
+            || o.audience.is_some()
+            || o.client_id.is_some() =>
+        {
             return Err(invalid(
                 "oidc.issuer (SIGNALBOX_OIDC_ISSUER)",
                 "the other oidc settings need oidc.issuer",

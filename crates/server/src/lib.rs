@@ -28,3 +28,4 @@ pub mod refresh;
 pub mod server;
 pub mod state;
 pub mod tokens;
+pub mod web;

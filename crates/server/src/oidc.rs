@@ -37,6 +37,15 @@ struct Discovery {
     jwks_uri: String,
 }
 
+/// The provider endpoints a browser needs for the authorization code flow.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BrowserEndpoints {
+    /// Where the browser is sent to sign in.
+    pub authorization_endpoint: String,
+    /// Where the browser exchanges the code (with its PKCE verifier) for tokens.
+    pub token_endpoint: String,
+}
+
 struct CachedKey {
     key: DecodingKey,
     algorithm: Algorithm,
@@ -57,6 +66,7 @@ struct Inner {
     config: OidcConfig,
     http: reqwest::Client,
     jwks_url: tokio::sync::OnceCell<String>,
+    endpoints: tokio::sync::OnceCell<BrowserEndpoints>,
     cache: RwLock<Cache>,
     refresh: tokio::sync::Mutex<()>,
 }
@@ -113,6 +123,7 @@ impl OidcVerifier {
                 config,
                 http,
                 jwks_url,
+                endpoints: tokio::sync::OnceCell::new(),
                 cache: RwLock::new(Cache {
                     keys: HashMap::new(),
                     fetched: None,
@@ -165,16 +176,42 @@ impl OidcVerifier {
         response.json().await.map_err(|e| fail(e.to_string()))
     }
 
+    fn discovery_url(&self) -> String {
+        self.inner.config.discovery_url.clone().unwrap_or_else(|| {
+            format!(
+                "{}/.well-known/openid-configuration",
+                self.inner.config.issuer
+            )
+        })
+    }
+
+    /// The authorization and token endpoints from the discovery document (read once, then
+    /// cached; a failure is retried at the next call).
+    pub async fn browser_endpoints(&self) -> Result<BrowserEndpoints, OidcError> {
+        self.inner
+            .endpoints
+            .get_or_try_init(|| async {
+                let url = self.discovery_url();
+                let doc: Value = self.get_json(&url).await?;
+                if doc
+                    .get("issuer")
+                    .and_then(Value::as_str)
+                    .map(|i| i.trim_end_matches('/'))
+                    != Some(self.inner.config.issuer.as_str())
+                {
+                    return Err(OidcError::Discovery(url));
+                }
+                serde_json::from_value(doc).map_err(|_| OidcError::Discovery(url))
+            })
+            .await
+            .cloned()
+    }
+
     async fn jwks_url(&self) -> Result<String, OidcError> {
         self.inner
             .jwks_url
             .get_or_try_init(|| async {
-                let url = self.inner.config.discovery_url.clone().unwrap_or_else(|| {
-                    format!(
-                        "{}/.well-known/openid-configuration",
-                        self.inner.config.issuer
-                    )
-                });
+                let url = self.discovery_url();
                 let doc: Discovery = self.get_json(&url).await?;
                 if doc.issuer.trim_end_matches('/') != self.inner.config.issuer {
                     return Err(OidcError::Discovery(url));

@@ -171,6 +171,7 @@ pub async fn build(mut config: Config) -> Result<Service, StartError> {
         .merge(crate::health::router(state.clone()))
         .merge(crate::metrics::router(state.clone()))
         .merge(crate::admin::router(state.clone()))
+        .merge(crate::web::router(state.clone()))
         .map_hub(HUB_PATH, hub);
     if let Some(cors) = cors_layer(&state.config.cors) {
         router = router.layer(cors);

@@ -345,6 +345,9 @@ async fn oidc_tokens_are_mapped_to_local_users_and_keys_rotate() {
             auto_create_users: true,
             jwks_cache_ttl: std::time::Duration::from_secs(3600),
             jwks_min_refresh_interval: std::time::Duration::ZERO,
+            client_id: None,
+            scopes: "openid email".into(),
+            provider_name: None,
         });
     })
     .await;

@@ -47,7 +47,7 @@ pub struct RegisteredUser {
     pub username: String,
 }
 
-async fn session(
+pub(crate) async fn session(
     state: &AppState,
     user: &UserRow,
     family: Option<String>,

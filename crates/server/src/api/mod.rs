@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod external;
 pub mod extract;
 pub mod groups;
 pub mod notifications;
@@ -25,6 +26,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/auth/login", post(auth::login))
         .route("/api/auth/refresh", post(auth::refresh))
         .route("/api/auth/logout", post(auth::logout))
+        .route("/api/auth/external", post(external::external_login))
         .route("/.well-known/jwks.json", get(auth::jwks))
         .route(
             "/api/notifications",

@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{auth, error, groups, notifications, users};
+use super::{auth, error, external, groups, notifications, users};
 use crate::inbox::{InboxItem, Notification};
 use crate::presence::PresenceChanged;
 
@@ -43,6 +43,7 @@ impl Modify for BearerScheme {
         auth::refresh,
         auth::logout,
         auth::jwks,
+        external::external_login,
         notifications::list,
         notifications::mark_read,
         notifications::publish,
@@ -57,6 +58,7 @@ impl Modify for BearerScheme {
         auth::RefreshRequest,
         auth::TokenResponse,
         auth::RegisteredUser,
+        external::ExternalLogin,
         notifications::PublishRequest,
         notifications::PublishResponse,
         notifications::StoredNotification,
