@@ -32,7 +32,7 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
   fi
 fi
 
-# Chromium for the dashboard screenshot test (e2e/tests/dashboard.test.mjs, driven by
+# Chromium for the browser tests (e2e/tests/dashboard.test.mjs and page.test.mjs, driven by
 # playwright-core with executablePath /usr/bin/chromium).
 if [ -x /usr/bin/chromium ]; then
   log "chromium present"

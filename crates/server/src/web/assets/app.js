@@ -625,7 +625,11 @@
     $('reconnect').addEventListener('click', connect);
     $('notify-form').addEventListener('submit', sendNotification);
     window.addEventListener('online', () => {
-      if (state.session && $('conn-state').dataset.state === 'offline') connect();
+      if (!state.session) return;
+      const current = state.connection?.state;
+      if (current === signalR.HubConnectionState.Connected) setConnState('connected');
+      else if (current === signalR.HubConnectionState.Reconnecting) setConnState('reconnecting');
+      else if (!current || current === signalR.HubConnectionState.Disconnected) connect();
     });
     window.addEventListener('offline', () => {
       if (state.session) setConnState('offline');
