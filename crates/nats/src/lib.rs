@@ -133,6 +133,10 @@ impl NatsBackplane {
         let (state_tx, state_rx) = watch::channel(BackplaneState::Connecting);
         let state_tx = Arc::new(state_tx);
         let events = state_tx.clone();
+        // A reconnect is reported only after a round trip, so the server has processed the
+        // resubscriptions the client sends on reconnecting before anyone relies on them.
+        let reconnected = Arc::new(tokio::sync::Notify::new());
+        let reconnected_events = reconnected.clone();
         let (min, max) = (options.reconnect_min_delay, options.reconnect_max_delay);
         let client = connect_options
             .connection_timeout(options.connect_timeout)
@@ -144,11 +148,12 @@ impl NatsBackplane {
             })
             .event_callback(move |event| {
                 let events = events.clone();
+                let reconnected = reconnected_events.clone();
                 async move {
                     match event {
                         Event::Connected => {
                             tracing::info!(target: LOG, "nats backplane connected");
-                            events.send_replace(BackplaneState::Connected);
+                            reconnected.notify_one();
                         }
                         Event::Disconnected => {
                             tracing::warn!(target: LOG, "nats backplane connection lost; reconnecting");
@@ -173,6 +178,20 @@ impl NatsBackplane {
                 changed
             });
         }
+        let confirm_client = client.clone();
+        let confirm_state = state_tx.clone();
+        tokio::spawn(async move {
+            // Ends when the backplane (the last state receiver) is dropped.
+            loop {
+                tokio::select! {
+                    () = reconnected.notified() => {}
+                    () = confirm_state.closed() => return,
+                }
+                if confirm_client.flush().await.is_ok() {
+                    confirm_state.send_replace(BackplaneState::Connected);
+                }
+            }
+        });
         let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
         Ok(Self {
             client,
