@@ -30,7 +30,8 @@ pub enum AuthError {
     /// The token is not a well-formed JWT.
     #[error("malformed token")]
     Malformed,
-    /// The token's algorithm is not allowed for any configured key (including `none`).
+    /// The token's algorithm is not allowed for any configured key. (`alg: none` is not an
+    /// algorithm the decoder knows: such a token is [`AuthError::Malformed`].)
     #[error("algorithm not allowed")]
     AlgorithmNotAllowed,
     /// The token names a key id that is not configured.

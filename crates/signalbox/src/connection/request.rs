@@ -66,15 +66,29 @@ impl HttpRequestInfo {
 }
 
 /// The query string with the value of `access_token` replaced by `[redacted]`, for logs.
+///
+/// Keys are compared after form-urlencoded decoding, exactly as the token lookup reads them, so
+/// `access%5Ftoken=…` is redacted too.
 pub fn redact_query(query: &str) -> String {
     query
         .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((k, _)) if k.eq_ignore_ascii_case("access_token") => format!("{k}=[redacted]"),
-            _ => pair.to_owned(),
+        .map(|pair| {
+            let key = pair.split_once('=').map_or(pair, |(k, _)| k);
+            if is_access_token_key(key) {
+                format!("{key}=[redacted]")
+            } else {
+                pair.to_owned()
+            }
         })
         .collect::<Vec<_>>()
         .join("&")
+}
+
+/// Whether a raw (still encoded) query key decodes to `access_token`, in any case.
+fn is_access_token_key(raw_key: &str) -> bool {
+    form_urlencoded::parse(raw_key.as_bytes())
+        .next()
+        .is_some_and(|(k, _)| k.eq_ignore_ascii_case("access_token"))
 }
 
 #[cfg(test)]
