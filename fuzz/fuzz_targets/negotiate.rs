@@ -48,7 +48,7 @@ fuzz_target!(|data: &[u8]| {
 fn negotiate_version_param(raw: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(raw).ok()?;
     let uri: http::Uri = format!("/hub/negotiate?{text}").parse().ok()?;
-    signalbox::HttpRequestInfo::new(uri.path(), http::HeaderMap::new(), uri.query())
+    signalbox::HttpRequestInfo::new(uri.path(), &http::HeaderMap::new(), uri.query())
         .query("negotiateVersion")
         .map(str::to_owned)
 }

@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let headers = HeaderMap::new();
     let token = bearer_token(&headers, Some(query));
-    let info = HttpRequestInfo::new("/hub", headers, Some(query));
+    let info = HttpRequestInfo::new("/hub", &headers, Some(query));
     // Hubs never see the token.
     assert_eq!(info.query("access_token"), None);
 

@@ -23,8 +23,10 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::wire::{HUB_PATH, MSG_TARGET, Publish};
 
-/// Socket buffer sizes shared by both servers (signalbox's defaults), so that memory compares.
-pub const BUFFER_SIZE: usize = 4 * 1024;
+/// WebSocket buffer sizes shared by both servers (signalbox's defaults), so that memory compares.
+pub const READ_BUFFER_SIZE: usize = 1024;
+/// See [`READ_BUFFER_SIZE`].
+pub const WRITE_BUFFER_SIZE: usize = 4 * 1024;
 /// Frames queued per connection before the bare server drops messages for it.
 pub const QUEUE: usize = 1024;
 
@@ -230,8 +232,8 @@ async fn bare_connection(stream: TcpStream, registry: Shared) {
         Ok(resp)
     };
     let config = WebSocketConfig::default()
-        .read_buffer_size(BUFFER_SIZE)
-        .write_buffer_size(BUFFER_SIZE)
+        .read_buffer_size(READ_BUFFER_SIZE)
+        .write_buffer_size(WRITE_BUFFER_SIZE)
         .max_write_buffer_size(usize::MAX);
     let Ok(mut ws) =
         tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config)).await

@@ -62,8 +62,10 @@ pub struct ConnectionOptions {
     /// A negotiated connection that no transport picks up within this time is discarded.
     /// Defaults to 15 seconds.
     pub disconnect_timeout: Duration,
-    /// WebSocket read buffer per connection, in bytes. Defaults to 4 KiB (tungstenite's own default
-    /// is 128 KiB, allocated up front for every connection).
+    /// WebSocket read buffer per connection, in bytes: allocated for each connection's whole life,
+    /// and the most read from the socket at once. Defaults to 1 KiB (tungstenite's own default is
+    /// 128 KiB): clients of notification hubs mostly send small messages, and a larger message is
+    /// read in several reads into a buffer that grows to fit it.
     pub websocket_read_buffer_size: usize,
     /// WebSocket write buffer per connection, in bytes. Defaults to 4 KiB.
     pub websocket_write_buffer_size: usize,
@@ -103,7 +105,7 @@ impl Default for ConnectionOptions {
             ],
             minimum_negotiate_version: 0,
             disconnect_timeout: Duration::from_secs(15),
-            websocket_read_buffer_size: 4 * 1024,
+            websocket_read_buffer_size: 1024,
             websocket_write_buffer_size: 4 * 1024,
             websocket_max_message_size: 1024 * 1024,
             transport_send_timeout: Duration::from_secs(10),

@@ -23,7 +23,7 @@ fn redact_query_redacts_percent_encoded_access_token_keys() {
             "{query}"
         );
         // …and hides it from hubs…
-        let info = HttpRequestInfo::new("/hub", HeaderMap::new(), Some(query));
+        let info = HttpRequestInfo::new("/hub", &HeaderMap::new(), Some(query));
         assert_eq!(info.query("access_token"), None);
         // …so it must not reach the logs either.
         let redacted = redact_query(query);

@@ -1,5 +1,6 @@
 //! The authenticated user of a connection (SignalR's `ClaimsPrincipal`).
 
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
@@ -12,38 +13,84 @@ const ROLE_CLAIMS: [&str; 3] = [
 ];
 
 /// An authenticated caller: its user id and the claims of its token.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Principal {
-    user_id: Option<String>,
-    claims: Map<String, Value>,
+///
+/// Cloning is cheap: the claims are shared, not copied (one connection's principal is held by
+/// its transport, its hub caller and each invocation context). They are kept as a sorted list;
+/// [`Principal::claims`] builds a map the first time it is called.
+#[derive(Clone)]
+pub struct Principal(Arc<Claims>);
+
+struct Claims {
+    user_id: Option<Box<str>>,
+    /// Sorted by claim type, unique.
+    entries: Box<[(Box<str>, Value)]>,
+    map: OnceLock<Map<String, Value>>,
+}
+
+impl PartialEq for Principal {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.user_id == other.0.user_id && self.0.entries == other.0.entries
+    }
+}
+
+impl std::fmt::Debug for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Principal")
+            .field("user_id", &self.0.user_id)
+            .field("claims", &self.0.entries)
+            .finish()
+    }
 }
 
 impl Principal {
     /// Builds a principal from a claim set, taking the user id from `user_id_claim`.
     pub fn new(claims: Map<String, Value>, user_id_claim: &str) -> Self {
-        let user_id = claims.get(user_id_claim).and_then(claim_as_string);
-        Self { user_id, claims }
+        let user_id = claims
+            .get(user_id_claim)
+            .and_then(claim_as_string)
+            .map(String::into_boxed_str);
+        let mut entries: Box<[(Box<str>, Value)]> = claims
+            .into_iter()
+            .map(|(k, v)| (k.into_boxed_str(), v))
+            .collect();
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Self(Arc::new(Claims {
+            user_id,
+            entries,
+            map: OnceLock::new(),
+        }))
     }
 
     /// The user id (by default the `sub` claim); `None` when the token has no such claim.
     pub fn user_id(&self) -> Option<&str> {
-        self.user_id.as_deref()
+        self.0.user_id.as_deref()
     }
 
-    /// All claims of the token.
+    /// All claims of the token (built on first use).
     pub fn claims(&self) -> &Map<String, Value> {
-        &self.claims
+        self.0.map.get_or_init(|| {
+            self.0
+                .entries
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect()
+        })
     }
 
     /// The raw value of one claim.
     pub fn claim(&self, claim_type: &str) -> Option<&Value> {
-        self.claims.get(claim_type)
+        let entries = &self.0.entries;
+        entries
+            .binary_search_by(|(k, _)| (**k).cmp(claim_type))
+            .ok()
+            .and_then(|i| entries.get(i))
+            .map(|(_, v)| v)
     }
 
     /// The values of one claim as strings: a string claim gives one value, an array claim one per
     /// element, numbers and booleans their text.
     pub fn claim_values(&self, claim_type: &str) -> Vec<String> {
-        match self.claims.get(claim_type) {
+        match self.claim(claim_type) {
             Some(Value::Array(items)) => items.iter().filter_map(claim_as_string).collect(),
             Some(value) => claim_as_string(value).into_iter().collect(),
             None => Vec::new(),
@@ -63,7 +110,7 @@ impl Principal {
 
     /// When the token expires (`exp`), if it says.
     pub fn expires_at(&self) -> Option<SystemTime> {
-        let exp = self.claims.get("exp")?.as_f64()?;
+        let exp = self.claim("exp")?.as_f64()?;
         if !exp.is_finite() || exp < 0.0 {
             return None;
         }
@@ -104,6 +151,21 @@ mod tests {
             Some("a@example.com")
         );
         assert_eq!(principal(json!({"name": "x"})).user_id(), None);
+    }
+
+    #[test]
+    fn every_claim_is_kept_and_clones_share_them() {
+        let claims = json!({"sub": "a", "z": 1, "aud": ["x", "y"], "m": {"k": true}, "b": null});
+        let p = principal(claims.clone());
+        for (k, v) in claims.as_object().unwrap() {
+            assert_eq!(p.claim(k), Some(v), "{k}");
+        }
+        assert_eq!(p.claim("nope"), None);
+        assert_eq!(&Value::Object(p.claims().clone()), &claims);
+        let copy = p.clone();
+        assert_eq!(copy, p);
+        assert!(std::ptr::eq(copy.claims(), p.claims()));
+        assert_ne!(copy, principal(json!({"sub": "a"})));
     }
 
     #[test]

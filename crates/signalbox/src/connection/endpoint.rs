@@ -226,7 +226,7 @@ async fn negotiate(
             Err(error) => return json_response(&NegotiateError { error }),
         };
     if let Some(redirect) = &endpoint.settings.negotiate_redirect {
-        let request = HttpRequestInfo::new(uri.path(), headers.clone(), uri.query());
+        let request = HttpRequestInfo::new(uri.path(), &headers, uri.query());
         if let Some(target) = redirect(&request) {
             return json_response(&target);
         }
@@ -329,7 +329,7 @@ async fn connect(State(endpoint): State<Arc<HubEndpoint>>, request: Request) -> 
     };
     let request_info = Arc::new(HttpRequestInfo::new(
         parts.uri.path(),
-        parts.headers.clone(),
+        &parts.headers,
         parts.uri.query(),
     ));
     let queue_capacity = endpoint.settings.queue_capacity;
@@ -412,19 +412,15 @@ async fn upgrade_websocket(
                 queue_capacity,
                 send_timeout,
             };
-            if entry.stateful {
-                let connection = websocket::connect_resumable(socket, session, &entry, buffer_size);
-                endpoint.handler.clone().run(connection).await;
-                entry.dispose();
-                endpoint.manager.remove(&entry.token);
-                return;
-            }
-            let (connection, writer) = websocket::connect(socket, session);
-            endpoint.handler.clone().run(connection).await;
-            entry.dispose();
-            endpoint.manager.remove(&entry.token);
-            // The writer ends once it has flushed what the hub queued and closed the socket.
-            let _ = writer.await;
+            // The hub runs in a task of its own so that this (larger) upgrade task ends now.
+            let connection = if entry.stateful {
+                websocket::connect_resumable(socket, session, &entry, buffer_size)
+            } else {
+                // The writer ends by itself once it has flushed what the hub queued and closed
+                // the socket.
+                websocket::connect(socket, session)
+            };
+            spawn_hub(&endpoint, entry, connection);
         })
 }
 

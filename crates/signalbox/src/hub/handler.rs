@@ -371,7 +371,9 @@ async fn receive_loop(
     // Messages that arrived together with the handshake.
     if !buf.is_empty() {
         last_received = Some(Instant::now());
-        if let Some(close) = drain(dispatcher, protocol, buf, max, incoming.as_mut()).await {
+        if let Some(close) =
+            Box::pin(drain(dispatcher, protocol, buf, max, incoming.as_mut())).await
+        {
             return close;
         }
     }
@@ -398,7 +400,7 @@ async fn receive_loop(
                 crate::metrics::received(protocol, 0, chunk.len() as u64);
                 last_received = Some(Instant::now());
                 buf.extend_from_slice(&chunk);
-                if let Some(close) = drain(dispatcher, protocol, buf, max, incoming.as_mut()).await {
+                if let Some(close) = Box::pin(drain(dispatcher, protocol, buf, max, incoming.as_mut())).await {
                     return close;
                 }
             }
@@ -452,6 +454,9 @@ async fn receive_loop(
 }
 
 /// Decodes and dispatches every complete message in `buf`. `Some(close)` ends the connection.
+///
+/// Callers box this future: it is large and only alive while messages are processed, so an idle
+/// connection does not carry its size.
 async fn drain(
     dispatcher: &mut Dispatcher,
     protocol: Protocol,

@@ -54,15 +54,12 @@ fn classify(message: Result<Message, axum::Error>) -> Inbound {
 }
 
 /// Splits the socket into a [`Connection`] for the hub layer and a writer task.
-pub(crate) fn connect(
-    socket: WebSocket,
-    session: WebSocketSession,
-) -> (Connection, tokio::task::JoinHandle<()>) {
+pub(crate) fn connect(socket: WebSocket, session: WebSocketSession) -> Connection {
     let (sink, stream) = socket.split();
     let (tx, rx) = mpsc::channel(session.queue_capacity.max(1));
     let binary = Arc::new(AtomicBool::new(false));
     let transport_closed = CancellationToken::new();
-    let writer = tokio::spawn(write_loop(
+    tokio::spawn(write_loop(
         sink,
         rx,
         binary.clone(),
@@ -79,7 +76,7 @@ pub(crate) fn connect(
             })
         })
         .boxed();
-    let connection = Connection {
+    Connection {
         id: session.id,
         transport: TransportType::WebSockets,
         principal: session.principal,
@@ -91,8 +88,7 @@ pub(crate) fn connect(
         keep_alive: true,
         resumable: None,
         transport_closed,
-    };
-    (connection, writer)
+    }
 }
 
 /// The first socket of a connection that negotiated stateful reconnect: the hub gets a connection
@@ -294,7 +290,9 @@ async fn write_loop(
             }
             ok && sink.flush().await.is_ok()
         };
-        match tokio::time::timeout(send_timeout, batch).await {
+        // Boxed: the batch future is only alive while writing; an idle connection's writer task
+        // stays small.
+        match tokio::time::timeout(send_timeout, Box::pin(batch)).await {
             Ok(true) => crate::metrics::bytes_sent(TransportType::WebSockets, bytes as u64),
             Ok(false) => {
                 tracing::debug!(target: "signalbox::transport", "websocket write failed");
