@@ -5,13 +5,19 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use common::{Client, SECRET, http, serve, token, ws_connect};
+use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
-use signalbox::protocol::{CompletionOutcome, HubMessage, Payload, Protocol};
-use signalbox::{Caller, Hub, HubError, HubOptions, HubRouterExt, JwtAuth, Policy};
+use signalbox::lifetime::{ClientResultError, ConnectionHandle, SendError, SerializedMessage};
+use signalbox::protocol::{Completion, CompletionOutcome, HubMessage, Payload, Protocol};
+use signalbox::{
+    Caller, Hub, HubError, HubLifetimeManager, HubOptions, HubRouterExt, JwtAuth,
+    LocalLifetimeManager, Policy, Target,
+};
 
 fn test_hub(options: HubOptions) -> Hub {
     Hub::builder("test")
@@ -265,6 +271,116 @@ async fn detailed_errors_include_the_exception() {
         error_text(c.invoke("Add", vec![p(json!(1))]).await),
         "Failed to invoke 'Add' due to an error on the server. InvalidDataException: Invocation provides 1 argument(s) but target expects 2."
     );
+}
+
+/// A lifetime manager that takes its time to register a connection, as one with a backplane
+/// subscription to make does: 50 ms before the local registration and 50 ms after it.
+struct SlowToRegister(LocalLifetimeManager);
+
+impl HubLifetimeManager for SlowToRegister {
+    fn on_connected(&self, connection: ConnectionHandle) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            self.0.on_connected(connection).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        })
+    }
+    fn on_disconnected<'a>(&'a self, connection_id: &'a str) -> BoxFuture<'a, ()> {
+        self.0.on_disconnected(connection_id)
+    }
+    fn send(
+        &self,
+        target: Target,
+        message: Arc<SerializedMessage>,
+    ) -> BoxFuture<'_, Result<(), SendError>> {
+        self.0.send(target, message)
+    }
+    fn add_to_group<'a>(
+        &'a self,
+        connection_id: &'a str,
+        group: &'a str,
+    ) -> BoxFuture<'a, Result<(), SendError>> {
+        self.0.add_to_group(connection_id, group)
+    }
+    fn remove_from_group<'a>(
+        &'a self,
+        connection_id: &'a str,
+        group: &'a str,
+    ) -> BoxFuture<'a, Result<(), SendError>> {
+        self.0.remove_from_group(connection_id, group)
+    }
+    fn abort_connection<'a>(&'a self, connection_id: &'a str) -> BoxFuture<'a, ()> {
+        self.0.abort_connection(connection_id)
+    }
+    fn invoke_client(
+        &self,
+        connection_id: String,
+        target: String,
+        arguments: Vec<Payload>,
+    ) -> BoxFuture<'_, Result<Payload, ClientResultError>> {
+        self.0.invoke_client(connection_id, target, arguments)
+    }
+    fn on_client_completion(&self, connection_id: &str, completion: Completion) -> bool {
+        self.0.on_client_completion(connection_id, completion)
+    }
+    fn local_connection_ids(&self) -> Vec<String> {
+        self.0.local_connection_ids()
+    }
+}
+
+/// A message sent to everyone right after a client saw its handshake response reaches it, however
+/// long the lifetime manager takes to register the connection: registration happens before the
+/// response is queued, and what is sent to the connection meanwhile follows the response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcast_right_after_the_handshake_is_never_missed() {
+    let hub = Hub::builder("slow")
+        .authentication(JwtAuth::hs256(SECRET).unwrap())
+        .lifetime_manager(Arc::new(SlowToRegister(LocalLifetimeManager::new())))
+        .build();
+    let context = hub.context();
+    let addr = serve(Router::new().map_hub("/hub", hub)).await;
+    let t = token(json!({"sub": "alice"}));
+    // A broadcaster running throughout, so that messages land while clients register: they must
+    // never come before a handshake response (`Client::connect` fails unless it is the first
+    // frame).
+    let running = context.clone();
+    let background = tokio::spawn(async move {
+        loop {
+            running.clients().all().send("Noise", ((),)).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    });
+    for round in 0..5u32 {
+        for protocol in [Protocol::Json, Protocol::MessagePack] {
+            let mut c = Client::connect(addr, "/hub", Some(&t), protocol).await;
+            context
+                .clients()
+                .all()
+                .send("Hello", (round,))
+                .await
+                .unwrap();
+            let mut noise = 0;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "round {round}: Hello never arrived"
+                );
+                match c.recv_non_ping().await.expect("connection closed") {
+                    HubMessage::Invocation(inv) if inv.target == "Hello" => {
+                        let n: u32 = inv.arguments[0].deserialize().unwrap();
+                        assert_eq!(n, round);
+                        break;
+                    }
+                    HubMessage::Invocation(inv) if inv.target == "Noise" => noise += 1,
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            // Noise sent during the 50 ms after registration was held, then delivered.
+            assert!(noise > 0, "round {round}: no noise before Hello");
+        }
+    }
+    background.abort();
 }
 
 #[tokio::test]

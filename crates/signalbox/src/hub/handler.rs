@@ -119,16 +119,9 @@ async fn run_connection(hub: Arc<HubInner>, mut connection: Connection) {
             resumable.disable();
         }
     }
-    if connection
-        .outbound
-        .send(handshake_response(None))
-        .await
-        .is_err()
-    {
-        return;
-    }
-
-    // 2. Register the connection.
+    // 2. Register the connection before the client can see the handshake response, so that a
+    //    message sent to everyone once the client is connected cannot miss it. What is sent to
+    //    it meanwhile is held and follows the handshake response.
     let user_id: Option<Arc<str>> = connection
         .principal
         .as_ref()
@@ -140,15 +133,25 @@ async fn run_connection(hub: Arc<HubInner>, mut connection: Connection) {
     let abort = CancellationToken::new();
     let aborted_by_hub = CancellationToken::new();
     let lifetime = hub.context.lifetime_manager().clone();
-    lifetime
-        .on_connected(ConnectionHandle::new(
-            connection.id.clone(),
-            user_id.clone(),
-            protocol,
-            connection.outbound.clone(),
-            abort.clone(),
-        ))
-        .await;
+    let handle = ConnectionHandle::opening(
+        connection.id.clone(),
+        user_id.clone(),
+        protocol,
+        connection.outbound.clone(),
+        abort.clone(),
+    );
+    lifetime.on_connected(handle.clone()).await;
+    if connection
+        .outbound
+        .send(handshake_response(None))
+        .await
+        .is_err()
+    {
+        lifetime.on_disconnected(&connection.id).await;
+        return;
+    }
+    handle.open();
+    drop(handle);
     let caller = Caller::new(
         connection.id.clone(),
         connection.principal.clone(),

@@ -4,6 +4,7 @@
 
 mod backplane;
 mod client_results;
+mod gate;
 mod local;
 mod scaled;
 mod serialized;
@@ -73,6 +74,7 @@ pub struct ConnectionHandle {
     protocol: Protocol,
     outbound: mpsc::Sender<Bytes>,
     abort: CancellationToken,
+    gate: Arc<gate::Gate>,
 }
 
 impl fmt::Debug for ConnectionHandle {
@@ -86,6 +88,7 @@ impl fmt::Debug for ConnectionHandle {
 }
 
 impl ConnectionHandle {
+    /// A handle that sends straight away.
     pub(crate) fn new(
         id: Arc<str>,
         user_id: Option<Arc<str>>,
@@ -99,7 +102,30 @@ impl ConnectionHandle {
             protocol,
             outbound,
             abort,
+            gate: Arc::new(gate::Gate::opened()),
         }
+    }
+
+    /// A handle that holds what is sent to it until [`ConnectionHandle::open`]: the hub
+    /// registers a connection with one before it queues the handshake response.
+    pub(crate) fn opening(
+        id: Arc<str>,
+        user_id: Option<Arc<str>>,
+        protocol: Protocol,
+        outbound: mpsc::Sender<Bytes>,
+        abort: CancellationToken,
+    ) -> Self {
+        Self {
+            gate: Arc::new(gate::Gate::default()),
+            ..Self::new(id, user_id, protocol, outbound, abort)
+        }
+    }
+
+    /// Sends what was held, in order; from now on frames go straight to the connection.
+    pub(crate) fn open(&self) {
+        self.gate.open(|frame| {
+            self.queue(frame);
+        });
     }
 
     /// The public connection id.
@@ -120,6 +146,13 @@ impl ConnectionHandle {
     /// Queues a frame without waiting. A full queue marks the connection as a slow consumer and
     /// closes it; a closed one means the connection is gone. Returns whether the frame was queued.
     pub fn try_send(&self, frame: Bytes) -> bool {
+        match self.gate.hold(frame) {
+            Some(frame) => self.queue(frame),
+            None => true,
+        }
+    }
+
+    fn queue(&self, frame: Bytes) -> bool {
         match self.outbound.try_send(frame) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
