@@ -30,11 +30,19 @@ pub struct HttpRequestInfo {
     /// The path, then each header's name and value, then each query key and value.
     data: Box<[u8]>,
     path: Range<u32>,
-    /// (name, value, sensitive) of each header, in request order; names are lowercase.
-    headers: Box<[(Range<u32>, Range<u32>, bool)]>,
+    /// Each header, in request order.
+    headers: Box<[StoredHeader]>,
     /// (key, value) of each query parameter, decoded.
     query: Box<[(Range<u32>, Range<u32>)]>,
     header_map: OnceLock<HeaderMap>,
+}
+
+/// Where one header's name (lowercase) and value are in `data`, and whether it is sensitive.
+#[derive(Debug, Clone)]
+struct StoredHeader {
+    name: Range<u32>,
+    value: Range<u32>,
+    sensitive: bool,
 }
 
 impl Clone for HttpRequestInfo {
@@ -69,12 +77,10 @@ impl HttpRequestInfo {
         let headers = headers
             .iter()
             .filter(|(name, _)| !HANDSHAKE_HEADERS.contains(name))
-            .map(|(name, value)| {
-                (
-                    push(&mut data, name.as_str().as_bytes()),
-                    push(&mut data, value.as_bytes()),
-                    value.is_sensitive(),
-                )
+            .map(|(name, value)| StoredHeader {
+                name: push(&mut data, name.as_str().as_bytes()),
+                value: push(&mut data, value.as_bytes()),
+                sensitive: value.is_sensitive(),
             })
             .collect();
         let query = raw_query
@@ -113,14 +119,14 @@ impl HttpRequestInfo {
     pub fn headers(&self) -> &HeaderMap {
         self.header_map.get_or_init(|| {
             let mut map = HeaderMap::with_capacity(self.headers.len());
-            for (name, value, sensitive) in &self.headers {
+            for header in &self.headers {
                 let (Ok(name), Ok(mut value)) = (
-                    HeaderName::from_bytes(self.bytes(name)),
-                    HeaderValue::from_bytes(self.bytes(value)),
+                    HeaderName::from_bytes(self.bytes(&header.name)),
+                    HeaderValue::from_bytes(self.bytes(&header.value)),
                 ) else {
                     continue;
                 };
-                value.set_sensitive(*sensitive);
+                value.set_sensitive(header.sensitive);
                 map.append(name, value);
             }
             map
@@ -134,8 +140,8 @@ impl HttpRequestInfo {
     ) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
         self.headers
             .iter()
-            .filter(move |(n, _, _)| self.text(n).eq_ignore_ascii_case(name))
-            .map(|(_, value, _)| self.bytes(value))
+            .filter(move |header| self.text(&header.name).eq_ignore_ascii_case(name))
+            .map(|header| self.bytes(&header.value))
     }
 
     /// One header as text (`None` if absent or not visible ASCII).
