@@ -411,6 +411,7 @@ async fn upgrade_websocket(
                 request,
                 queue_capacity,
                 send_timeout,
+                closed: entry.closed.clone(),
             };
             // The hub runs in a task of its own so that this (larger) upgrade task ends now.
             let connection = if entry.stateful {

@@ -37,9 +37,10 @@ pub(crate) struct ConnectionEntry {
     pub(crate) closed: CancellationToken,
     /// Where POSTed bytes go (SSE and long polling; created on first use, so data POSTed before
     /// the first poll is kept).
-    inbound: OnceLock<Inbound>,
+    /// (Boxed, as the long-polling state: a WebSocket connection never uses either.)
+    inbound: OnceLock<Box<Inbound>>,
     /// Long-polling state.
-    pub(crate) long_poll: OnceLock<LongPoll>,
+    pub(crate) long_poll: OnceLock<Box<LongPoll>>,
     /// Stateful-reconnect state (WebSockets).
     pub(crate) resumable: OnceLock<Arc<Resumable>>,
 }
@@ -90,10 +91,10 @@ impl ConnectionEntry {
     pub(crate) fn inbound(&self) -> &Inbound {
         self.inbound.get_or_init(|| {
             let (tx, rx) = mpsc::channel(INBOUND_CAPACITY);
-            Inbound {
+            Box::new(Inbound {
                 tx,
                 rx: Mutex::new(Some(rx)),
-            }
+            })
         })
     }
 

@@ -34,7 +34,8 @@ pub struct HttpRequestInfo {
     headers: Box<[StoredHeader]>,
     /// (key, value) of each query parameter, decoded.
     query: Box<[(Range<u32>, Range<u32>)]>,
-    header_map: OnceLock<HeaderMap>,
+    /// Boxed: most connections never ask for it.
+    header_map: OnceLock<Box<HeaderMap>>,
 }
 
 /// Where one header's name (lowercase) and value are in `data`, and whether it is sensitive.
@@ -129,7 +130,7 @@ impl HttpRequestInfo {
                 value.set_sensitive(header.sensitive);
                 map.append(name, value);
             }
-            map
+            Box::new(map)
         })
     }
 

@@ -1,6 +1,7 @@
 //! The caller of a hub method (SignalR's `HubCallerContext` plus `Clients` and `Groups`).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use signalbox_protocol::{Protocol, TransportType};
 use tokio_util::sync::CancellationToken;
@@ -27,7 +28,8 @@ struct CallerInner {
     protocol: Protocol,
     context: HubContext,
     abort: CancellationToken,
-    aborted_by_hub: CancellationToken,
+    /// Set by [`Caller::abort`]: the close then tells the client not to reconnect.
+    aborted_by_hub: AtomicBool,
 }
 
 impl std::fmt::Debug for Caller {
@@ -52,7 +54,6 @@ impl Caller {
         protocol: Protocol,
         context: HubContext,
         abort: CancellationToken,
-        aborted_by_hub: CancellationToken,
     ) -> Self {
         Self {
             inner: Arc::new(CallerInner {
@@ -64,7 +65,7 @@ impl Caller {
                 protocol,
                 context,
                 abort,
-                aborted_by_hub,
+                aborted_by_hub: AtomicBool::new(false),
             }),
             cancellation: None,
         }
@@ -142,8 +143,13 @@ impl Caller {
 
     /// Closes this connection (`Context.Abort()`); the client is told not to reconnect.
     pub fn abort(&self) {
-        self.inner.aborted_by_hub.cancel();
+        self.inner.aborted_by_hub.store(true, Ordering::Release);
         self.inner.abort.cancel();
+    }
+
+    /// Whether hub code closed the connection with [`Caller::abort`].
+    pub(crate) fn aborted_by_hub(&self) -> bool {
+        self.inner.aborted_by_hub.load(Ordering::Acquire)
     }
 
     /// Resolves when the connection is closing.

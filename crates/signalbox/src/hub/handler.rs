@@ -24,7 +24,13 @@ use crate::metrics::DisconnectReason;
 const CLOSED_WITH_ERROR: &str = "Connection closed with an error.";
 
 /// Runs a connection until it ends.
-pub(crate) async fn run(hub: Arc<HubInner>, connection: Connection) {
+///
+/// Not an `async fn`: an async fn keeps its moved arguments in its state next to the copies it
+/// moves them into, and this future lives as long as the connection.
+pub(crate) fn run(
+    hub: Arc<HubInner>,
+    connection: Connection,
+) -> impl Future<Output = ()> + Send + 'static {
     let span = tracing::info_span!(
         target: "signalbox::hub",
         "connection",
@@ -34,7 +40,7 @@ pub(crate) async fn run(hub: Arc<HubInner>, connection: Connection) {
         protocol = tracing::field::Empty,
         user = tracing::field::Empty,
     );
-    run_connection(hub, connection).instrument(span).await;
+    run_connection(hub, connection).instrument(span)
 }
 
 enum HandshakeFailure {
@@ -75,155 +81,163 @@ async fn read_handshake(
     ))
 }
 
-async fn run_connection(hub: Arc<HubInner>, mut connection: Connection) {
-    let options = &hub.options;
-    let max = options.maximum_receive_message_size;
-    let mut buf = BytesMut::new();
+/// Written as a function returning an `async move` block, not an `async fn`: the block uses its
+/// captured arguments in place, while an async fn would keep them twice in its state.
+#[allow(clippy::manual_async_fn)]
+fn run_connection(
+    hub: Arc<HubInner>,
+    mut connection: Connection,
+) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        let options = &hub.options;
+        let max = options.maximum_receive_message_size;
+        let mut buf = BytesMut::new();
 
-    // 1. Handshake.
-    let handshake = tokio::time::timeout(
-        options.handshake_timeout,
-        read_handshake(&mut connection, &mut buf, max),
-    )
-    .await
-    .unwrap_or_else(|_| {
-        Err(HandshakeFailure::Error(
-            "Handshake was canceled.".to_owned(),
-        ))
-    });
-    let (protocol, version) = match handshake.and_then(|(protocol, version)| {
-        check_protocol(&hub, &connection, protocol, version).map(|p| (p, version))
-    }) {
-        Ok(chosen) => chosen,
-        Err(HandshakeFailure::Closed) => return,
-        Err(HandshakeFailure::Error(error)) => {
-            tracing::debug!(%error, "handshake failed");
-            // The connection is closed right after; nothing else to do if the client is gone.
-            let _ = connection
-                .outbound
-                .send(handshake_response(Some(&error)))
-                .await;
+        // 1. Handshake.
+        let handshake = tokio::time::timeout(
+            options.handshake_timeout,
+            read_handshake(&mut connection, &mut buf, max),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(HandshakeFailure::Error(
+                "Handshake was canceled.".to_owned(),
+            ))
+        });
+        let (protocol, version) = match handshake.and_then(|(protocol, version)| {
+            check_protocol(&hub, &connection, protocol, version).map(|p| (p, version))
+        }) {
+            Ok(chosen) => chosen,
+            Err(HandshakeFailure::Closed) => return,
+            Err(HandshakeFailure::Error(error)) => {
+                tracing::debug!(%error, "handshake failed");
+                // The connection is closed right after; nothing else to do if the client is gone.
+                let _ = connection
+                    .outbound
+                    .send(handshake_response(Some(&error)))
+                    .await;
+                return;
+            }
+        };
+        tracing::Span::current().record("protocol", protocol.name());
+        connection.binary.store(
+            protocol.transfer_format() == TransferFormat::Binary,
+            Ordering::Release,
+        );
+        if let Some(resumable) = &connection.resumable {
+            // Stateful reconnect needs handshake version 2; older clients silently go without.
+            if version >= 2 {
+                resumable.enable(protocol);
+            } else {
+                resumable.disable();
+            }
+        }
+        // 2. Register the connection before the client can see the handshake response, so that a
+        //    message sent to everyone once the client is connected cannot miss it. What is sent to
+        //    it meanwhile is held and follows the handshake response.
+        let user_id: Option<Arc<str>> = connection
+            .principal
+            .as_ref()
+            .and_then(|p| p.user_id())
+            .map(Arc::from);
+        if let Some(user) = &user_id {
+            tracing::Span::current().record("user", &**user);
+        }
+        let abort = CancellationToken::new();
+        let lifetime = hub.context.lifetime_manager().clone();
+        let handle = ConnectionHandle::opening(
+            connection.id.clone(),
+            user_id.clone(),
+            protocol,
+            connection.outbound.clone(),
+            abort.clone(),
+        );
+        lifetime.on_connected(handle.clone()).await;
+        if connection
+            .outbound
+            .send(handshake_response(None))
+            .await
+            .is_err()
+        {
+            lifetime.on_disconnected(&connection.id).await;
             return;
         }
-    };
-    tracing::Span::current().record("protocol", protocol.name());
-    connection.binary.store(
-        protocol.transfer_format() == TransferFormat::Binary,
-        Ordering::Release,
-    );
-    if let Some(resumable) = &connection.resumable {
-        // Stateful reconnect needs handshake version 2; older clients silently go without.
-        if version >= 2 {
-            resumable.enable(protocol);
-        } else {
-            resumable.disable();
-        }
-    }
-    // 2. Register the connection before the client can see the handshake response, so that a
-    //    message sent to everyone once the client is connected cannot miss it. What is sent to
-    //    it meanwhile is held and follows the handshake response.
-    let user_id: Option<Arc<str>> = connection
-        .principal
-        .as_ref()
-        .and_then(|p| p.user_id())
-        .map(Arc::from);
-    if let Some(user) = &user_id {
-        tracing::Span::current().record("user", &**user);
-    }
-    let abort = CancellationToken::new();
-    let aborted_by_hub = CancellationToken::new();
-    let lifetime = hub.context.lifetime_manager().clone();
-    let handle = ConnectionHandle::opening(
-        connection.id.clone(),
-        user_id.clone(),
-        protocol,
-        connection.outbound.clone(),
-        abort.clone(),
-    );
-    lifetime.on_connected(handle.clone()).await;
-    if connection
-        .outbound
-        .send(handshake_response(None))
-        .await
-        .is_err()
-    {
-        lifetime.on_disconnected(&connection.id).await;
-        return;
-    }
-    handle.open();
-    drop(handle);
-    let caller = Caller::new(
-        connection.id.clone(),
-        connection.principal.clone(),
-        user_id,
-        connection.request.clone(),
-        connection.transport,
-        protocol,
-        hub.context.clone(),
-        abort.clone(),
-        aborted_by_hub.clone(),
-    );
-    tracing::debug!("connected");
-    crate::metrics::connected(&hub.name, connection.transport, protocol);
+        handle.open();
+        drop(handle);
+        let caller = Caller::new(
+            connection.id.clone(),
+            connection.principal.clone(),
+            user_id,
+            connection.request.clone(),
+            connection.transport,
+            protocol,
+            hub.context.clone(),
+            abort.clone(),
+        );
+        tracing::debug!("connected");
+        crate::metrics::connected(&hub.name, connection.transport, protocol);
 
-    // 3. The hub's on_connected, then the loop.
-    let close = match &hub.on_connected {
-        Some(hook) => match hook(caller.clone()).await {
-            Ok(()) => None,
-            Err(error) => {
-                tracing::warn!(%error, "on_connected failed; closing");
-                Some(Close {
-                    error: Some(error.render(CLOSED_WITH_ERROR, options.enable_detailed_errors)),
-                    allow_reconnect: false,
-                })
+        // 3. The hub's on_connected, then the loop.
+        let close = match &hub.on_connected {
+            Some(hook) => match hook(caller.clone()).await {
+                Ok(()) => None,
+                Err(error) => {
+                    tracing::warn!(%error, "on_connected failed; closing");
+                    Some(Close {
+                        error: Some(
+                            error.render(CLOSED_WITH_ERROR, options.enable_detailed_errors),
+                        ),
+                        allow_reconnect: false,
+                    })
+                }
+            },
+            None => None,
+        };
+        let close = match close {
+            Some(close) => Some(close),
+            None => {
+                let mut dispatcher = Dispatcher::new(
+                    hub.clone(),
+                    protocol,
+                    caller.clone(),
+                    connection.outbound.clone(),
+                );
+                receive_loop(
+                    &hub,
+                    &mut dispatcher,
+                    protocol,
+                    &mut connection,
+                    &mut buf,
+                    &abort,
+                    &caller,
+                )
+                .await
             }
-        },
-        None => None,
-    };
-    let close = match close {
-        Some(close) => Some(close),
-        None => {
-            let mut dispatcher = Dispatcher::new(
-                hub.clone(),
-                protocol,
-                caller.clone(),
-                connection.outbound.clone(),
-            );
-            receive_loop(
-                &hub,
-                &mut dispatcher,
-                protocol,
-                &mut connection,
-                &mut buf,
-                &abort,
-                &aborted_by_hub,
-            )
-            .await
-        }
-    };
+        };
 
-    // 4. Close and clean up.
-    let reason = match &close {
-        None => DisconnectReason::ClientClosed,
-        Some(close) if close.error.is_some() => DisconnectReason::Error,
-        Some(_) if hub.context.shutdown_token().is_cancelled() => DisconnectReason::Shutdown,
-        Some(_) => DisconnectReason::Aborted,
-    };
-    crate::metrics::disconnected(&hub.name, connection.transport, protocol, reason);
-    if let Some(close) = close
-        && let Ok(frame) = protocol.encode_to_bytes(&HubMessage::Close(close))
-    {
-        // Best effort: a full or closed queue means the client cannot be told anyway.
-        let _ = connection.outbound.try_send(frame);
+        // 4. Close and clean up.
+        let reason = match &close {
+            None => DisconnectReason::ClientClosed,
+            Some(close) if close.error.is_some() => DisconnectReason::Error,
+            Some(_) if hub.context.shutdown_token().is_cancelled() => DisconnectReason::Shutdown,
+            Some(_) => DisconnectReason::Aborted,
+        };
+        crate::metrics::disconnected(&hub.name, connection.transport, protocol, reason);
+        if let Some(close) = close
+            && let Ok(frame) = protocol.encode_to_bytes(&HubMessage::Close(close))
+        {
+            // Best effort: a full or closed queue means the client cannot be told anyway.
+            let _ = connection.outbound.try_send(frame);
+        }
+        abort.cancel();
+        if let Some(hook) = &hub.on_disconnected
+            && let Err(error) = hook(caller.clone()).await
+        {
+            tracing::warn!(%error, "on_disconnected failed");
+        }
+        lifetime.on_disconnected(&connection.id).await;
+        tracing::debug!("disconnected");
     }
-    abort.cancel();
-    if let Some(hook) = &hub.on_disconnected
-        && let Err(error) = hook(caller.clone()).await
-    {
-        tracing::warn!(%error, "on_disconnected failed");
-    }
-    lifetime.on_disconnected(&connection.id).await;
-    tracing::debug!("disconnected");
 }
 
 fn check_protocol(
@@ -327,7 +341,7 @@ async fn receive_loop(
     connection: &mut Connection,
     buf: &mut BytesMut,
     abort: &CancellationToken,
-    aborted_by_hub: &CancellationToken,
+    caller: &Caller,
 ) -> Option<Close> {
     const ACK_INTERVAL: Duration = Duration::from_secs(1);
     let options = &hub.options;
@@ -387,7 +401,7 @@ async fn receive_loop(
             () = abort.cancelled() => {
                 return Some(Close {
                     error: None,
-                    allow_reconnect: !aborted_by_hub.is_cancelled(),
+                    allow_reconnect: !caller.aborted_by_hub(),
                 });
             }
             () = connection.transport_closed.cancelled() => {

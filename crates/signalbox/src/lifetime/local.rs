@@ -22,7 +22,8 @@ use super::{
 pub struct LocalLifetimeManager {
     connections: DashMap<Arc<str>, Entry>,
     groups: DashMap<String, HashSet<Arc<str>>>,
-    users: DashMap<Arc<str>, HashSet<Arc<str>>>,
+    /// Each user's connection ids: a list, as most users have a few connections at most.
+    users: DashMap<Arc<str>, Vec<Arc<str>>>,
     results: ClientResults,
 }
 
@@ -123,12 +124,12 @@ impl LocalLifetimeManager {
     }
 
     fn add(&self, handle: ConnectionHandle) {
-        let id: Arc<str> = Arc::from(handle.id());
-        if let Some(user) = handle.user_id() {
-            self.users
-                .entry(Arc::from(user))
-                .or_default()
-                .insert(id.clone());
+        let id = handle.shared_id();
+        if let Some(user) = handle.shared_user_id() {
+            let mut ids = self.users.entry(user).or_default();
+            if !ids.contains(&id) {
+                ids.push(id.clone());
+            }
         }
         self.connections.insert(
             id,
@@ -151,7 +152,12 @@ impl LocalLifetimeManager {
         }
         if let Some(user) = entry.handle.user_id() {
             self.users.remove_if_mut(user, |_, ids| {
-                ids.remove(&id);
+                if let Some(at) = ids
+                    .iter()
+                    .position(|other| Arc::ptr_eq(other, &id) || *other == id)
+                {
+                    ids.swap_remove(at);
+                }
                 ids.is_empty()
             });
         }

@@ -133,6 +133,16 @@ impl ConnectionHandle {
         &self.id
     }
 
+    /// The connection id, shared rather than copied.
+    pub(crate) fn shared_id(&self) -> Arc<str> {
+        self.id.clone()
+    }
+
+    /// The user id, shared rather than copied.
+    pub(crate) fn shared_user_id(&self) -> Option<Arc<str>> {
+        self.user_id.clone()
+    }
+
     /// The connection's user id, if authenticated.
     pub fn user_id(&self) -> Option<&str> {
         self.user_id.as_deref()

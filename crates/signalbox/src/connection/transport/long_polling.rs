@@ -60,7 +60,7 @@ pub(crate) fn connect(
 ) -> (Connection, Response) {
     let (_, inbound_rx) = entry.take_inbound();
     let (outbound_tx, outbound_rx) = mpsc::channel(queue_capacity.max(1));
-    let _ = entry.long_poll.set(LongPoll::new(outbound_rx));
+    let _ = entry.long_poll.set(Box::new(LongPoll::new(outbound_rx)));
     let connection = Connection {
         id: entry.id.clone(),
         transport: TransportType::LongPolling,

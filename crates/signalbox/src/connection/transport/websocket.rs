@@ -29,6 +29,9 @@ pub(crate) struct WebSocketSession {
     pub(crate) request: Arc<HttpRequestInfo>,
     pub(crate) queue_capacity: usize,
     pub(crate) send_timeout: Duration,
+    /// The connection entry's token: cancelled when the connection is disposed, and by the
+    /// writer when the socket fails.
+    pub(crate) closed: CancellationToken,
 }
 
 enum Inbound {
@@ -58,7 +61,7 @@ pub(crate) fn connect(socket: WebSocket, session: WebSocketSession) -> Connectio
     let (sink, stream) = socket.split();
     let (tx, rx) = mpsc::channel(session.queue_capacity.max(1));
     let binary = Arc::new(AtomicBool::new(false));
-    let transport_closed = CancellationToken::new();
+    let transport_closed = session.closed;
     tokio::spawn(write_loop(
         sink,
         rx,
