@@ -32,11 +32,12 @@ pub(crate) struct Dispatcher {
     protocol: Protocol,
     caller: Caller,
     outbound: mpsc::Sender<Bytes>,
-    /// Running invocations and streams; dropping the set aborts them.
-    pub(crate) tasks: JoinSet<()>,
-    slots: Arc<Semaphore>,
+    /// Running invocations and streams; dropping the set aborts them. This and the next fields
+    /// are created on first use: many connections never invoke anything.
+    tasks: Option<JoinSet<()>>,
+    slots: Option<Arc<Semaphore>>,
     uploads: HashMap<String, mpsc::Sender<UploadEvent>>,
-    streams: Arc<Mutex<HashMap<String, CancellationToken>>>,
+    streams: Option<Arc<Mutex<HashMap<String, CancellationToken>>>>,
     rate: Option<TokenBucket>,
 }
 
@@ -47,21 +48,52 @@ impl Dispatcher {
         caller: Caller,
         outbound: mpsc::Sender<Bytes>,
     ) -> Self {
-        let slots = Arc::new(Semaphore::new(
-            hub.options.maximum_parallel_invocations_per_client.max(1),
-        ));
         let rate = hub.options.invocation_rate_limit.map(TokenBucket::new);
         Self {
             hub,
             protocol,
             caller,
             outbound,
-            tasks: JoinSet::new(),
-            slots,
+            tasks: None,
+            slots: None,
             uploads: HashMap::new(),
-            streams: Arc::default(),
+            streams: None,
             rate,
         }
+    }
+
+    /// Whether invocations or streams are running.
+    pub(crate) fn has_tasks(&self) -> bool {
+        self.tasks.as_ref().is_some_and(|tasks| !tasks.is_empty())
+    }
+
+    /// The next invocation or stream to end (never resolves while none runs).
+    pub(crate) async fn join_next(&mut self) -> Option<Result<(), tokio::task::JoinError>> {
+        match &mut self.tasks {
+            Some(tasks) if !tasks.is_empty() => tasks.join_next().await,
+            _ => std::future::pending().await,
+        }
+    }
+
+    fn tasks(&mut self) -> &mut JoinSet<()> {
+        self.tasks.get_or_insert_with(JoinSet::new)
+    }
+
+    /// The invocation slots (`maximum_parallel_invocations_per_client`).
+    fn slots(&mut self) -> Arc<Semaphore> {
+        let parallel = self
+            .hub
+            .options
+            .maximum_parallel_invocations_per_client
+            .max(1);
+        self.slots
+            .get_or_insert_with(|| Arc::new(Semaphore::new(parallel)))
+            .clone()
+    }
+
+    /// The cancellation tokens of running streams, by invocation id.
+    fn streams(&mut self) -> Arc<Mutex<HashMap<String, CancellationToken>>> {
+        self.streams.get_or_insert_with(Arc::default).clone()
     }
 
     pub(crate) async fn dispatch(&mut self, message: HubMessage) -> Flow {
@@ -78,7 +110,8 @@ impl Dispatcher {
             }
             HubMessage::Completion(completion) => self.completion(completion).await,
             HubMessage::CancelInvocation(CancelInvocation { invocation_id, .. }) => {
-                if let Ok(streams) = self.streams.lock()
+                if let Some(streams) = &self.streams
+                    && let Ok(streams) = streams.lock()
                     && let Some(token) = streams.get(&invocation_id)
                 {
                     token.cancel();
@@ -237,7 +270,7 @@ impl Dispatcher {
             }
         };
         let args = self.open_uploads(stream_ids, arguments);
-        let Ok(permit) = self.slots.clone().acquire_owned().await else {
+        let Ok(permit) = self.slots().acquire_owned().await else {
             return;
         };
         let caller = self.caller.clone();
@@ -247,7 +280,7 @@ impl Dispatcher {
             detailed: self.hub.options.enable_detailed_errors,
         };
         let hub_name = self.hub.name.clone();
-        self.tasks.spawn(
+        self.tasks().spawn(
             async move {
                 let started = tokio::time::Instant::now();
                 let result = handler(caller, args).await;
@@ -295,7 +328,8 @@ impl Dispatcher {
         };
         let handler = handler.clone();
         let token = self.caller.cancellation_token();
-        let registered = match self.streams.lock() {
+        let streams = self.streams();
+        let registered = match streams.lock() {
             Ok(mut streams) if !streams.contains_key(&invocation_id) => {
                 streams.insert(invocation_id.clone(), token.clone());
                 true
@@ -314,12 +348,11 @@ impl Dispatcher {
         let caller = self.caller.with_cancellation(token.clone());
         let outbound = self.outbound.clone();
         let protocol = self.protocol;
-        let streams = self.streams.clone();
         let texts = ErrorTexts {
             detailed: self.hub.options.enable_detailed_errors,
         };
         let hub_name = self.hub.name.clone();
-        self.tasks.spawn(
+        self.tasks().spawn(
             async move {
                 crate::metrics::invocation(&hub_name, &target.to_lowercase(), "stream", None);
                 let completion = match handler(caller, args).await {

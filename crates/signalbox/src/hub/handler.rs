@@ -459,7 +459,7 @@ async fn receive_loop(
                 }
                 timer.as_mut().reset(deadline(next_ping, next_ack, last_received, incoming.is_some()));
             }
-            Some(result) = dispatcher.tasks.join_next(), if !dispatcher.tasks.is_empty() => {
+            Some(result) = dispatcher.join_next(), if dispatcher.has_tasks() => {
                 if let Err(error) = result
                     && error.is_panic()
                 {

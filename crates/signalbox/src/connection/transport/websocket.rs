@@ -252,69 +252,75 @@ async fn read_loop(
 
 /// Writes queued frames, batching what is ready into one flush. A batch that cannot be written
 /// within `send_timeout` (a client that stopped reading) ends the socket and cancels `failed`.
-async fn write_loop(
+///
+/// A function returning an `async move` block rather than an `async fn`, so that the arguments
+/// are not kept twice in the (long-lived) state.
+#[allow(clippy::manual_async_fn)]
+fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
     mut rx: mpsc::Receiver<Bytes>,
     binary: Arc<AtomicBool>,
     send_timeout: Duration,
     failed: CancellationToken,
-) {
-    let frame = |data: Bytes| -> Option<Message> {
-        if binary.load(Ordering::Acquire) {
-            Some(Message::Binary(data))
-        } else {
-            match Utf8Bytes::try_from(data) {
-                Ok(text) => Some(Message::Text(text)),
-                Err(_) => {
-                    tracing::error!(target: "signalbox::transport", "dropping a text frame that is not UTF-8");
-                    None
-                }
-            }
-        }
-    };
-    while let Some(data) = rx.recv().await {
-        let mut bytes = data.len();
-        let batch = async {
-            let mut ok = match frame(data) {
-                Some(message) => sink.feed(message).await.is_ok(),
-                None => true,
-            };
-            // Batch whatever else is queued into the same flush.
-            while ok {
-                match rx.try_recv() {
-                    Ok(data) => {
-                        bytes += data.len();
-                        if let Some(message) = frame(data) {
-                            ok = sink.feed(message).await.is_ok();
-                        }
+) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        let frame = |data: Bytes| -> Option<Message> {
+            if binary.load(Ordering::Acquire) {
+                Some(Message::Binary(data))
+            } else {
+                match Utf8Bytes::try_from(data) {
+                    Ok(text) => Some(Message::Text(text)),
+                    Err(_) => {
+                        tracing::error!(target: "signalbox::transport", "dropping a text frame that is not UTF-8");
+                        None
                     }
-                    Err(_) => break,
                 }
             }
-            ok && sink.flush().await.is_ok()
         };
-        // Boxed: the batch future is only alive while writing; an idle connection's writer task
-        // stays small.
-        match tokio::time::timeout(send_timeout, Box::pin(batch)).await {
-            Ok(true) => crate::metrics::bytes_sent(TransportType::WebSockets, bytes as u64),
-            Ok(false) => {
-                tracing::debug!(target: "signalbox::transport", "websocket write failed");
-                failed.cancel();
-                return;
-            }
-            Err(_) => {
-                tracing::warn!(target: "signalbox::transport", "websocket send timed out; closing the connection");
-                failed.cancel();
-                return;
+        while let Some(data) = rx.recv().await {
+            let mut bytes = data.len();
+            let batch = async {
+                let mut ok = match frame(data) {
+                    Some(message) => sink.feed(message).await.is_ok(),
+                    None => true,
+                };
+                // Batch whatever else is queued into the same flush.
+                while ok {
+                    match rx.try_recv() {
+                        Ok(data) => {
+                            bytes += data.len();
+                            if let Some(message) = frame(data) {
+                                ok = sink.feed(message).await.is_ok();
+                            }
+                        }
+                        Err(_) => break,
+                    }
+                }
+                ok && sink.flush().await.is_ok()
+            };
+            // Boxed: the batch future is only alive while writing; an idle connection's writer task
+            // stays small.
+            match tokio::time::timeout(send_timeout, Box::pin(batch)).await {
+                Ok(true) => crate::metrics::bytes_sent(TransportType::WebSockets, bytes as u64),
+                Ok(false) => {
+                    tracing::debug!(target: "signalbox::transport", "websocket write failed");
+                    failed.cancel();
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!(target: "signalbox::transport", "websocket send timed out; closing the connection");
+                    failed.cancel();
+                    return;
+                }
             }
         }
+        // The hub is done with this connection: close normally. The peer may already be gone.
+        let _ = sink
+            .send(Message::Close(Some(CloseFrame {
+                code: close_code::NORMAL,
+                reason: Utf8Bytes::from_static(""),
+            })))
+            .await;
+        let _ = sink.close().await;
     }
-    // The hub is done with this connection: close normally. The peer may already be gone.
-    let _ = sink
-        .send(Message::Close(Some(CloseFrame {
-            code: close_code::NORMAL,
-            reason: Utf8Bytes::from_static(""),
-        })))
-        .await;
-    let _ = sink.close().await;
 }
