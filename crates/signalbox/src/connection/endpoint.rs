@@ -246,7 +246,7 @@ async fn negotiate(
         use_stateful_reconnect: stateful,
         negotiate_version: version,
         connection_id: entry.id.to_string(),
-        connection_token: (version >= 1).then(|| entry.token.clone()),
+        connection_token: (version >= 1).then(|| entry.token.to_string()),
         available_transports: endpoint.available_transports(),
     })
 }

@@ -28,7 +28,8 @@ pub(crate) enum ConnectionState {
 #[derive(Debug)]
 pub(crate) struct ConnectionEntry {
     pub(crate) id: Arc<str>,
-    pub(crate) token: String,
+    /// Shared with the table's key (and, for negotiate version 0, with `id`).
+    pub(crate) token: Arc<str>,
     /// Stateful reconnect was negotiated.
     pub(crate) stateful: bool,
     created: Instant,
@@ -140,7 +141,7 @@ pub(crate) enum AttachError {
 /// The table of connections of one hub endpoint.
 #[derive(Debug, Default)]
 pub(crate) struct ConnectionManager {
-    entries: DashMap<String, Arc<ConnectionEntry>>,
+    entries: DashMap<Arc<str>, Arc<ConnectionEntry>>,
     reaper_started: AtomicBool,
 }
 
@@ -157,11 +158,13 @@ impl ConnectionManager {
         stateful: bool,
         secret: Option<&[u8]>,
     ) -> Arc<ConnectionEntry> {
-        let id = new_id();
+        let id: Arc<str> = Arc::from(new_id());
         let token = if negotiate_version >= 1 {
-            secret
-                .and_then(|secret| super::token::sign(secret, &id))
-                .unwrap_or_else(new_id)
+            Arc::from(
+                secret
+                    .and_then(|secret| super::token::sign(secret, &id))
+                    .unwrap_or_else(new_id),
+            )
         } else {
             id.clone()
         };
@@ -175,18 +178,23 @@ impl ConnectionManager {
         token: String,
         transport: TransportType,
     ) -> Arc<ConnectionEntry> {
-        self.insert(id, token, false, ConnectionState::Active(transport))
+        self.insert(
+            Arc::from(id),
+            Arc::from(token),
+            false,
+            ConnectionState::Active(transport),
+        )
     }
 
     fn insert(
         &self,
-        id: String,
-        token: String,
+        id: Arc<str>,
+        token: Arc<str>,
         stateful: bool,
         state: ConnectionState,
     ) -> Arc<ConnectionEntry> {
         let entry = Arc::new(ConnectionEntry {
-            id: Arc::from(id),
+            id,
             token: token.clone(),
             stateful,
             created: Instant::now(),
@@ -321,9 +329,9 @@ mod tests {
     fn version_zero_uses_the_id_as_token() {
         let m = ConnectionManager::default();
         let v0 = m.create(0, false);
-        assert_eq!(&*v0.id, v0.token.as_str());
+        assert_eq!(&*v0.id, &*v0.token);
         let v1 = m.create(1, false);
-        assert_ne!(&*v1.id, v1.token.as_str());
+        assert_ne!(&*v1.id, &*v1.token);
         assert_eq!(m.entries.len(), 2);
     }
 
