@@ -114,11 +114,25 @@ impl LocalLifetimeManager {
 
     /// Sends synchronously to the local recipients of `target`; returns how many were queued.
     pub fn send_local(&self, target: &Target, message: &SerializedMessage) -> usize {
-        let sent = self
-            .recipients(target)
-            .iter()
-            .filter(|handle| handle.send_message(message))
-            .count();
+        let sent = match target {
+            // Broadcasts queue straight from the table: no handle is cloned per recipient.
+            Target::All => self
+                .connections
+                .iter()
+                .filter(|e| e.handle.send_message(message))
+                .count(),
+            Target::AllExcept(excluded) => self
+                .connections
+                .iter()
+                .filter(|e| !excluded.iter().any(|x| **x == *e.handle.id))
+                .filter(|e| e.handle.send_message(message))
+                .count(),
+            _ => self
+                .recipients(target)
+                .iter()
+                .filter(|handle| handle.send_message(message))
+                .count(),
+        };
         crate::metrics::sent(sent as u64);
         sent
     }

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
@@ -278,8 +279,8 @@ fn write_loop(
             }
         };
         while let Some(data) = rx.recv().await {
-            let mut bytes = data.len();
             let batch = async {
+                let mut bytes = data.len();
                 let mut ok = match frame(data) {
                     Some(message) => sink.feed(message).await.is_ok(),
                     None => true,
@@ -296,13 +297,22 @@ fn write_loop(
                         Err(_) => break,
                     }
                 }
-                ok && sink.flush().await.is_ok()
+                (ok && sink.flush().await.is_ok(), bytes)
             };
-            // Boxed: the batch future is only alive while writing; an idle connection's writer task
-            // stays small.
-            match tokio::time::timeout(send_timeout, Box::pin(batch)).await {
-                Ok(true) => crate::metrics::bytes_sent(TransportType::WebSockets, bytes as u64),
-                Ok(false) => {
+            // Boxed: the batch future is only alive while writing, so an idle connection's
+            // writer task stays small. Most batches complete on their first poll (the socket
+            // had room); only one that has to wait is given a timer.
+            let mut batch = Box::pin(batch);
+            let first = std::future::poll_fn(|cx| Poll::Ready(batch.as_mut().poll(cx))).await;
+            let outcome = match first {
+                Poll::Ready(done) => Ok(done),
+                Poll::Pending => tokio::time::timeout(send_timeout, batch).await,
+            };
+            match outcome {
+                Ok((true, bytes)) => {
+                    crate::metrics::bytes_sent(TransportType::WebSockets, bytes as u64);
+                }
+                Ok((false, _)) => {
                     tracing::debug!(target: "signalbox::transport", "websocket write failed");
                     failed.cancel();
                     return;
