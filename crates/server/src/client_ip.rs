@@ -101,7 +101,7 @@ pub fn rate_limit_key(ip: IpAddr) -> IpAddr {
             let bits = u128::from(v6) & (u128::MAX << 64);
             IpAddr::V6(Ipv6Addr::from(bits))
         }
-        v4 => v4,
+        v4 @ IpAddr::V4(_) => v4,
     }
 }
 
