@@ -33,6 +33,7 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use crate::accounts::validate_name;
 use crate::api::ApiError;
 use crate::client_ip::{TrustedProxies, peer_addr, rate_limit_key};
 use crate::config::RateLimitConfig;
@@ -334,11 +335,16 @@ impl RateLimits {
     }
 
     /// Counts a login attempt for `account` (see [`LoginBackoff::attempt`]): a 429 while the
-    /// account backs off.
+    /// account backs off. Names no account can have (see [`validate_name`]) are not tracked.
     pub fn login_attempt(&self, account: &str) -> Result<(), ApiError> {
         let Some(login) = &self.inner.login else {
             return Ok(());
         };
+        if validate_name(account).is_err() {
+            // No account can have this name (nor is it safe to log or worth memory): the login
+            // fails anyway, under the per-IP limit.
+            return Ok(());
+        }
         match login.attempt(account) {
             Ok(None) => Ok(()),
             Ok(Some(delay)) => {

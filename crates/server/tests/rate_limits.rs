@@ -173,6 +173,16 @@ async fn failed_logins_back_off_per_account_and_success_resets() {
     // Case variants of the name are the same account to the backoff.
     assert_eq!(login(&app, &client, None, "ALICE", PASSWORD).await.0, 429);
 
+    // Names no account can have are not tracked (nor kept in memory).
+    for _ in 0..5 {
+        assert_eq!(
+            login(&app, &client, None, "not a valid name", "wrong")
+                .await
+                .0,
+            401
+        );
+    }
+
     // Another account from the same address is governed by the per-IP limit only.
     assert_eq!(login(&app, &client, None, "bob", PASSWORD).await.0, 200);
 
