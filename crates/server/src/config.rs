@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::client_ip::IpBlock;
 use crate::clock::{format_duration, parse_duration};
 
 /// Minimum length of an HMAC secret, in bytes.
@@ -132,6 +133,48 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// The admin dashboard and API.
     pub admin: AdminConfig,
+    /// Rate limits on sign-in and negotiate.
+    pub rate_limit: RateLimitConfig,
+    /// Reverse proxies whose `X-Forwarded-For` gives the client address (addresses or blocks
+    /// such as `10.0.0.0/8`). Empty (default): the header is ignored.
+    pub trusted_proxies: Vec<IpBlock>,
+}
+
+/// Rate limits (see [`crate::rate_limit`]).
+#[derive(Debug, Clone)]
+pub struct RateLimitConfig {
+    /// Whether any limit applies. Default true.
+    pub enabled: bool,
+    /// Per-IP burst of the sign-in endpoints (login, register, refresh, external), shared by
+    /// the four; 0 turns the limit off. Default 20.
+    pub auth_burst: u32,
+    /// Tokens per second refilled into each sign-in bucket. Default 1.
+    pub auth_per_second: f64,
+    /// Per-IP burst of hub negotiate requests; 0 turns the limit off. Default 60.
+    pub negotiate_burst: u32,
+    /// Tokens per second refilled into each negotiate bucket. Default 20.
+    pub negotiate_per_second: f64,
+    /// Failed logins of one account before it backs off; 0 turns the backoff off. Default 5.
+    pub login_failures: u32,
+    /// The first backoff; doubled with each further failure. Default 1 second.
+    pub login_backoff: Duration,
+    /// The longest backoff. Default 5 minutes.
+    pub login_backoff_max: Duration,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            auth_burst: 20,
+            auth_per_second: 1.0,
+            negotiate_burst: 60,
+            negotiate_per_second: 20.0,
+            login_failures: 5,
+            login_backoff: Duration::from_secs(1),
+            login_backoff_max: Duration::from_secs(300),
+        }
+    }
 }
 
 /// Logging.
@@ -193,6 +236,9 @@ pub struct CorsConfig {
     pub allowed_origins: Vec<String>,
     /// Whether credentials (cookies, `Authorization`) may be sent. Default true.
     pub allow_credentials: bool,
+    /// Refuse hub requests (negotiate, WebSocket, SSE, long polling) whose `Origin` is neither
+    /// the service's own nor an allowed origin (see [`crate::origin`]). Default true.
+    pub check_origin: bool,
 }
 
 /// The durable inbox.
@@ -281,6 +327,7 @@ impl Default for Config {
             cors: CorsConfig {
                 allowed_origins: Vec::new(),
                 allow_credentials: true,
+                check_origin: true,
             },
             inbox: InboxConfig {
                 retention: Duration::from_secs(30 * 86_400),
@@ -291,6 +338,8 @@ impl Default for Config {
             admin: AdminConfig {
                 role: "admin".to_owned(),
             },
+            rate_limit: RateLimitConfig::default(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -348,6 +397,21 @@ struct FileConfig {
     log: FileLog,
     metrics: FileMetrics,
     admin: FileAdmin,
+    rate_limit: FileRateLimit,
+    trusted_proxies: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileRateLimit {
+    enabled: Option<bool>,
+    auth_burst: Option<u32>,
+    auth_per_second: Option<f64>,
+    negotiate_burst: Option<u32>,
+    negotiate_per_second: Option<f64>,
+    login_failures: Option<u32>,
+    login_backoff: Option<String>,
+    login_backoff_max: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -371,6 +435,7 @@ struct FileAuth {
 struct FileCors {
     allowed_origins: Option<Vec<String>>,
     allow_credentials: Option<bool>,
+    check_origin: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -475,6 +540,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("SIGNALBOX_NOTIFY_PERMISSION", "auth.notify_permission"),
     ("SIGNALBOX_CORS_ORIGINS", "cors.allowed_origins"),
     ("SIGNALBOX_CORS_CREDENTIALS", "cors.allow_credentials"),
+    ("SIGNALBOX_CORS_CHECK_ORIGIN", "cors.check_origin"),
     ("SIGNALBOX_INBOX_RETENTION", "inbox.retention"),
     ("SIGNALBOX_OIDC_ISSUER", "oidc.issuer"),
     ("SIGNALBOX_OIDC_DISCOVERY_URL", "oidc.discovery_url"),
@@ -494,6 +560,33 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("SIGNALBOX_METRICS_PUBLIC", "metrics.public"),
     ("SIGNALBOX_METRICS_TOKEN", "metrics.token"),
     ("SIGNALBOX_ADMIN_ROLE", "admin.role"),
+    ("SIGNALBOX_RATE_LIMIT", "rate_limit.enabled"),
+    ("SIGNALBOX_RATE_LIMIT_AUTH_BURST", "rate_limit.auth_burst"),
+    (
+        "SIGNALBOX_RATE_LIMIT_AUTH_PER_SECOND",
+        "rate_limit.auth_per_second",
+    ),
+    (
+        "SIGNALBOX_RATE_LIMIT_NEGOTIATE_BURST",
+        "rate_limit.negotiate_burst",
+    ),
+    (
+        "SIGNALBOX_RATE_LIMIT_NEGOTIATE_PER_SECOND",
+        "rate_limit.negotiate_per_second",
+    ),
+    (
+        "SIGNALBOX_RATE_LIMIT_LOGIN_FAILURES",
+        "rate_limit.login_failures",
+    ),
+    (
+        "SIGNALBOX_RATE_LIMIT_LOGIN_BACKOFF",
+        "rate_limit.login_backoff",
+    ),
+    (
+        "SIGNALBOX_RATE_LIMIT_LOGIN_BACKOFF_MAX",
+        "rate_limit.login_backoff_max",
+    ),
+    ("SIGNALBOX_TRUSTED_PROXIES", "trusted_proxies"),
 ];
 
 impl Config {
@@ -657,6 +750,13 @@ fn apply_env(
     if let Some(v) = get("SIGNALBOX_OIDC_AUTO_CREATE_USERS") {
         raw.oidc.auto_create_users = Some(parse_bool("SIGNALBOX_OIDC_AUTO_CREATE_USERS", &v)?);
     }
+    if let Some(v) = get("SIGNALBOX_CORS_CHECK_ORIGIN") {
+        raw.cors.check_origin = Some(parse_bool("SIGNALBOX_CORS_CHECK_ORIGIN", &v)?);
+    }
+    apply_rate_limit_env(&mut raw.rate_limit, &get)?;
+    if let Some(v) = get("SIGNALBOX_TRUSTED_PROXIES") {
+        raw.trusted_proxies = Some(comma_list(&v));
+    }
     if let Some(v) = get("SIGNALBOX_CORS_ORIGINS") {
         raw.cors.allowed_origins = Some(
             v.split(',')
@@ -666,6 +766,128 @@ fn apply_env(
         );
     }
     Ok(())
+}
+
+/// The comma-separated items of a variable.
+fn comma_list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+fn apply_rate_limit_env(
+    raw: &mut FileRateLimit,
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    if let Some(v) = get("SIGNALBOX_RATE_LIMIT") {
+        raw.enabled = Some(parse_bool("SIGNALBOX_RATE_LIMIT", &v)?);
+    }
+    let whole = |slot: &mut Option<u32>, name: &str| -> Result<(), ConfigError> {
+        if let Some(v) = get(name) {
+            *slot =
+                Some(v.trim().parse().map_err(|_| {
+                    invalid(name, format!("{v:?} is not a whole number such as 20"))
+                })?);
+        }
+        Ok(())
+    };
+    whole(&mut raw.auth_burst, "SIGNALBOX_RATE_LIMIT_AUTH_BURST")?;
+    whole(
+        &mut raw.negotiate_burst,
+        "SIGNALBOX_RATE_LIMIT_NEGOTIATE_BURST",
+    )?;
+    whole(
+        &mut raw.login_failures,
+        "SIGNALBOX_RATE_LIMIT_LOGIN_FAILURES",
+    )?;
+    let rate = |slot: &mut Option<f64>, name: &str| -> Result<(), ConfigError> {
+        if let Some(v) = get(name) {
+            *slot = Some(
+                v.trim()
+                    .parse()
+                    .map_err(|_| invalid(name, format!("{v:?} is not a number such as 0.5")))?,
+            );
+        }
+        Ok(())
+    };
+    rate(
+        &mut raw.auth_per_second,
+        "SIGNALBOX_RATE_LIMIT_AUTH_PER_SECOND",
+    )?;
+    rate(
+        &mut raw.negotiate_per_second,
+        "SIGNALBOX_RATE_LIMIT_NEGOTIATE_PER_SECOND",
+    )?;
+    if let Some(v) = get("SIGNALBOX_RATE_LIMIT_LOGIN_BACKOFF") {
+        raw.login_backoff = Some(v);
+    }
+    if let Some(v) = get("SIGNALBOX_RATE_LIMIT_LOGIN_BACKOFF_MAX") {
+        raw.login_backoff_max = Some(v);
+    }
+    Ok(())
+}
+
+/// The rate limits and the trusted proxies.
+fn resolve_rate_limit(
+    raw: FileRateLimit,
+    proxies: Option<Vec<String>>,
+) -> Result<(RateLimitConfig, Vec<IpBlock>), ConfigError> {
+    let d = RateLimitConfig::default();
+    let per_second = |name: &str, value: Option<f64>, default: f64| match value {
+        None => Ok(default),
+        // At least one token an hour, so that a wait is always finite and short enough to say.
+        Some(v) if v.is_finite() && v >= 1.0 / 3600.0 => Ok(v),
+        Some(v) => Err(invalid(
+            name,
+            format!("{v} is not a positive rate (tokens per second, at least 1/3600)"),
+        )),
+    };
+    let config = RateLimitConfig {
+        enabled: raw.enabled.unwrap_or(d.enabled),
+        auth_burst: raw.auth_burst.unwrap_or(d.auth_burst),
+        auth_per_second: per_second(
+            "rate_limit.auth_per_second (SIGNALBOX_RATE_LIMIT_AUTH_PER_SECOND)",
+            raw.auth_per_second,
+            d.auth_per_second,
+        )?,
+        negotiate_burst: raw.negotiate_burst.unwrap_or(d.negotiate_burst),
+        negotiate_per_second: per_second(
+            "rate_limit.negotiate_per_second (SIGNALBOX_RATE_LIMIT_NEGOTIATE_PER_SECOND)",
+            raw.negotiate_per_second,
+            d.negotiate_per_second,
+        )?,
+        login_failures: raw.login_failures.unwrap_or(d.login_failures),
+        login_backoff: duration(
+            "rate_limit.login_backoff (SIGNALBOX_RATE_LIMIT_LOGIN_BACKOFF)",
+            raw.login_backoff,
+            d.login_backoff,
+        )?,
+        login_backoff_max: duration(
+            "rate_limit.login_backoff_max (SIGNALBOX_RATE_LIMIT_LOGIN_BACKOFF_MAX)",
+            raw.login_backoff_max,
+            d.login_backoff_max,
+        )?,
+    };
+    if config.login_backoff_max < config.login_backoff {
+        return Err(invalid(
+            "rate_limit.login_backoff_max (SIGNALBOX_RATE_LIMIT_LOGIN_BACKOFF_MAX)",
+            format!(
+                "{} is shorter than rate_limit.login_backoff ({})",
+                format_duration(config.login_backoff_max),
+                format_duration(config.login_backoff)
+            ),
+        ));
+    }
+    let proxies = proxies
+        .unwrap_or_default()
+        .iter()
+        .map(|text| {
+            text.parse::<IpBlock>()
+                .map_err(|e| invalid("trusted_proxies (SIGNALBOX_TRUSTED_PROXIES)", e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((config, proxies))
 }
 
 fn invalid(name: &str, message: impl Into<String>) -> ConfigError {
@@ -803,6 +1025,7 @@ fn resolve(raw: FileConfig) -> Result<Config, ConfigError> {
             .cors
             .allow_credentials
             .unwrap_or(defaults.cors.allow_credentials),
+        check_origin: raw.cors.check_origin.unwrap_or(defaults.cors.check_origin),
     };
     for origin in &cors.allowed_origins {
         if origin == "*" {
@@ -959,6 +1182,7 @@ fn resolve(raw: FileConfig) -> Result<Config, ConfigError> {
         ));
     }
     let (log, metrics, admin) = resolve_ops(raw.log, raw.metrics, raw.admin)?;
+    let (rate_limit, trusted_proxies) = resolve_rate_limit(raw.rate_limit, raw.trusted_proxies)?;
 
     Ok(Config {
         listen,
@@ -974,6 +1198,8 @@ fn resolve(raw: FileConfig) -> Result<Config, ConfigError> {
         log,
         metrics,
         admin,
+        rate_limit,
+        trusted_proxies,
     })
 }
 
@@ -1202,6 +1428,54 @@ mod tests {
             weak.to_string().contains("connection_token_secret"),
             "{weak}"
         );
+    }
+
+    #[test]
+    fn rate_limits_and_trusted_proxies() {
+        let defaults = load(None, &[], &Overrides::default()).unwrap();
+        assert!(defaults.rate_limit.enabled);
+        assert_eq!(defaults.rate_limit.auth_burst, 20);
+        assert!(defaults.trusted_proxies.is_empty());
+        assert!(defaults.cors.check_origin);
+        let file = "trusted_proxies = [\"10.0.0.0/8\"]\n[rate_limit]\nauth_burst = 3\nlogin_backoff = \"2s\"\n";
+        let config = load(
+            Some(file),
+            &[
+                ("SIGNALBOX_RATE_LIMIT_AUTH_PER_SECOND", "0.5"),
+                ("SIGNALBOX_RATE_LIMIT_NEGOTIATE_BURST", "0"),
+                ("SIGNALBOX_TRUSTED_PROXIES", "127.0.0.2, ::1"),
+                ("SIGNALBOX_CORS_CHECK_ORIGIN", "false"),
+            ],
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(config.rate_limit.auth_burst, 3);
+        assert!((config.rate_limit.auth_per_second - 0.5).abs() < f64::EPSILON);
+        assert_eq!(config.rate_limit.negotiate_burst, 0);
+        assert_eq!(config.rate_limit.login_backoff, Duration::from_secs(2));
+        assert_eq!(config.trusted_proxies.len(), 2);
+        assert!(!config.cors.check_origin);
+        for (name, value, complaint) in [
+            (
+                "SIGNALBOX_TRUSTED_PROXIES",
+                "example.com",
+                "SIGNALBOX_TRUSTED_PROXIES",
+            ),
+            (
+                "SIGNALBOX_RATE_LIMIT_AUTH_PER_SECOND",
+                "0",
+                "auth_per_second",
+            ),
+            ("SIGNALBOX_RATE_LIMIT_AUTH_BURST", "-1", "AUTH_BURST"),
+            (
+                "SIGNALBOX_RATE_LIMIT_LOGIN_BACKOFF_MAX",
+                "500ms",
+                "LOGIN_BACKOFF_MAX",
+            ),
+        ] {
+            let error = load(None, &[(name, value)], &Overrides::default()).unwrap_err();
+            assert!(error.to_string().contains(complaint), "{error}");
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! | `signalbox_backplane_lost_messages_total` | counter | — (envelopes that could not be published) |
 //! | `signalbox_backplane_messages_published_total` | counter | — (placeholder, see [`backplane`]) |
 //! | `signalbox_backplane_messages_received_total` | counter | — (placeholder) |
+//! | `signalbox_rate_limited_total` | counter | `endpoint` (see [`crate::rate_limit`]) |
 //!
 //! Access: `/metrics` answers anyone when `metrics.public` is set; otherwise it needs either the
 //! static `metrics.token` as a bearer token (for Prometheus' `authorization` setting) or an
@@ -177,6 +178,10 @@ fn describe() {
         "Backplane envelopes that could not be published"
     );
     metrics::describe_gauge!(backplane::CONNECTED, "1 while the backplane is connected");
+    metrics::describe_counter!(
+        crate::rate_limit::RATE_LIMITED,
+        "Requests refused by a rate limit, by endpoint"
+    );
     // Registered at zero so they are scraped before the first event.
     metrics::counter!(NOTIFICATIONS_PUBLISHED).absolute(0);
     metrics::counter!(backplane::PUBLISHED).absolute(0);

@@ -2,6 +2,7 @@
 //! API in one axum router, served until a shutdown signal.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::accounts::Accounts;
 use crate::backplane::ClusterBackplane;
+use crate::client_ip::TrustedProxies;
 use crate::cluster::{Cluster, ClusterServices};
 use crate::config::{Config, ConfigError, CorsConfig};
 use crate::db::{Db, StoreError};
@@ -21,7 +23,9 @@ use crate::hubs::notifications::{HUB_PATH, HubScaling, HubServices, notification
 use crate::identity::Authenticator;
 use crate::inbox::Inbox;
 use crate::oidc::{OidcError, OidcVerifier};
+use crate::origin::OriginCheck;
 use crate::presence::Presence;
+use crate::rate_limit::RateLimits;
 use crate::refresh::RefreshTokens;
 use crate::state::AppState;
 use crate::tokens::{TokenError, TokenService};
@@ -152,7 +156,13 @@ pub async fn build(mut config: Config) -> Result<Service, StartError> {
     if let Some(backplane) = &backplane {
         readiness.register(crate::health::BackplaneCheck(backplane.clone()));
     }
+    let limits = RateLimits::new(
+        &config.rate_limit,
+        TrustedProxies::new(config.trusted_proxies.clone()),
+    );
+    let origins = OriginCheck::new(&config.cors);
     let state = AppState {
+        limits: limits.clone(),
         accounts: Accounts::new(db.clone()),
         refresh: RefreshTokens::new(db.clone(), config.auth.refresh_token_ttl),
         config: Arc::new(config),
@@ -172,7 +182,19 @@ pub async fn build(mut config: Config) -> Result<Service, StartError> {
         .merge(crate::metrics::router(state.clone()))
         .merge(crate::admin::router(state.clone()))
         .merge(crate::web::router(state.clone()))
-        .map_hub(HUB_PATH, hub);
+        .merge(
+            // Innermost first: a foreign origin is refused before it costs a negotiate token.
+            Router::new()
+                .map_hub(HUB_PATH, hub)
+                .layer(axum::middleware::from_fn_with_state(
+                    limits,
+                    crate::rate_limit::limit_negotiate,
+                ))
+                .layer(axum::middleware::from_fn_with_state(
+                    origins,
+                    crate::origin::check_origin,
+                )),
+        );
     if let Some(cors) = cors_layer(&state.config.cors) {
         router = router.layer(cors);
     }
@@ -234,7 +256,8 @@ impl Service {
         self.router.clone()
     }
 
-    /// Serves on `listener` until `shutdown` resolves. Then the hub closes its connections
+    /// Serves on `listener` until `shutdown` resolves (with each request's TCP peer known, for
+    /// the per-IP rate limits). Then the hub closes its connections
     /// (clients are told they may reconnect; presence records them offline), and the rows this
     /// node still holds are removed.
     pub async fn serve(
@@ -250,9 +273,14 @@ impl Service {
                 tracing::warn!(open, "connections still open after the shutdown deadline");
             }
         };
-        let result = axum::serve(listener, self.router.clone())
-            .with_graceful_shutdown(signal)
-            .await;
+        let result = axum::serve(
+            listener,
+            self.router
+                .clone()
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(signal)
+        .await;
         self.retention.abort();
         self.sampler.abort();
         if let Err(error) = self.state.presence.shutdown().await {

@@ -13,6 +13,7 @@ use crate::identity::Authenticator;
 use crate::inbox::Inbox;
 use crate::metrics::Metrics;
 use crate::presence::Presence;
+use crate::rate_limit::RateLimits;
 use crate::refresh::RefreshTokens;
 use crate::tokens::TokenService;
 
@@ -45,6 +46,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// The checks of `/health/ready`; other modules register theirs.
     pub readiness: Readiness,
+    /// Rate limits of the sign-in endpoints and of negotiate.
+    pub limits: RateLimits,
 }
 
 impl AppState {

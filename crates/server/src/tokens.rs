@@ -11,6 +11,10 @@ use signalbox::JwtAuth;
 use signalbox::auth::JwtAuthBuilder;
 
 use crate::clock::now_secs;
+
+/// The `typ` header of access tokens (RFC 9068 §2.1), required on locally issued tokens so that
+/// no other kind of JWT signed with the same key passes for one (RFC 8725 §3.11).
+pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
 use crate::config::{AuthConfig, ConfigError, SigningAlgorithm};
 
 /// Why the token service could not be set up or a token could not be signed.
@@ -91,6 +95,7 @@ impl TokenService {
                 let encoding =
                     EncodingKey::from_secret(secret.as_bytes()).map_err(TokenError::Key)?;
                 let mut header = Header::new(Algorithm::HS256);
+                header.typ = Some(ACCESS_TOKEN_TYPE.to_owned());
                 header.kid = config.jwt_key_id.clone();
                 (
                     encoding,
@@ -128,6 +133,7 @@ impl TokenService {
                     KeyAlgorithm::ES256
                 });
                 let mut header = Header::new(algorithm);
+                header.typ = Some(ACCESS_TOKEN_TYPE.to_owned());
                 header.kid = Some(kid.clone());
                 let jwks = JwkSet {
                     keys: vec![jwk.clone()],
@@ -192,8 +198,8 @@ impl TokenService {
         })
     }
 
-    /// A validator builder with the local key and issuer; add other issuers' keys before
-    /// building.
+    /// A validator builder with the local key and issuer, requiring `typ: at+jwt` on tokens of
+    /// the local key; add other issuers' keys (not bound to that type) before building.
     pub fn validator_builder(&self) -> Result<JwtAuthBuilder, TokenError> {
         let builder = JwtAuth::builder().issuer(self.issuer.clone());
         let builder = match &self.audience {
@@ -210,7 +216,8 @@ impl TokenService {
                 let key = DecodingKey::from_jwk(key).map_err(TokenError::Key)?;
                 builder.decoding_key(key, &[*algorithm], Some(kid))
             }
-        })
+        }
+        .required_type(ACCESS_TOKEN_TYPE))
     }
 
     /// The validator for locally issued tokens.
@@ -266,6 +273,27 @@ mod tests {
         assert!(principal.has_claim("permission", "read"));
         assert!(principal.has_claim("team", "a"));
         assert!(service.jwks().keys.is_empty());
+    }
+
+    #[test]
+    fn access_tokens_are_typed_and_untyped_ones_refused() {
+        let service = TokenService::new(&config()).unwrap();
+        let token = service.issue("alice", &Map::new(), None).unwrap();
+        let header = jsonwebtoken::decode_header(&token.token).unwrap();
+        assert_eq!(header.typ.as_deref(), Some(ACCESS_TOKEN_TYPE));
+        // The same claims and key, but `typ: JWT` (any other kind of JWT): refused.
+        let payload: Map<String, Value> =
+            jsonwebtoken::dangerous::insecure_decode_claims(&token.token).unwrap();
+        let untyped = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &payload,
+            &EncodingKey::from_secret(config().jwt_secret.unwrap().as_bytes()).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            service.validator().unwrap().validate(&untyped).unwrap_err(),
+            signalbox::auth::AuthError::InvalidType
+        );
     }
 
     #[test]

@@ -397,3 +397,49 @@ async fn oidc_tokens_are_mapped_to_local_users_and_keys_rotate() {
     let local = app.connect(session["access_token"].as_str().unwrap()).await;
     local.close().await;
 }
+
+/// RFC 8725 §3.11: local access tokens carry `typ: at+jwt` (RFC 9068) and a JWT signed with the
+/// same key but typed otherwise (or not at all) is refused on REST routes and on the hub.
+#[tokio::test]
+async fn access_tokens_must_be_typed_at_jwt() {
+    let app = TestApp::start(Backend::Sqlite).await;
+    app.user("alice", &[]).await;
+    let (status, session) = app.login("alice", PASSWORD).await;
+    assert_eq!(status, 200, "{session}");
+    let access = session["access_token"].as_str().unwrap();
+    let header = jsonwebtoken::decode_header(access).unwrap();
+    assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+
+    let now = signalbox_server::clock::now_secs();
+    let claims = json!({"sub": "alice", "iss": "signalbox", "iat": now, "exp": now + 300});
+    let key = jsonwebtoken::EncodingKey::from_secret(common::SECRET.as_bytes()).unwrap();
+    let sign = |typ: Option<&str>| {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        header.typ = typ.map(str::to_owned);
+        jsonwebtoken::encode(&header, &claims, &key).unwrap()
+    };
+    let negotiate = |token: String| {
+        let request = app
+            .http
+            .post(format!(
+                "{}/hubs/notifications/negotiate?negotiateVersion=1",
+                app.url
+            ))
+            .bearer_auth(token);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    for typ in [Some("JWT"), None, Some("id_token+jwt")] {
+        let token = sign(typ);
+        assert_eq!(
+            app.get("/api/notifications", Some(&token)).await.0,
+            401,
+            "{typ:?} on REST"
+        );
+        assert_eq!(negotiate(token).await, 401, "{typ:?} on negotiate");
+    }
+    for typ in ["at+jwt", "application/at+jwt"] {
+        let token = sign(Some(typ));
+        assert_eq!(app.get("/api/notifications", Some(&token)).await.0, 200);
+        assert_eq!(negotiate(token).await, 200, "{typ} on negotiate");
+    }
+}

@@ -163,7 +163,13 @@ $('login-form').addEventListener('submit', async (event) => {
     body: JSON.stringify({ username: $('username').value, password: $('password').value }),
   });
   if (!response.ok) {
-    $('login-error').textContent = response.status === 401 ? 'Wrong user name or password.' : `Sign-in failed (${response.status}).`;
+    let detail = `Sign-in failed (${response.status}).`;
+    if (response.status === 401) detail = 'Wrong user name or password.';
+    if (response.status === 429) {
+      // Rate limited: the server says for how long.
+      detail = await response.json().then((body) => body.message || detail, () => detail);
+    }
+    $('login-error').textContent = detail;
     return;
   }
   token = (await response.json()).access_token;

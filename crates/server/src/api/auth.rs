@@ -75,6 +75,7 @@ pub(crate) async fn session(
         (status = 400, description = "Invalid name or password", body = ErrorBody),
         (status = 403, description = "Registration is disabled", body = ErrorBody),
         (status = 409, description = "Name taken", body = ErrorBody),
+        (status = 429, description = "Too many requests from this address (see `Retry-After`)", body = ErrorBody),
     )
 )]
 pub async fn register(
@@ -107,16 +108,19 @@ pub async fn register(
     responses(
         (status = 200, description = "Signed in", body = TokenResponse),
         (status = 401, description = "Invalid user name or password", body = ErrorBody),
+        (status = 429, description = "Too many requests from this address, or too many failed logins for this account (see `Retry-After`)", body = ErrorBody),
     )
 )]
 pub async fn login(
     State(state): State<AppState>,
     Json(body): Json<Credentials>,
 ) -> Result<Json<TokenResponse>, ApiError> {
+    state.limits.login_attempt(&body.username)?;
     let user = state
         .accounts
         .authenticate(&body.username, body.password)
         .await?;
+    state.limits.login_succeeded(&body.username);
     tracing::info!(user = %user.name, "signed in");
     Ok(Json(session(&state, &user, None, None).await?))
 }
@@ -129,6 +133,7 @@ pub async fn login(
     responses(
         (status = 200, description = "New tokens", body = TokenResponse),
         (status = 401, description = "Invalid, expired or reused refresh token", body = ErrorBody),
+        (status = 429, description = "Too many requests from this address (see `Retry-After`)", body = ErrorBody),
     )
 )]
 pub async fn refresh(

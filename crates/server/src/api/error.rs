@@ -41,6 +41,14 @@ pub enum ApiError {
     /// 409.
     #[error("{0}")]
     Conflict(String),
+    /// 429: a rate limit refused the request; `Retry-After` says when to try again.
+    #[error("{message}")]
+    TooManyRequests {
+        /// What was limited.
+        message: String,
+        /// Seconds until a retry may succeed (the `Retry-After` header).
+        retry_after: u64,
+    },
     /// 500: the cause is logged; the client gets a generic message.
     #[error("internal error: {0}")]
     Internal(String),
@@ -55,12 +63,20 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let mut retry_after = None;
         let (status, code, message) = match self {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m),
             ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, "unauthorized", m),
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, "conflict", m),
+            ApiError::TooManyRequests {
+                message,
+                retry_after: secs,
+            } => {
+                retry_after = Some(secs);
+                (StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+            }
             ApiError::Internal(cause) => {
                 tracing::error!(%cause, "request failed");
                 (
@@ -78,6 +94,11 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

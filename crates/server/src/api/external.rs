@@ -32,6 +32,7 @@ pub struct ExternalLogin {
         (status = 200, description = "Signed in", body = TokenResponse),
         (status = 401, description = "Invalid token, or no local user for it", body = ErrorBody),
         (status = 404, description = "No external provider is configured", body = ErrorBody),
+        (status = 429, description = "Too many requests from this address (see `Retry-After`)", body = ErrorBody),
     )
 )]
 pub async fn external_login(

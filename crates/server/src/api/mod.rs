@@ -21,12 +21,19 @@ pub use openapi::ApiDoc;
 
 /// The REST routes, `/openapi.json` and `/swagger`.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    // The sign-in routes share a per-IP rate limit (see `crate::rate_limit`).
+    let sign_in = Router::new()
         .route("/api/auth/register", post(auth::register))
         .route("/api/auth/login", post(auth::login))
         .route("/api/auth/refresh", post(auth::refresh))
-        .route("/api/auth/logout", post(auth::logout))
         .route("/api/auth/external", post(external::external_login))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.limits.clone(),
+            crate::rate_limit::limit_auth,
+        ));
+    Router::new()
+        .merge(sign_in)
+        .route("/api/auth/logout", post(auth::logout))
         .route("/.well-known/jwks.json", get(auth::jwks))
         .route(
             "/api/notifications",

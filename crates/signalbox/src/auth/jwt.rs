@@ -55,6 +55,10 @@ pub enum AuthError {
     /// A required claim is missing or has the wrong type.
     #[error("invalid claims")]
     InvalidClaims,
+    /// The header's `typ` is not the one required for the key (RFC 8725 §3.11 explicit
+    /// typing; see [`JwtAuthBuilder::required_type`]).
+    #[error("invalid token type")]
+    InvalidType,
 }
 
 impl AuthError {
@@ -72,6 +76,7 @@ impl AuthError {
             AuthError::InvalidIssuer => "issuer",
             AuthError::InvalidAudience => "audience",
             AuthError::InvalidClaims => "claims",
+            AuthError::InvalidType => "type",
         }
     }
 }
@@ -97,12 +102,40 @@ pub enum JwtConfigError {
     /// No key was configured.
     #[error("no verification key configured")]
     NoKeys,
+    /// [`JwtAuthBuilder::required_type`] was called before any key was added, so it would
+    /// apply to no key.
+    #[error("required_type was set before any key was added")]
+    TypeBeforeKeys,
+    /// [`JwtAuthBuilder::required_type`] was given an empty type.
+    #[error("the required token type is empty")]
+    EmptyType,
 }
 
 struct Key {
     kid: Option<String>,
     key: DecodingKey,
     algorithms: Vec<Algorithm>,
+    /// The `typ` header tokens verified with this key must carry (normalised, see
+    /// [`normalise_type`]), if any.
+    required_type: Option<String>,
+}
+
+/// A media type as `typ` compares it: without an `application/` prefix, in lower case
+/// (RFC 7515 §4.1.9 allows omitting the prefix; media types compare case-insensitively).
+fn normalise_type(typ: &str) -> String {
+    let typ = typ.trim().to_ascii_lowercase();
+    match typ.strip_prefix("application/") {
+        Some(rest) => rest.to_owned(),
+        None => typ,
+    }
+}
+
+/// Whether a header `typ` satisfies a key's requirement.
+fn type_matches(header_typ: Option<&str>, required: Option<&str>) -> bool {
+    match required {
+        None => true,
+        Some(required) => header_typ.is_some_and(|typ| normalise_type(typ) == required),
+    }
 }
 
 struct Inner {
@@ -202,7 +235,12 @@ impl JwtAuth {
         }
 
         let mut last = AuthError::InvalidSignature;
+        let mut wrong_type = false;
         for key in candidates {
+            if !type_matches(header.typ.as_deref(), key.required_type.as_deref()) {
+                wrong_type = true;
+                continue;
+            }
             match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation) {
                 Ok(data) => return Ok(Principal::new(data.claims, &inner.user_id_claim)),
                 Err(err) => {
@@ -212,6 +250,11 @@ impl JwtAuth {
                     }
                 }
             }
+        }
+        if wrong_type && last == AuthError::InvalidSignature {
+            // A key that would have been tried requires another `typ`: say so rather than
+            // blaming the signature of a key the token was not made for.
+            return Err(AuthError::InvalidType);
         }
         Err(last)
     }
@@ -274,6 +317,7 @@ pub struct JwtAuthBuilder {
     user_id_claim: String,
     max_token_length: usize,
     require_exp: bool,
+    config_error: Option<JwtConfigError>,
 }
 
 impl fmt::Debug for JwtAuthBuilder {
@@ -294,6 +338,7 @@ impl Default for JwtAuthBuilder {
             user_id_claim: "sub".to_owned(),
             max_token_length: DEFAULT_MAX_TOKEN_LENGTH,
             require_exp: true,
+            config_error: None,
         }
     }
 }
@@ -337,6 +382,7 @@ impl JwtAuthBuilder {
             kid: None,
             key,
             algorithms: algorithms.to_vec(),
+            required_type: None,
         });
         Ok(self)
     }
@@ -357,6 +403,7 @@ impl JwtAuthBuilder {
             kid: kid.map(str::to_owned),
             key,
             algorithms: algorithms.to_vec(),
+            required_type: None,
         });
         Ok(self)
     }
@@ -375,6 +422,7 @@ impl JwtAuthBuilder {
             kid: kid.map(str::to_owned),
             key,
             algorithms: algorithms.to_vec(),
+            required_type: None,
         });
         Ok(self)
     }
@@ -390,7 +438,31 @@ impl JwtAuthBuilder {
             kid: kid.map(str::to_owned),
             key,
             algorithms: algorithms.to_vec(),
+            required_type: None,
         });
+        self
+    }
+
+    /// Requires explicit typing (RFC 8725 §3.11, RFC 9068 §2.1) on the tokens verified with the
+    /// keys added **so far**: their `typ` header must be `typ`, compared case-insensitively and
+    /// with or without the `application/` prefix (`at+jwt` matches `application/AT+JWT`). A token
+    /// without `typ` or with another one is refused with [`AuthError::InvalidType`]. Keys added
+    /// after this call (another issuer's, whose tokens are typed differently) are not affected.
+    ///
+    /// [`JwtAuthBuilder::build`] fails with [`JwtConfigError::TypeBeforeKeys`] when no key was
+    /// added before this call, and with [`JwtConfigError::EmptyType`] for an empty type.
+    pub fn required_type(mut self, typ: impl AsRef<str>) -> Self {
+        let typ = normalise_type(typ.as_ref());
+        if typ.is_empty() {
+            self.config_error.get_or_insert(JwtConfigError::EmptyType);
+        } else if self.keys.is_empty() {
+            self.config_error
+                .get_or_insert(JwtConfigError::TypeBeforeKeys);
+        } else {
+            for key in &mut self.keys {
+                key.required_type = Some(typ.clone());
+            }
+        }
         self
     }
 
@@ -432,6 +504,9 @@ impl JwtAuthBuilder {
 
     /// Finishes the validator.
     pub fn build(self) -> Result<JwtAuth, JwtConfigError> {
+        if let Some(error) = self.config_error {
+            return Err(error);
+        }
         if self.keys.is_empty() {
             return Err(JwtConfigError::NoKeys);
         }
@@ -586,6 +661,99 @@ mod tests {
         assert!(matches!(
             JwtAuth::builder().build(),
             Err(JwtConfigError::NoKeys)
+        ));
+    }
+
+    fn typed_token(claims: &Value, typ: Option<&str>, secret: &[u8]) -> String {
+        let mut header = Header::new(Algorithm::HS256);
+        header.typ = typ.map(str::to_owned);
+        encode(&header, claims, &EncodingKey::from_secret(secret).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn required_type_is_checked_case_insensitively_with_or_without_prefix() {
+        let a = JwtAuth::builder()
+            .hmac_secret(SECRET, &[Algorithm::HS256])
+            .unwrap()
+            .required_type("at+jwt")
+            .build()
+            .unwrap();
+        let claims = json!({"sub": "a", "exp": now() + 60});
+        for typ in [
+            "at+jwt",
+            "AT+JWT",
+            "application/at+jwt",
+            "Application/At+Jwt",
+        ] {
+            let t = typed_token(&claims, Some(typ), SECRET);
+            assert!(a.validate(&t).is_ok(), "{typ}");
+        }
+        for typ in [Some("JWT"), Some("jwt"), Some(""), Some("at+jwt2"), None] {
+            let t = typed_token(&claims, typ, SECRET);
+            assert_eq!(a.validate(&t), Err(AuthError::InvalidType), "{typ:?}");
+        }
+        assert_eq!(AuthError::InvalidType.reason(), "type");
+        // The signature is still checked for typed tokens.
+        let forged = typed_token(
+            &claims,
+            Some("at+jwt"),
+            b"another-secret-another-secret-another",
+        );
+        assert_eq!(a.validate(&forged), Err(AuthError::InvalidSignature));
+    }
+
+    #[test]
+    fn required_type_applies_to_the_keys_added_before_it() {
+        const OTHER: &[u8] = b"a-second-issuer-secret-0123456789abcdef";
+        let a = JwtAuth::builder()
+            .hmac_secret(SECRET, &[Algorithm::HS256])
+            .unwrap()
+            .required_type("application/at+jwt")
+            .hmac_secret(OTHER, &[Algorithm::HS256])
+            .unwrap()
+            .build()
+            .unwrap();
+        let claims = json!({"sub": "a", "exp": now() + 60});
+        // The second key's tokens need no particular type.
+        assert!(
+            a.validate(&typed_token(&claims, Some("JWT"), OTHER))
+                .is_ok()
+        );
+        assert!(a.validate(&typed_token(&claims, None, OTHER)).is_ok());
+        // The first key's do.
+        assert!(
+            a.validate(&typed_token(&claims, Some("at+jwt"), SECRET))
+                .is_ok()
+        );
+        assert_eq!(
+            a.validate(&typed_token(&claims, Some("JWT"), SECRET)),
+            Err(AuthError::InvalidType)
+        );
+        // Without the option, `typ` is not looked at.
+        assert!(
+            auth()
+                .validate(&typed_token(&claims, Some("whatever"), SECRET))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn required_type_misuse_is_a_config_error() {
+        assert!(matches!(
+            JwtAuth::builder()
+                .required_type("at+jwt")
+                .hmac_secret(SECRET, &[Algorithm::HS256])
+                .unwrap()
+                .build(),
+            Err(JwtConfigError::TypeBeforeKeys)
+        ));
+        assert!(matches!(
+            JwtAuth::builder()
+                .hmac_secret(SECRET, &[Algorithm::HS256])
+                .unwrap()
+                .required_type(" ")
+                .build(),
+            Err(JwtConfigError::EmptyType)
         ));
     }
 
