@@ -89,27 +89,50 @@ impl LocalLifetimeManager {
     }
 
     fn group_members(&self, group: &str, excluded: &[String]) -> Vec<ConnectionHandle> {
-        let ids: Vec<Arc<str>> = match self.groups.get(group) {
+        self.handles(&self.group_member_ids(group, excluded))
+    }
+
+    fn user_connections(&self, user: &str) -> Vec<ConnectionHandle> {
+        self.handles(&self.user_connection_ids(user))
+    }
+
+    /// The members of a group, minus `excluded` (copied out, so no group lock is held while the
+    /// connection table is read).
+    fn group_member_ids(&self, group: &str, excluded: &[String]) -> Vec<Arc<str>> {
+        match self.groups.get(group) {
             Some(members) => members
                 .iter()
                 .filter(|id| !excluded.iter().any(|x| **x == ***id))
                 .cloned()
                 .collect(),
-            None => return Vec::new(),
-        };
+            None => Vec::new(),
+        }
+    }
+
+    /// The connection ids of a user.
+    fn user_connection_ids(&self, user: &str) -> Vec<Arc<str>> {
+        self.users
+            .get(user)
+            .map(|ids| ids.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn handles(&self, ids: &[Arc<str>]) -> Vec<ConnectionHandle> {
         ids.iter()
             .filter_map(|id| self.connections.get(id).map(|e| e.handle.clone()))
             .collect()
     }
 
-    fn user_connections(&self, user: &str) -> Vec<ConnectionHandle> {
-        let ids: Vec<Arc<str>> = match self.users.get(user) {
-            Some(ids) => ids.iter().cloned().collect(),
-            None => return Vec::new(),
-        };
-        ids.iter()
-            .filter_map(|id| self.connections.get(id).map(|e| e.handle.clone()))
-            .collect()
+    /// Queues `message` for each of `ids` that is connected here; returns how many were queued.
+    fn send_to_ids<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a str>,
+        message: &SerializedMessage,
+    ) -> usize {
+        ids.into_iter()
+            .filter_map(|id| self.connections.get(id))
+            .filter(|e| e.handle.send_message(message))
+            .count()
     }
 
     /// Sends synchronously to the local recipients of `target`; returns how many were queued.
@@ -127,11 +150,35 @@ impl LocalLifetimeManager {
                 .filter(|e| !excluded.iter().any(|x| **x == *e.handle.id))
                 .filter(|e| e.handle.send_message(message))
                 .count(),
-            _ => self
-                .recipients(target)
+            // The others queue by id, without cloning a handle per recipient either.
+            Target::Connection(id) => self.send_to_ids([id.as_str()], message),
+            Target::Connections(ids) => self.send_to_ids(ids.iter().map(String::as_str), message),
+            Target::Group(group) => {
+                let ids = self.group_member_ids(group, &[]);
+                self.send_to_ids(ids.iter().map(|id| &**id), message)
+            }
+            Target::Groups(groups) => groups
                 .iter()
-                .filter(|handle| handle.send_message(message))
-                .count(),
+                .map(|group| {
+                    let ids = self.group_member_ids(group, &[]);
+                    self.send_to_ids(ids.iter().map(|id| &**id), message)
+                })
+                .sum(),
+            Target::GroupExcept(group, excluded) => {
+                let ids = self.group_member_ids(group, excluded);
+                self.send_to_ids(ids.iter().map(|id| &**id), message)
+            }
+            Target::User(user) => {
+                let ids = self.user_connection_ids(user);
+                self.send_to_ids(ids.iter().map(|id| &**id), message)
+            }
+            Target::Users(users) => users
+                .iter()
+                .map(|user| {
+                    let ids = self.user_connection_ids(user);
+                    self.send_to_ids(ids.iter().map(|id| &**id), message)
+                })
+                .sum(),
         };
         crate::metrics::sent(sent as u64);
         sent
