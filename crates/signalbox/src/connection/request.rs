@@ -4,7 +4,8 @@ use std::ops::Range;
 use std::sync::OnceLock;
 
 use http::header::{
-    CONNECTION, SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE,
+    AUTHORIZATION, CONNECTION, COOKIE, PROXY_AUTHORIZATION, SEC_WEBSOCKET_EXTENSIONS,
+    SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE,
 };
 use http::{HeaderMap, HeaderName, HeaderValue};
 
@@ -25,7 +26,7 @@ const HANDSHAKE_HEADERS: [HeaderName; 5] = [
 /// Every connection keeps one for its whole life, so it is stored compactly: the path, header
 /// names and values and decoded query pairs share one allocation. [`HttpRequestInfo::headers`]
 /// builds a [`HeaderMap`] the first time it is called.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct HttpRequestInfo {
     /// The path, then each header's name and value, then each query key and value.
     data: Box<[u8]>,
@@ -44,6 +45,34 @@ struct StoredHeader {
     name: Range<u32>,
     value: Range<u32>,
     sensitive: bool,
+}
+
+/// Sensitive header values (such as `Authorization`) print as `Sensitive`, as in `HeaderMap`.
+impl std::fmt::Debug for HttpRequestInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<(&str, String)> = self
+            .headers
+            .iter()
+            .map(|header| {
+                let value = if header.sensitive {
+                    "Sensitive".to_owned()
+                } else {
+                    String::from_utf8_lossy(self.bytes(&header.value)).into_owned()
+                };
+                (self.text(&header.name), value)
+            })
+            .collect();
+        let query: Vec<(&str, &str)> = self
+            .query
+            .iter()
+            .map(|(k, v)| (self.text(k), self.text(v)))
+            .collect();
+        f.debug_struct("HttpRequestInfo")
+            .field("path", &self.path())
+            .field("headers", &headers)
+            .field("query", &query)
+            .finish()
+    }
 }
 
 impl Clone for HttpRequestInfo {
@@ -81,7 +110,9 @@ impl HttpRequestInfo {
             .map(|(name, value)| StoredHeader {
                 name: push(&mut data, name.as_str().as_bytes()),
                 value: push(&mut data, value.as_bytes()),
-                sensitive: value.is_sensitive(),
+                // Credentials never show in `Debug` output, whether or not the server marked them.
+                sensitive: value.is_sensitive()
+                    || [AUTHORIZATION, PROXY_AUTHORIZATION, COOKIE].contains(name),
             })
             .collect();
         let query = raw_query
@@ -232,9 +263,8 @@ mod tests {
         headers.append("x-multi", "a".parse().unwrap());
         headers.append("x-multi", "b".parse().unwrap());
         headers.insert("x-binary", HeaderValue::from_bytes(b"caf\xe9").unwrap());
-        let mut secret = HeaderValue::from_static("Bearer abc");
-        secret.set_sensitive(true);
-        headers.insert("authorization", secret);
+        // Not marked sensitive by the server; kept as sensitive anyway.
+        headers.insert("authorization", HeaderValue::from_static("Bearer abc"));
         let info = HttpRequestInfo::new("/hubs/x", &headers, Some("a=%20b&A=c"));
 
         assert_eq!(info.header("User-Agent"), Some("test/1.0"));
@@ -251,6 +281,12 @@ mod tests {
         assert_eq!(map.get("x-binary").unwrap().as_bytes(), b"caf\xe9");
         assert!(map.get("authorization").unwrap().is_sensitive());
         assert!(!map.contains_key("upgrade"));
+        let printed = format!("{info:?}");
+        assert!(
+            printed.contains("Sensitive") && !printed.contains("Bearer abc"),
+            "{printed}"
+        );
+        assert!(printed.contains("test/1.0"), "{printed}");
         let copy = info.clone();
         assert_eq!(copy.headers(), map);
         assert_eq!(copy.path(), "/hubs/x");
