@@ -14,8 +14,8 @@
 //! | `signalbox_inbox_unread` | gauge | — (unread notifications in the database, all nodes; refreshed every 15 s) |
 //! | `signalbox_backplane_connected` | gauge | — (1 while connected; see [`backplane`]) |
 //! | `signalbox_backplane_lost_messages_total` | counter | — (envelopes that could not be published) |
-//! | `signalbox_backplane_messages_published_total` | counter | — (placeholder, see [`backplane`]) |
-//! | `signalbox_backplane_messages_received_total` | counter | — (placeholder) |
+//! | `signalbox_backplane_messages_published_total` | counter | — (envelopes published by this node's lifetime managers) |
+//! | `signalbox_backplane_messages_received_total` | counter | — (envelopes received) |
 //! | `signalbox_rate_limited_total` | counter | `endpoint` (see [`crate::rate_limit`]) |
 //!
 //! Access: `/metrics` answers anyone when `metrics.public` is set; otherwise it needs either the
@@ -67,28 +67,17 @@ const DELIVERY_BUCKETS: &[f64] = &[
 ];
 
 /// Metric names of the cluster backplane. `CONNECTED` and `LOST` are kept up to date by
-/// [`crate::backplane::ClusterBackplane::spawn_monitor`]. `PUBLISHED` and `RECEIVED` are
-/// placeholders registered at zero: the library's scaled lifetime manager does not count its
-/// envelopes yet; whoever adds that calls [`backplane::published`] / [`backplane::received`].
+/// [`crate::backplane::ClusterBackplane::spawn_monitor`]; `PUBLISHED` and `RECEIVED` are counted
+/// by the library's scaled lifetime manager.
 pub mod backplane {
     /// 1 while the backplane is connected, 0 while it is not.
     pub const CONNECTED: &str = crate::backplane::BACKPLANE_CONNECTED;
     /// Envelopes that could not be published to the other nodes.
     pub const LOST: &str = crate::backplane::BACKPLANE_LOST_MESSAGES;
     /// Messages this node published to the backplane.
-    pub const PUBLISHED: &str = "signalbox_backplane_messages_published_total";
+    pub const PUBLISHED: &str = signalbox::metrics::BACKPLANE_PUBLISHED;
     /// Messages this node received from the backplane.
-    pub const RECEIVED: &str = "signalbox_backplane_messages_received_total";
-
-    /// Counts `n` messages published.
-    pub fn published(n: u64) {
-        metrics::counter!(PUBLISHED).increment(n);
-    }
-
-    /// Counts `n` messages received.
-    pub fn received(n: u64) {
-        metrics::counter!(RECEIVED).increment(n);
-    }
+    pub const RECEIVED: &str = signalbox::metrics::BACKPLANE_RECEIVED;
 }
 
 /// Counts notifications stored for `recipients` recipients.

@@ -16,6 +16,8 @@
 //! | `signalbox_messages_sent_total` | counter | — (frames queued to connections) |
 //! | `signalbox_bytes_sent_total` | counter | `transport` |
 //! | `signalbox_outbound_queue_drops_total` | counter | — (slow consumers closed) |
+//! | `signalbox_backplane_messages_published_total` | counter | — (envelopes a scaled lifetime manager published) |
+//! | `signalbox_backplane_messages_received_total` | counter | — (envelopes it received) |
 
 use std::time::Duration;
 
@@ -45,6 +47,10 @@ pub const MESSAGES_SENT: &str = "signalbox_messages_sent_total";
 pub const BYTES_SENT: &str = "signalbox_bytes_sent_total";
 /// Frames dropped because a connection's outbound queue was full.
 pub const OUTBOUND_QUEUE_DROPS: &str = "signalbox_outbound_queue_drops_total";
+/// Envelopes a [`crate::ScaledLifetimeManager`] published to its backplane.
+pub const BACKPLANE_PUBLISHED: &str = "signalbox_backplane_messages_published_total";
+/// Envelopes a [`crate::ScaledLifetimeManager`] received from its backplane.
+pub const BACKPLANE_RECEIVED: &str = "signalbox_backplane_messages_received_total";
 
 /// Why a connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +139,14 @@ pub(crate) fn sent(frames: u64) {
 
 pub(crate) fn bytes_sent(transport: TransportType, bytes: u64) {
     metrics::counter!(BYTES_SENT, "transport" => transport.name()).increment(bytes);
+}
+
+pub(crate) fn backplane_published() {
+    metrics::counter!(BACKPLANE_PUBLISHED).increment(1);
+}
+
+pub(crate) fn backplane_received() {
+    metrics::counter!(BACKPLANE_RECEIVED).increment(1);
 }
 
 pub(crate) fn queue_drop() {

@@ -399,7 +399,10 @@ impl<B: Backplane> Shared<B> {
 
     async fn publish(&self, channel: &str, payload: Bytes) -> bool {
         match self.backplane.publish(channel, payload).await {
-            Ok(()) => true,
+            Ok(()) => {
+                crate::metrics::backplane_published();
+                true
+            }
             Err(error) => {
                 let lost = self.lost.fetch_add(1, Ordering::Relaxed) + 1;
                 tracing::warn!(target: LOG, %error, channel, lost, "publish failed; message not delivered to other nodes");
@@ -460,6 +463,7 @@ impl<B: Backplane> Shared<B> {
             .publish(&self.channels.internal_groups(), envelope.encode())
             .await
             .map_err(|e| SendError::Backplane(e.to_string()))?;
+        crate::metrics::backplane_published();
         match tokio::time::timeout(self.ack_timeout, rx).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) | Err(_) => Err(SendError::Backplane(format!(
@@ -501,6 +505,7 @@ impl<B: Backplane> Shared<B> {
             .publish(&self.channels.connection(connection_id), envelope.encode())
             .await
             .map_err(|e| ClientResultError::Send(e.to_string()))?;
+        crate::metrics::backplane_published();
         // The owning node answers `Accepted` at once; no answer means no node owns the connection.
         let first = tokio::time::timeout(self.ack_timeout, rx.recv()).await;
         let outcome = match first {
@@ -531,6 +536,7 @@ async fn receive_loop<B: Backplane>(
     mut stream: super::backplane::BackplaneStream,
 ) {
     while let Some(message) = stream.next().await {
+        crate::metrics::backplane_received();
         let envelope = match Envelope::decode(&message.payload) {
             Ok(envelope) => envelope,
             Err(error) => {
