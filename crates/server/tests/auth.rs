@@ -419,13 +419,7 @@ async fn access_tokens_must_be_typed_at_jwt() {
         jsonwebtoken::encode(&header, &claims, &key).unwrap()
     };
     let negotiate = |token: String| {
-        let request = app
-            .http
-            .post(format!(
-                "{}/hubs/notifications/negotiate?negotiateVersion=1",
-                app.url
-            ))
-            .bearer_auth(token);
+        let request = app.negotiate_request(None, &token);
         async move { request.send().await.unwrap().status().as_u16() }
     };
     for typ in [Some("JWT"), None, Some("id_token+jwt")] {

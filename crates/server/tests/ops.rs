@@ -121,12 +121,7 @@ async fn metrics_count_known_traffic() {
     }
     // One refused token at negotiate.
     let refused = app
-        .http
-        .post(format!(
-            "{}/hubs/notifications/negotiate?negotiateVersion=1",
-            app.url
-        ))
-        .bearer_auth("not-a-token")
+        .negotiate_request(None, "not-a-token")
         .send()
         .await
         .unwrap();

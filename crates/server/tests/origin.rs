@@ -12,13 +12,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 const ALLOWED: &str = "https://app.example.com";
 
 async fn negotiate(app: &TestApp, token: &str, origin: Option<&str>) -> u16 {
-    let mut request = app
-        .http
-        .post(format!(
-            "{}/hubs/notifications/negotiate?negotiateVersion=1",
-            app.url
-        ))
-        .bearer_auth(token);
+    let mut request = app.negotiate_request(None, token);
     if let Some(origin) = origin {
         request = request.header("origin", origin);
     }
@@ -28,12 +22,7 @@ async fn negotiate(app: &TestApp, token: &str, origin: Option<&str>) -> u16 {
 /// The status of a WebSocket upgrade of a fresh negotiation (101 when it succeeds).
 async fn websocket(app: &TestApp, token: &str, origin: Option<&str>) -> u16 {
     let negotiated: serde_json::Value = app
-        .http
-        .post(format!(
-            "{}/hubs/notifications/negotiate?negotiateVersion=1",
-            app.url
-        ))
-        .bearer_auth(token)
+        .negotiate_request(None, token)
         .send()
         .await
         .unwrap()

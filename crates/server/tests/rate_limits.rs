@@ -55,12 +55,8 @@ async fn login(
 }
 
 async fn negotiate(app: &TestApp, client: &reqwest::Client, token: &str) -> (u16, Option<u64>) {
-    let response = client
-        .post(format!(
-            "{}/hubs/notifications/negotiate?negotiateVersion=1",
-            app.url
-        ))
-        .bearer_auth(token)
+    let response = app
+        .negotiate_request(Some(client), token)
         .send()
         .await
         .unwrap();

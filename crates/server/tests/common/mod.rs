@@ -257,6 +257,22 @@ impl TestApp {
             .token
     }
 
+    /// A negotiate request (version 1) to the notification hub with `token`, sent by `client`
+    /// (another source address, say) or by `self.http`.
+    pub fn negotiate_request(
+        &self,
+        client: Option<&reqwest::Client>,
+        token: &str,
+    ) -> reqwest::RequestBuilder {
+        client
+            .unwrap_or(&self.http)
+            .post(format!(
+                "{}/hubs/notifications/negotiate?negotiateVersion=1",
+                self.url
+            ))
+            .bearer_auth(token)
+    }
+
     pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
         let mut request = self.http.post(format!("{}{path}", self.url)).json(&body);
         if let Some(token) = token {
