@@ -18,8 +18,8 @@ pub use message::{
     Sequence, StreamInvocation, StreamItem,
 };
 pub use negotiate::{
-    AvailableTransport, NegotiateError, NegotiateRedirect, NegotiateResponse, TransportType,
-    select_negotiate_version,
+    AvailableTransport, NegotiateError, NegotiateRedirect, NegotiateResponse, RefreshResponse,
+    TransportType, select_negotiate_version,
 };
 pub use payload::{Payload, PayloadError};
 pub use protocol::{DecodeError, EncodeError, Protocol, TransferFormat};

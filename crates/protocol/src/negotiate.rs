@@ -89,6 +89,21 @@ pub struct NegotiateResponse {
     pub connection_token: Option<String>,
     /// Transports in the order the client should try them.
     pub available_transports: Vec<AvailableTransport>,
+    /// Seconds until the caller's token expires, written only when the server allows
+    /// authentication refresh and the token has an expiry (ASP.NET Core 11).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_lifetime_seconds: Option<u64>,
+}
+
+/// The success answer of `POST {hub}/refresh` (ASP.NET Core 11 authentication refresh):
+/// `{"tokenLifetimeSeconds":n}`, or `{}` when the new token has no expiry. Failures are
+/// `{"error":"<code>"}` ([`NegotiateError`]'s shape).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefreshResponse {
+    /// Seconds until the new token expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_lifetime_seconds: Option<u64>,
 }
 
 /// A redirect response (Azure SignalR Service style): negotiate again at `url`.
@@ -153,6 +168,7 @@ mod tests {
             connection_id: "id".into(),
             connection_token: Some("token".into()),
             available_transports: all_transports(),
+            token_lifetime_seconds: None,
         };
         assert_eq!(
             serde_json::to_string(&response).unwrap(),
@@ -168,6 +184,7 @@ mod tests {
             connection_id: "id".into(),
             connection_token: None,
             available_transports: vec![AvailableTransport::new(TransportType::WebSockets)],
+            token_lifetime_seconds: None,
         };
         let text = serde_json::to_string(&response).unwrap();
         assert_eq!(
@@ -183,6 +200,36 @@ mod tests {
         )
         .unwrap();
         assert!(!back.use_stateful_reconnect);
+    }
+
+    #[test]
+    fn token_lifetime_and_refresh_wire_form() {
+        let response = NegotiateResponse {
+            use_stateful_reconnect: false,
+            negotiate_version: 1,
+            connection_id: "id".into(),
+            connection_token: Some("token".into()),
+            available_transports: vec![],
+            token_lifetime_seconds: Some(3600),
+        };
+        let text = serde_json::to_string(&response).unwrap();
+        assert_eq!(
+            text,
+            r#"{"negotiateVersion":1,"connectionId":"id","connectionToken":"token","availableTransports":[],"tokenLifetimeSeconds":3600}"#
+        );
+        let back: NegotiateResponse = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.token_lifetime_seconds, Some(3600));
+        let refreshed = RefreshResponse {
+            token_lifetime_seconds: Some(60),
+        };
+        assert_eq!(
+            serde_json::to_string(&refreshed).unwrap(),
+            r#"{"tokenLifetimeSeconds":60}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&RefreshResponse::default()).unwrap(),
+            "{}"
+        );
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //!
 //! ## Layout
 //!
-//! * [`auth`]: JWT bearer tokens ([`JwtAuth`]), the [`Principal`] of a connection, [`Policy`].
+//! * [`auth`]: the async [`Authenticator`] shared by hubs and routes (the [`Authenticated`]
+//!   extractor), JWT bearer tokens ([`JwtAuth`]) with static keys or remote key sets
+//!   (`KeySet`, feature `jwks`), the [`Principal`] of a connection, [`Policy`].
 //! * `connection`: negotiate, the connection table and the transports (bytes only).
 //! * [`hub`]: hubs, methods, the caller, clients and groups, and the per-connection loop.
 //! * [`lifetime`]: routing to all, groups, users and connections ([`HubLifetimeManager`]).
@@ -42,7 +44,9 @@ pub mod metrics;
 mod options;
 mod router;
 
-pub use auth::{JwtAuth, Policy, Principal};
+pub use auth::{
+    AuthRequest, Authenticated, Authenticator, JwtAuth, Policy, Principal, SharedAuthenticator,
+};
 pub use connection::{ConnectionEndpoint, HttpRequestInfo, RawConnection, redact_query};
 pub use context::HubContext;
 pub use hub::{Caller, Hub, HubBuilder, HubError};

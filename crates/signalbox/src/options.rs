@@ -88,6 +88,18 @@ pub struct ConnectionOptions {
     /// Close a connection (with `allowReconnect`) when its token's `exp` passes, so the client
     /// comes back with a fresh token. Defaults to `false`.
     pub close_on_authentication_expiration: bool,
+    /// Let clients replace a connection's token without reconnecting (ASP.NET Core 11
+    /// `EnableAuthenticationRefresh`): negotiate answers carry `tokenLifetimeSeconds` (seconds
+    /// until the token's `exp`), and `POST {hub}/refresh?id={connectionToken}` with a new token in
+    /// the `Authorization` header (a query `access_token` is not accepted there) replaces the
+    /// connection's principal: what [`Caller::principal`](crate::Caller::principal) returns to later
+    /// invocations and what method policies check. The new token must be for the same user and
+    /// pass the hub's policy. With [`close_on_authentication_expiration`](Self::close_on_authentication_expiration)
+    /// the connection then closes at the new token's `exp`. Works across nodes with a backplane
+    /// (the refresh is forwarded to the node holding the connection) when
+    /// [`connection_token_secret`](Self::connection_token_secret) is set. Connections negotiated
+    /// with version 0 cannot be refreshed. Defaults to `false`.
+    pub enable_authentication_refresh: bool,
     /// A secret shared by every node of a cluster. With it, connection tokens are signed and
     /// self-describing, so a WebSocket may connect to any node, not only the one that negotiated
     /// (no sticky sessions for WebSockets; SSE and long polling still need them). Tokens are
@@ -114,6 +126,7 @@ impl Default for ConnectionOptions {
             allow_stateful_reconnect: false,
             stateful_reconnect_buffer_size: 100_000,
             close_on_authentication_expiration: false,
+            enable_authentication_refresh: false,
             connection_token_secret: None,
         }
     }

@@ -12,6 +12,8 @@ use http::header::AUTHORIZATION;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
 use serde_json::{Map, Value};
 
+#[cfg(feature = "jwks")]
+use super::key_set::{KeySet, KeySetError, PublishedKey};
 use super::principal::Principal;
 
 /// Default upper bound on the length of a token, in bytes.
@@ -59,6 +61,20 @@ pub enum AuthError {
     /// typing; see [`JwtAuthBuilder::required_type`]).
     #[error("invalid token type")]
     InvalidType,
+    /// The token is valid but its session or account has ended (an application authenticator's
+    /// verdict).
+    #[error("session or account revoked")]
+    Revoked,
+    /// The token is valid but names no known user (an application authenticator's verdict).
+    #[error("unknown user")]
+    UnknownUser,
+    /// The key set could not be fetched and no key is cached, so the token cannot be checked.
+    #[error("verification keys unavailable")]
+    KeysUnavailable,
+    /// Refused by an application authenticator for its own reason: a short stable label (for
+    /// metrics, so keep the set of labels small), returned by [`AuthError::reason`].
+    #[error("rejected: {0}")]
+    Rejected(&'static str),
 }
 
 impl AuthError {
@@ -77,6 +93,10 @@ impl AuthError {
             AuthError::InvalidAudience => "audience",
             AuthError::InvalidClaims => "claims",
             AuthError::InvalidType => "type",
+            AuthError::Revoked => "revoked",
+            AuthError::UnknownUser => "unknown_user",
+            AuthError::KeysUnavailable => "keys_unavailable",
+            AuthError::Rejected(reason) => reason,
         }
     }
 }
@@ -99,7 +119,7 @@ pub enum JwtConfigError {
     /// An algorithm was configured for a key of another family.
     #[error("algorithm {0:?} does not match the key type")]
     AlgorithmMismatch(Algorithm),
-    /// No key was configured.
+    /// No key (and no key set) was configured.
     #[error("no verification key configured")]
     NoKeys,
     /// [`JwtAuthBuilder::required_type`] was called before any key was added, so it would
@@ -138,8 +158,17 @@ fn type_matches(header_typ: Option<&str>, required: Option<&str>) -> bool {
     }
 }
 
+/// A remote key set and the `typ` its tokens must carry.
+#[cfg(feature = "jwks")]
+struct KeySetEntry {
+    set: KeySet,
+    required_type: Option<String>,
+}
+
 struct Inner {
     keys: Vec<Key>,
+    #[cfg(feature = "jwks")]
+    key_sets: Vec<KeySetEntry>,
     issuers: Vec<String>,
     audiences: Vec<String>,
     leeway_secs: u64,
@@ -156,8 +185,19 @@ pub struct JwtAuth {
 
 impl fmt::Debug for JwtAuth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JwtAuth")
-            .field("keys", &self.inner.keys.len())
+        let mut debug = f.debug_struct("JwtAuth");
+        debug.field("keys", &self.inner.keys.len());
+        #[cfg(feature = "jwks")]
+        debug.field(
+            "key_sets",
+            &self
+                .inner
+                .key_sets
+                .iter()
+                .map(|entry| &entry.set)
+                .collect::<Vec<_>>(),
+        );
+        debug
             .field("issuers", &self.inner.issuers)
             .field("audiences", &self.inner.audiences)
             .field("leeway_secs", &self.inner.leeway_secs)
@@ -184,13 +224,123 @@ impl JwtAuth {
         &self.inner.user_id_claim
     }
 
-    /// Validates a token and returns its principal.
+    /// Validates a token with the static keys and returns its principal.
+    ///
+    /// Synchronous: with key sets (`JwtAuthBuilder::key_set`) it only consults their *cached*
+    /// keys (never fetches, and the cache may be stale), so a token of a key not cached yet is
+    /// refused with [`AuthError::UnknownKey`]. Use [`JwtAuth::validate_async`] (or the [`Authenticator`]
+    /// implementation) when key sets are configured.
+    ///
+    /// [`Authenticator`]: super::Authenticator
     pub fn validate(&self, token: &str) -> Result<Principal, AuthError> {
-        let inner = &*self.inner;
-        if token.len() > inner.max_token_length {
+        let header = self.header(token)?;
+        let result = self.validate_static(token, &header);
+        #[cfg(feature = "jwks")]
+        if self.try_key_sets(&result) {
+            let mut error = AuthError::UnknownKey;
+            for entry in &self.inner.key_sets {
+                if let Some(key) = found(entry.set.cached_key(header.kid.as_deref()), &mut error) {
+                    return self.verify_published(token, &header, &key, entry);
+                }
+            }
+            return Err(error);
+        }
+        result
+    }
+
+    /// Validates a token and returns its principal: with the static keys, then with the
+    /// key sets (`JwtAuthBuilder::key_set`), fetching them when a token names a key not cached yet
+    /// or the cache has expired.
+    pub async fn validate_async(&self, token: &str) -> Result<Principal, AuthError> {
+        let header = self.header(token)?;
+        let result = self.validate_static(token, &header);
+        #[cfg(feature = "jwks")]
+        if self.try_key_sets(&result) {
+            let mut error = AuthError::UnknownKey;
+            for entry in &self.inner.key_sets {
+                let key = entry.set.key(header.kid.as_deref()).await;
+                if let Some(key) = found(key, &mut error) {
+                    return self.verify_published(token, &header, &key, entry);
+                }
+            }
+            return Err(error);
+        }
+        result
+    }
+
+    fn header(&self, token: &str) -> Result<jsonwebtoken::Header, AuthError> {
+        if token.len() > self.inner.max_token_length {
             return Err(AuthError::TooLarge);
         }
-        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
+        jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)
+    }
+
+    /// Whether a refusal by the static keys leaves the key sets to try.
+    #[cfg(feature = "jwks")]
+    fn try_key_sets(&self, result: &Result<Principal, AuthError>) -> bool {
+        !self.inner.key_sets.is_empty()
+            && matches!(
+                result,
+                Err(AuthError::AlgorithmNotAllowed | AuthError::UnknownKey)
+            )
+    }
+
+    #[cfg(feature = "jwks")]
+    fn verify_published(
+        &self,
+        token: &str,
+        header: &jsonwebtoken::Header,
+        key: &PublishedKey,
+        entry: &KeySetEntry,
+    ) -> Result<Principal, AuthError> {
+        // The key's algorithm is pinned: the token's `alg` must be that one.
+        if header.alg != key.algorithm() {
+            return Err(AuthError::AlgorithmNotAllowed);
+        }
+        if !type_matches(header.typ.as_deref(), entry.required_type.as_deref()) {
+            return Err(AuthError::InvalidType);
+        }
+        jsonwebtoken::decode::<Map<String, Value>>(
+            token,
+            key.decoding_key(),
+            &self.validation(key.algorithm()),
+        )
+        .map(|data| Principal::new(data.claims, &self.inner.user_id_claim))
+        .map_err(|err| map_error(err.kind()))
+    }
+
+    fn validation(&self, alg: Algorithm) -> Validation {
+        let inner = &*self.inner;
+        let mut validation = Validation::new(alg);
+        validation.leeway = inner.leeway_secs;
+        validation.validate_nbf = true;
+        validation.validate_exp = inner.require_exp;
+        if inner.require_exp {
+            validation.set_required_spec_claims(&["exp"]);
+        } else {
+            validation.required_spec_claims.clear();
+        }
+        if inner.issuers.is_empty() {
+            validation.iss = None;
+        } else {
+            validation.set_issuer(&inner.issuers);
+            validation.required_spec_claims.insert("iss".to_owned());
+        }
+        if inner.audiences.is_empty() {
+            validation.validate_aud = false;
+        } else {
+            validation.set_audience(&inner.audiences);
+            validation.required_spec_claims.insert("aud".to_owned());
+        }
+        validation
+    }
+
+    fn validate_static(
+        &self,
+        token: &str,
+        header: &jsonwebtoken::Header,
+    ) -> Result<Principal, AuthError> {
+        let inner = &*self.inner;
         let mut candidates = inner
             .keys
             .iter()
@@ -212,28 +362,7 @@ impl JwtAuth {
             _ => candidates.collect(),
         };
 
-        let mut validation = Validation::new(header.alg);
-        validation.leeway = inner.leeway_secs;
-        validation.validate_nbf = true;
-        validation.validate_exp = inner.require_exp;
-        if inner.require_exp {
-            validation.set_required_spec_claims(&["exp"]);
-        } else {
-            validation.required_spec_claims.clear();
-        }
-        if inner.issuers.is_empty() {
-            validation.iss = None;
-        } else {
-            validation.set_issuer(&inner.issuers);
-            validation.required_spec_claims.insert("iss".to_owned());
-        }
-        if inner.audiences.is_empty() {
-            validation.validate_aud = false;
-        } else {
-            validation.set_audience(&inner.audiences);
-            validation.required_spec_claims.insert("aud".to_owned());
-        }
-
+        let validation = self.validation(header.alg);
         let mut last = AuthError::InvalidSignature;
         let mut wrong_type = false;
         for key in candidates {
@@ -259,8 +388,12 @@ impl JwtAuth {
         Err(last)
     }
 
-    /// Reads and validates the bearer token of a request. With `allow_query` the `access_token`
-    /// query parameter is accepted when no `Authorization` header is present (hub routes only).
+    /// Reads and validates the bearer token of a request with [`JwtAuth::validate`] (so, with
+    /// key sets, from their cached keys only). With `allow_query` the `access_token` query
+    /// parameter is accepted when no `Authorization` header is present (hub routes only).
+    ///
+    /// The [`Authenticator`](super::Authenticator) implementation is the asynchronous form that
+    /// fetches key sets.
     pub fn authenticate(
         &self,
         headers: &HeaderMap,
@@ -270,6 +403,23 @@ impl JwtAuth {
         let token = bearer_token(headers, if allow_query { query } else { None })
             .ok_or(AuthError::Missing)?;
         self.validate(&token)
+    }
+}
+
+/// The key a key set found; otherwise records why none was (an unknown key id unless a set could
+/// not be fetched).
+#[cfg(feature = "jwks")]
+fn found(
+    lookup: Result<Arc<PublishedKey>, KeySetError>,
+    error: &mut AuthError,
+) -> Option<Arc<PublishedKey>> {
+    match lookup {
+        Ok(key) => Some(key),
+        Err(KeySetError::UnknownKey(_)) => None,
+        Err(_) => {
+            *error = AuthError::KeysUnavailable;
+            None
+        }
     }
 }
 
@@ -311,6 +461,8 @@ pub fn bearer_token(headers: &HeaderMap, query: Option<&str>) -> Option<String> 
 /// Builder for [`JwtAuth`].
 pub struct JwtAuthBuilder {
     keys: Vec<Key>,
+    #[cfg(feature = "jwks")]
+    key_sets: Vec<KeySetEntry>,
     issuers: Vec<String>,
     audiences: Vec<String>,
     leeway_secs: u64,
@@ -332,6 +484,8 @@ impl Default for JwtAuthBuilder {
     fn default() -> Self {
         Self {
             keys: Vec::new(),
+            #[cfg(feature = "jwks")]
+            key_sets: Vec::new(),
             issuers: Vec::new(),
             audiences: Vec::new(),
             leeway_secs: 30,
@@ -443,11 +597,30 @@ impl JwtAuthBuilder {
         self
     }
 
+    /// Verifies tokens with the keys of a remote key set (JWKS, usually found through OpenID
+    /// Connect discovery), following the provider's rotations; together with static keys or
+    /// instead of them. Tokens are tried with the static keys first. Each key's algorithm is
+    /// pinned by the key set, so the algorithm of the token must be the key's.
+    ///
+    /// One `JwtAuth` trusts one issuer: set [`JwtAuthBuilder::issuer`] (and
+    /// [`JwtAuthBuilder::audience`]) to the provider's. Key sets need the asynchronous
+    /// validation ([`JwtAuth::validate_async`], the [`Authenticator`](super::Authenticator)
+    /// implementation); [`JwtAuth::validate`] only sees keys already cached.
+    #[cfg(feature = "jwks")]
+    pub fn key_set(mut self, key_set: KeySet) -> Self {
+        self.key_sets.push(KeySetEntry {
+            set: key_set,
+            required_type: None,
+        });
+        self
+    }
+
     /// Requires explicit typing (RFC 8725 §3.11, RFC 9068 §2.1) on the tokens verified with the
-    /// keys added **so far**: their `typ` header must be `typ`, compared case-insensitively and
-    /// with or without the `application/` prefix (`at+jwt` matches `application/AT+JWT`). A token
-    /// without `typ` or with another one is refused with [`AuthError::InvalidType`]. Keys added
-    /// after this call (another issuer's, whose tokens are typed differently) are not affected.
+    /// keys (and key sets) added **so far**: their `typ` header must be `typ`, compared
+    /// case-insensitively and with or without the `application/` prefix (`at+jwt` matches
+    /// `application/AT+JWT`). A token without `typ` or with another one is refused with
+    /// [`AuthError::InvalidType`]. Keys added after this call (another issuer's, whose tokens are
+    /// typed differently) are not affected.
     ///
     /// [`JwtAuthBuilder::build`] fails with [`JwtConfigError::TypeBeforeKeys`] when no key was
     /// added before this call, and with [`JwtConfigError::EmptyType`] for an empty type.
@@ -455,12 +628,16 @@ impl JwtAuthBuilder {
         let typ = normalise_type(typ.as_ref());
         if typ.is_empty() {
             self.config_error.get_or_insert(JwtConfigError::EmptyType);
-        } else if self.keys.is_empty() {
+        } else if !self.has_keys() {
             self.config_error
                 .get_or_insert(JwtConfigError::TypeBeforeKeys);
         } else {
             for key in &mut self.keys {
                 key.required_type = Some(typ.clone());
+            }
+            #[cfg(feature = "jwks")]
+            for entry in &mut self.key_sets {
+                entry.required_type = Some(typ.clone());
             }
         }
         self
@@ -502,17 +679,27 @@ impl JwtAuthBuilder {
         self
     }
 
+    fn has_keys(&self) -> bool {
+        #[cfg(feature = "jwks")]
+        if !self.key_sets.is_empty() {
+            return true;
+        }
+        !self.keys.is_empty()
+    }
+
     /// Finishes the validator.
     pub fn build(self) -> Result<JwtAuth, JwtConfigError> {
         if let Some(error) = self.config_error {
             return Err(error);
         }
-        if self.keys.is_empty() {
+        if !self.has_keys() {
             return Err(JwtConfigError::NoKeys);
         }
         Ok(JwtAuth {
             inner: Arc::new(Inner {
                 keys: self.keys,
+                #[cfg(feature = "jwks")]
+                key_sets: self.key_sets,
                 issuers: self.issuers,
                 audiences: self.audiences,
                 leeway_secs: self.leeway_secs,

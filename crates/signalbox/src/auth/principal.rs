@@ -49,6 +49,10 @@ impl Principal {
             .get(user_id_claim)
             .and_then(claim_as_string)
             .map(String::into_boxed_str);
+        Self::from_parts(claims, user_id)
+    }
+
+    fn from_parts(claims: Map<String, Value>, user_id: Option<Box<str>>) -> Self {
         let mut entries: Box<[(Box<str>, Value)]> = claims
             .into_iter()
             .map(|(k, v)| (k.into_boxed_str(), v))
@@ -59,6 +63,13 @@ impl Principal {
             entries,
             map: OnceLock::new(),
         }))
+    }
+
+    /// A principal with the given claims whose user id is `user_id`, whatever the claims say: for
+    /// an application that maps a token to one of its own users (an external issuer's `sub` or
+    /// e-mail to a local account name), so that hubs, user targets and logs see the local user.
+    pub fn with_user_id(claims: Map<String, Value>, user_id: impl Into<String>) -> Self {
+        Self::from_parts(claims, Some(user_id.into().into_boxed_str()))
     }
 
     /// The user id (by default the `sub` claim); `None` when the token has no such claim.
@@ -151,6 +162,17 @@ mod tests {
             Some("a@example.com")
         );
         assert_eq!(principal(json!({"name": "x"})).user_id(), None);
+    }
+
+    #[test]
+    fn an_explicit_user_id_wins_over_the_claims() {
+        let Value::Object(map) = json!({"sub": "google-123", "email": "a@example.com"}) else {
+            unreachable!()
+        };
+        let p = Principal::with_user_id(map, "alice");
+        assert_eq!(p.user_id(), Some("alice"));
+        assert_eq!(p.claim("sub"), Some(&json!("google-123")));
+        assert_eq!(p.claim("email"), Some(&json!("a@example.com")));
     }
 
     #[test]

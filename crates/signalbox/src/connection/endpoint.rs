@@ -23,7 +23,7 @@ use super::{Connection, HttpRequestInfo};
 use futures_util::future::{BoxFuture, FutureExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{AuthError, JwtAuth, Policy, Principal};
+use crate::auth::{AuthError, AuthRequest, Policy, Principal, SharedAuthenticator};
 use crate::hub::{Hub, HubInner, NegotiateRedirectHook, handler};
 use crate::options::ConnectionOptions;
 
@@ -31,17 +31,36 @@ use crate::options::ConnectionOptions;
 pub(crate) trait ConnectionHandler: Send + Sync + 'static {
     /// Runs the connection until it ends.
     fn run(self: Arc<Self>, connection: Connection) -> BoxFuture<'static, ()>;
+
+    /// Forwards an authentication refresh to the node holding the connection (see `refresh.rs`).
+    fn refresh_remote(
+        &self,
+        connection_id: String,
+        principal: Principal,
+    ) -> BoxFuture<'_, Result<(), crate::lifetime::RefreshError>> {
+        super::refresh::not_forwarded(connection_id, principal)
+    }
 }
 
 impl ConnectionHandler for HubInner {
     fn run(self: Arc<Self>, connection: Connection) -> BoxFuture<'static, ()> {
         handler::run(self, connection).boxed()
     }
+
+    fn refresh_remote(
+        &self,
+        connection_id: String,
+        principal: Principal,
+    ) -> BoxFuture<'_, Result<(), crate::lifetime::RefreshError>> {
+        self.context
+            .lifetime_manager()
+            .refresh_connection(connection_id, principal)
+    }
 }
 
 /// Authentication, authorization and transport settings of one endpoint.
 pub(crate) struct EndpointSettings {
-    pub(crate) auth: Option<JwtAuth>,
+    pub(crate) auth: Option<SharedAuthenticator>,
     pub(crate) policy: Policy,
     pub(crate) options: ConnectionOptions,
     pub(crate) queue_capacity: usize,
@@ -96,6 +115,10 @@ where
             post(negotiate).with_state(endpoint.clone()),
         )
         .route(
+            &format!("{path}/refresh"),
+            post(refresh).with_state(endpoint.clone()),
+        )
+        .route(
             if path.is_empty() { "/" } else { path },
             get(connect).post(send).delete(delete).with_state(endpoint),
         )
@@ -135,10 +158,17 @@ impl HubEndpoint {
     /// Authenticates the request (header, or `access_token` on hub routes) and applies the hub's
     /// policy: 401 with an empty body when unauthenticated, 403 when the policy fails.
     #[allow(clippy::result_large_err)]
-    fn authorize(&self, headers: &HeaderMap, uri: &Uri) -> Result<Option<Principal>, Response> {
+    async fn authorize(
+        &self,
+        headers: &HeaderMap,
+        uri: &Uri,
+    ) -> Result<Option<Principal>, Response> {
         let mut invalid = false;
         let principal = match &self.settings.auth {
-            Some(auth) => match auth.authenticate(headers, uri.query(), true) {
+            Some(auth) => match auth
+                .authenticate(AuthRequest::new(headers).with_query(uri.query()))
+                .await
+            {
                 Ok(principal) => Some(principal),
                 Err(AuthError::Missing) => None,
                 Err(error) => {
@@ -215,9 +245,10 @@ async fn negotiate(
     if endpoint.settings.shutdown.is_cancelled() {
         return text(StatusCode::SERVICE_UNAVAILABLE, "Server is shutting down");
     }
-    if let Err(response) = endpoint.authorize(&headers, &uri) {
-        return response;
-    }
+    let principal = match endpoint.authorize(&headers, &uri).await {
+        Ok(principal) => principal,
+        Err(response) => return response,
+    };
     let options = &endpoint.settings.options;
     let requested = query_param(&uri, "negotiateVersion");
     let version =
@@ -248,7 +279,26 @@ async fn negotiate(
         connection_id: entry.id.to_string(),
         connection_token: (version >= 1).then(|| entry.token.to_string()),
         available_transports: endpoint.available_transports(),
+        token_lifetime_seconds: super::refresh::token_lifetime(options, principal.as_ref()),
     })
+}
+
+/// `POST {path}/refresh?id={token}`: authentication refresh (see `refresh.rs`).
+async fn refresh(
+    State(endpoint): State<Arc<HubEndpoint>>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let options = &endpoint.settings.options;
+    let target = match super::refresh::find(options, &endpoint.manager, &uri) {
+        Ok(target) => target,
+        Err(response) => return response,
+    };
+    // Only the Authorization header counts here: the query (and any access_token) is left out.
+    let authorized = endpoint
+        .authorize(&headers, &super::refresh::without_query(&uri))
+        .await;
+    super::refresh::apply(target, authorized, &*endpoint.handler).await
 }
 
 fn not_supported(transport: TransportType) -> Response {
@@ -275,6 +325,7 @@ fn attach_error(error: AttachError) -> Response {
 
 /// Runs the hub on a connection until it ends, then removes it from the table.
 fn spawn_hub(endpoint: &Arc<HubEndpoint>, entry: Arc<ConnectionEntry>, connection: Connection) {
+    let connection = super::refresh::track(&endpoint.settings.options, &entry, connection);
     let endpoint = endpoint.clone();
     tokio::spawn(async move {
         endpoint.handler.clone().run(connection).await;
@@ -306,7 +357,7 @@ async fn connect(State(endpoint): State<Arc<HubEndpoint>>, request: Request) -> 
     if !endpoint.transport_enabled(transport) {
         return not_supported(transport);
     }
-    let principal = match endpoint.authorize(&parts.headers, &parts.uri) {
+    let principal = match endpoint.authorize(&parts.headers, &parts.uri).await {
         Ok(principal) => principal,
         Err(response) => return response,
     };
@@ -430,7 +481,7 @@ async fn send(State(endpoint): State<Arc<HubEndpoint>>, request: Request) -> Res
     let Some(token) = query_param(&parts.uri, "id") else {
         return text(StatusCode::BAD_REQUEST, "Connection ID required");
     };
-    if let Err(response) = endpoint.authorize(&parts.headers, &parts.uri) {
+    if let Err(response) = endpoint.authorize(&parts.headers, &parts.uri).await {
         return response;
     }
     let Some(entry) = endpoint.manager.get(&token) else {
@@ -463,7 +514,7 @@ async fn delete(
     let Some(token) = query_param(&uri, "id") else {
         return text(StatusCode::BAD_REQUEST, "Connection ID required");
     };
-    if let Err(response) = endpoint.authorize(&headers, &uri) {
+    if let Err(response) = endpoint.authorize(&headers, &uri).await {
         return response;
     }
     let Some(entry) = endpoint.manager.get(&token) else {

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::AuthCell;
 use super::id::new_id;
 use super::resume::Resumable;
 
@@ -44,6 +45,9 @@ pub(crate) struct ConnectionEntry {
     pub(crate) long_poll: OnceLock<Box<LongPoll>>,
     /// Stateful-reconnect state (WebSockets).
     pub(crate) resumable: OnceLock<Arc<Resumable>>,
+    /// The running connection's replaceable principal: set when the hub starts on it, only when
+    /// authentication refresh is enabled (`POST {hub}/refresh` finds it here by token).
+    pub(crate) auth: OnceLock<Arc<AuthCell>>,
 }
 
 /// The outbound side of a long-polling connection, shared by its successive polls.
@@ -113,6 +117,12 @@ impl ConnectionEntry {
             // Only one transport request starts a connection; a second taker gets a dead queue.
             None => mpsc::channel(1),
         }
+    }
+
+    /// Whether the connection was negotiated with version 0 (its token is its public id), so
+    /// that knowing the id would be enough to refresh it.
+    pub(crate) fn is_version_zero(&self) -> bool {
+        self.id == self.token
     }
 
     /// Ends the connection: the hub sees its inbound stream end.
@@ -203,6 +213,7 @@ impl ConnectionManager {
             inbound: OnceLock::new(),
             long_poll: OnceLock::new(),
             resumable: OnceLock::new(),
+            auth: OnceLock::new(),
         });
         self.entries.insert(token, entry.clone());
         entry
@@ -330,8 +341,10 @@ mod tests {
         let m = ConnectionManager::default();
         let v0 = m.create(0, false);
         assert_eq!(&*v0.id, &*v0.token);
+        assert!(v0.is_version_zero());
         let v1 = m.create(1, false);
         assert_ne!(&*v1.id, &*v1.token);
+        assert!(!v1.is_version_zero());
         assert_eq!(m.entries.len(), 2);
     }
 

@@ -5,18 +5,19 @@ pub(crate) mod endpoint;
 mod id;
 pub(crate) mod manager;
 mod raw;
+pub(crate) mod refresh;
 mod request;
 pub(crate) mod resume;
 mod token;
 mod transport;
 
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use signalbox_protocol::TransportType;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use crate::auth::Principal;
 
@@ -30,6 +31,8 @@ pub(crate) struct Connection {
     pub(crate) id: Arc<str>,
     pub(crate) transport: TransportType,
     pub(crate) principal: Option<Principal>,
+    /// The replaceable principal, when authentication refresh is enabled (see [`AuthCell`]).
+    pub(crate) auth: Option<Arc<AuthCell>>,
     pub(crate) request: Arc<HttpRequestInfo>,
     /// Bytes from the client; ends when the client is gone.
     pub(crate) inbound: BoxStream<'static, Bytes>,
@@ -45,4 +48,55 @@ pub(crate) struct Connection {
     pub(crate) resumable: Option<Arc<resume::Resumable>>,
     /// Cancelled when the transport can no longer deliver (a send timed out, the client left).
     pub(crate) transport_closed: tokio_util::sync::CancellationToken,
+}
+
+/// The principal of one connection, replaceable by an authentication refresh
+/// (`POST {hub}/refresh`). One per connection, allocated only when
+/// [`ConnectionOptions::enable_authentication_refresh`](crate::ConnectionOptions) is on; shared by
+/// the connection table entry, the hub caller and the lifetime manager's handle.
+#[derive(Debug)]
+pub(crate) struct AuthCell {
+    principal: RwLock<Option<Principal>>,
+    /// Wakes the connection's receive loop after a refresh (to re-arm the expiry timer).
+    changed: Notify,
+}
+
+impl AuthCell {
+    pub(crate) fn new(principal: Option<Principal>) -> Self {
+        Self {
+            principal: RwLock::new(principal),
+            changed: Notify::new(),
+        }
+    }
+
+    /// The current principal.
+    pub(crate) fn get(&self) -> Option<Principal> {
+        match self.principal.read() {
+            Ok(principal) => principal.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the principal with `new`, which must have the same user id: a refresh never
+    /// changes the user (an anonymous connection cannot become an authenticated one either).
+    pub(crate) fn refresh(&self, new: Principal) -> Result<(), crate::lifetime::RefreshError> {
+        let mut current = match self.principal.write() {
+            Ok(current) => current,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match current.as_ref() {
+            Some(old) if old.user_id() == new.user_id() => {}
+            _ => return Err(crate::lifetime::RefreshError::PermissionChangeRejected),
+        }
+        *current = Some(new);
+        drop(current);
+        // One waiter (the receive loop); a stored permit wakes it if it is busy right now.
+        self.changed.notify_one();
+        Ok(())
+    }
+
+    /// Resolves after the next refresh (or at once if one happened since the last call).
+    pub(crate) async fn changed(&self) {
+        self.changed.notified().await;
+    }
 }

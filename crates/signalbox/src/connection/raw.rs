@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::endpoint::{self, ConnectionHandler, EndpointSettings};
 use super::{Connection, HttpRequestInfo};
-use crate::auth::{JwtAuth, Policy, Principal};
+use crate::auth::{Authenticator, Policy, Principal, SharedAuthenticator};
 use crate::options::ConnectionOptions;
 
 /// One client connection, as bytes in and out. Every chunk sent reaches the client as one
@@ -121,7 +121,7 @@ impl ConnectionHandler for Runner {
 /// ```
 pub struct ConnectionEndpoint {
     handler: RawHandler,
-    auth: Option<JwtAuth>,
+    auth: Option<SharedAuthenticator>,
     policy: Policy,
     options: ConnectionOptions,
     queue_capacity: usize,
@@ -152,9 +152,10 @@ impl ConnectionEndpoint {
         }
     }
 
-    /// Validates bearer tokens with `auth`.
-    pub fn authentication(mut self, auth: JwtAuth) -> Self {
-        self.auth = Some(auth);
+    /// Authenticates requests with `auth`: a [`JwtAuth`](crate::JwtAuth), a
+    /// [`SharedAuthenticator`] or any [`Authenticator`].
+    pub fn authentication(mut self, auth: impl Authenticator) -> Self {
+        self.auth = Some(SharedAuthenticator::new(auth));
         self
     }
 

@@ -8,20 +8,38 @@ use tokio_util::sync::CancellationToken;
 
 use super::clients::{CallerClients, Groups, HubClients};
 use crate::auth::Principal;
-use crate::connection::HttpRequestInfo;
+use crate::connection::{AuthCell, HttpRequestInfo};
 use crate::context::HubContext;
 
 /// Who is calling: the connection, its user and the request that opened it, with access to
 /// clients and groups. Cheap to clone.
-#[derive(Clone)]
+///
+/// With authentication refresh ([`ConnectionOptions::enable_authentication_refresh`](crate::ConnectionOptions::enable_authentication_refresh)),
+/// the connection's principal may be replaced while it runs (never by another user's): each
+/// invocation gets a caller holding the principal current when it started, and a clone takes the
+/// principal current at that moment. [`Caller::current_principal`] always reads the latest.
 pub struct Caller {
     inner: Arc<CallerInner>,
     cancellation: Option<CancellationToken>,
+    /// The principal when this caller was made (see [`Caller::principal`]).
+    principal: Option<Principal>,
+}
+
+impl Clone for Caller {
+    /// A caller with the connection's current principal.
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            cancellation: self.cancellation.clone(),
+            principal: self.current_principal(),
+        }
+    }
 }
 
 struct CallerInner {
     connection_id: Arc<str>,
-    principal: Option<Principal>,
+    /// The replaceable principal, when authentication refresh is enabled.
+    auth: Option<Arc<AuthCell>>,
     user_id: Option<Arc<str>>,
     request: Arc<HttpRequestInfo>,
     transport: TransportType,
@@ -48,6 +66,7 @@ impl Caller {
     pub(crate) fn new(
         connection_id: Arc<str>,
         principal: Option<Principal>,
+        auth: Option<Arc<AuthCell>>,
         user_id: Option<Arc<str>>,
         request: Arc<HttpRequestInfo>,
         transport: TransportType,
@@ -55,10 +74,14 @@ impl Caller {
         context: HubContext,
         abort: CancellationToken,
     ) -> Self {
+        let principal = match &auth {
+            Some(auth) => auth.get(),
+            None => principal,
+        };
         Self {
             inner: Arc::new(CallerInner {
                 connection_id,
-                principal,
+                auth,
                 user_id,
                 request,
                 transport,
@@ -68,6 +91,7 @@ impl Caller {
                 aborted_by_hub: AtomicBool::new(false),
             }),
             cancellation: None,
+            principal,
         }
     }
 
@@ -76,6 +100,7 @@ impl Caller {
         Self {
             inner: self.inner.clone(),
             cancellation: Some(token),
+            principal: self.current_principal(),
         }
     }
 
@@ -98,9 +123,21 @@ impl Caller {
         self.inner.user_id.as_deref()
     }
 
-    /// The authenticated principal, if any (`Context.User`).
+    /// The authenticated principal, if any (`Context.User`): for the caller of an invocation, the
+    /// connection's principal when the invocation started (after an authentication refresh, the
+    /// new one). See [`Caller::current_principal`] for code that runs across a refresh.
     pub fn principal(&self) -> Option<&Principal> {
-        self.inner.principal.as_ref()
+        self.principal.as_ref()
+    }
+
+    /// The connection's principal right now: differs from [`Caller::principal`] only when an
+    /// authentication refresh replaced it since this caller was made (a long-running stream, the
+    /// caller of `on_connected`).
+    pub fn current_principal(&self) -> Option<Principal> {
+        match &self.inner.auth {
+            Some(auth) => auth.get(),
+            None => self.principal.clone(),
+        }
     }
 
     /// The request that opened the transport.

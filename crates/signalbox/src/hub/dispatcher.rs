@@ -171,7 +171,7 @@ impl Dispatcher {
             return None;
         };
         if let Some(policy) = &method.policy
-            && !policy.is_satisfied_by(self.caller.principal())
+            && !policy.is_satisfied_by(self.caller.current_principal().as_ref())
         {
             tracing::debug!(target_method = %target, "invocation denied by policy");
             crate::metrics::invocation(

@@ -16,8 +16,8 @@ use tracing::Instrument;
 
 use super::dispatcher::{Dispatcher, Flow};
 use super::{Caller, HubInner};
-use crate::connection::Connection;
 use crate::connection::resume::Resumable;
+use crate::connection::{AuthCell, Connection};
 use crate::lifetime::ConnectionHandle;
 use crate::metrics::DisconnectReason;
 
@@ -151,7 +151,8 @@ fn run_connection(
             protocol,
             connection.outbound.clone(),
             abort.clone(),
-        );
+        )
+        .with_auth(connection.auth.clone());
         lifetime.on_connected(handle.clone()).await;
         if connection
             .outbound
@@ -167,6 +168,7 @@ fn run_connection(
         let caller = Caller::new(
             connection.id.clone(),
             connection.principal.clone(),
+            connection.auth.clone(),
             user_id,
             connection.request.clone(),
             connection.transport,
@@ -321,16 +323,28 @@ impl Incoming {
     }
 }
 
-/// When the connection's token expires, as an instant.
+/// When the connection's token expires, as an instant: the current token's, after an
+/// authentication refresh.
 fn expiry(hub: &HubInner, connection: &Connection) -> Option<Instant> {
     if !hub.connection_options.close_on_authentication_expiration {
         return None;
     }
-    let expires = connection.principal.as_ref()?.expires_at()?;
+    let expires = match &connection.auth {
+        Some(auth) => auth.get()?.expires_at()?,
+        None => connection.principal.as_ref()?.expires_at()?,
+    };
     let left = expires
         .duration_since(std::time::SystemTime::now())
         .unwrap_or_default();
     Some(Instant::now() + left)
+}
+
+/// Resolves after an authentication refresh of the connection (never without refresh).
+async fn refreshed(auth: Option<&AuthCell>) {
+    match auth {
+        Some(auth) => auth.changed().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The receive loop; returns the Close message to send, if any.
@@ -358,30 +372,35 @@ async fn receive_loop(
             received: 0,
             acked: 0,
         });
-    let expires_at = expiry(hub, connection);
+    let mut expires_at = expiry(hub, connection);
+    let auth = connection.auth.clone();
     let mut next_ping = Instant::now() + options.keep_alive_interval;
     let mut next_ack = Instant::now() + ACK_INTERVAL;
     let mut last_received: Option<Instant> = None;
-    let deadline =
-        |next_ping: Instant, next_ack: Instant, last: Option<Instant>, stateful: bool| {
-            let far = Instant::now() + Duration::from_secs(86_400 * 365);
-            let mut at = if keep_alive { next_ping } else { far };
-            if keep_alive && let Some(last) = last {
-                at = at.min(last + options.client_timeout_interval);
-            }
-            if stateful {
-                at = at.min(next_ack);
-            }
-            if let Some(expires_at) = expires_at {
-                at = at.min(expires_at);
-            }
-            at
-        };
+    let deadline = |next_ping: Instant,
+                    next_ack: Instant,
+                    last: Option<Instant>,
+                    stateful: bool,
+                    expires_at: Option<Instant>| {
+        let far = Instant::now() + Duration::from_secs(86_400 * 365);
+        let mut at = if keep_alive { next_ping } else { far };
+        if keep_alive && let Some(last) = last {
+            at = at.min(last + options.client_timeout_interval);
+        }
+        if stateful {
+            at = at.min(next_ack);
+        }
+        if let Some(expires_at) = expires_at {
+            at = at.min(expires_at);
+        }
+        at
+    };
     let timer = sleep_until(deadline(
         next_ping,
         next_ack,
         last_received,
         incoming.is_some(),
+        expires_at,
     ));
     tokio::pin!(timer);
 
@@ -457,7 +476,13 @@ async fn receive_loop(
                     }
                     next_ack = now + ACK_INTERVAL;
                 }
-                timer.as_mut().reset(deadline(next_ping, next_ack, last_received, incoming.is_some()));
+                timer.as_mut().reset(deadline(next_ping, next_ack, last_received, incoming.is_some(), expires_at));
+            }
+            () = refreshed(auth.as_deref()) => {
+                // A refresh replaced the token: close at the new one's expiry instead.
+                expires_at = expiry(hub, connection);
+                tracing::debug!("authentication refreshed");
+                timer.as_mut().reset(deadline(next_ping, next_ack, last_received, incoming.is_some(), expires_at));
             }
             Some(result) = dispatcher.join_next(), if dispatcher.has_tasks() => {
                 if let Err(error) = result

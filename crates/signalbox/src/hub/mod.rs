@@ -27,7 +27,7 @@ pub use rate_limit::RateLimit;
 pub(crate) use upload::UploadEvent;
 pub use upload::UploadStream;
 
-use crate::auth::{JwtAuth, Policy};
+use crate::auth::{Authenticator, Policy, SharedAuthenticator};
 use crate::context::HubContext;
 use crate::lifetime::{HubLifetimeManager, LocalLifetimeManager};
 use crate::options::{ConnectionOptions, HubOptions};
@@ -49,7 +49,7 @@ pub(crate) struct HubInner {
     pub(crate) options: HubOptions,
     pub(crate) connection_options: ConnectionOptions,
     pub(crate) policy: Policy,
-    pub(crate) auth: Option<JwtAuth>,
+    pub(crate) auth: Option<SharedAuthenticator>,
     pub(crate) context: HubContext,
     pub(crate) negotiate_redirect: Option<NegotiateRedirectHook>,
 }
@@ -116,7 +116,7 @@ pub struct HubBuilder {
     options: HubOptions,
     connection_options: ConnectionOptions,
     policy: Policy,
-    auth: Option<JwtAuth>,
+    auth: Option<SharedAuthenticator>,
     lifetime: Option<Arc<dyn HubLifetimeManager>>,
     negotiate_redirect: Option<NegotiateRedirectHook>,
 }
@@ -213,9 +213,11 @@ impl HubBuilder {
         self
     }
 
-    /// Validates bearer tokens with `auth` on this hub's routes.
-    pub fn authentication(mut self, auth: JwtAuth) -> Self {
-        self.auth = Some(auth);
+    /// Authenticates the requests of this hub's routes with `auth`: a [`JwtAuth`](crate::JwtAuth),
+    /// a [`SharedAuthenticator`] (to share one with REST routes) or any [`Authenticator`]. The
+    /// `access_token` query parameter is accepted on hub routes.
+    pub fn authentication(mut self, auth: impl Authenticator) -> Self {
+        self.auth = Some(SharedAuthenticator::new(auth));
         self
     }
 

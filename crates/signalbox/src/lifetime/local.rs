@@ -374,6 +374,18 @@ impl HubLifetimeManager for LocalLifetimeManager {
             .map(|e| e.handle.id().to_owned())
             .collect()
     }
+
+    fn refresh_connection(
+        &self,
+        connection_id: String,
+        principal: crate::auth::Principal,
+    ) -> BoxFuture<'_, Result<(), super::RefreshError>> {
+        let result = match self.connection(&connection_id) {
+            Some(handle) => handle.refresh_principal(principal),
+            None => Err(super::RefreshError::NotFound),
+        };
+        async move { result }.boxed()
+    }
 }
 
 #[cfg(test)]

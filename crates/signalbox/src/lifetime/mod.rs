@@ -27,6 +27,9 @@ pub use local::LocalLifetimeManager;
 pub use scaled::{ScaledLifetimeManager, ScaledOptions};
 pub use serialized::SerializedMessage;
 
+use crate::auth::Principal;
+use crate::connection::AuthCell;
+
 /// Who a message goes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -66,6 +69,33 @@ pub enum SendError {
     Backplane(String),
 }
 
+/// Why an authentication refresh (`POST {hub}/refresh`) was not applied to a connection.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RefreshError {
+    /// No node holds the connection (or it does not take refreshes).
+    #[error("connection not found")]
+    NotFound,
+    /// The new token's user differs from the connection's: a refresh may never change the user.
+    #[error("a refresh may not change the connection's user")]
+    PermissionChangeRejected,
+    /// The refresh could not be forwarded to the node holding the connection.
+    #[error("backplane error: {0}")]
+    Backplane(String),
+}
+
+impl RefreshError {
+    /// The `error` code of the refresh endpoint's JSON answer (as ASP.NET Core 11):
+    /// `connection_not_found`, `permission_change_rejected` or `internal_server_error`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RefreshError::NotFound => "connection_not_found",
+            RefreshError::PermissionChangeRejected => "permission_change_rejected",
+            RefreshError::Backplane(_) => "internal_server_error",
+        }
+    }
+}
+
 /// What the lifetime manager knows of one local connection: where to write its frames.
 #[derive(Clone)]
 pub struct ConnectionHandle {
@@ -75,6 +105,8 @@ pub struct ConnectionHandle {
     outbound: mpsc::Sender<Bytes>,
     abort: CancellationToken,
     gate: Arc<gate::Gate>,
+    /// The connection's replaceable principal (authentication refresh enabled).
+    auth: Option<Arc<AuthCell>>,
 }
 
 impl fmt::Debug for ConnectionHandle {
@@ -103,6 +135,22 @@ impl ConnectionHandle {
             outbound,
             abort,
             gate: Arc::new(gate::Gate::opened()),
+            auth: None,
+        }
+    }
+
+    /// This handle, able to apply authentication refreshes to the connection's principal.
+    pub(crate) fn with_auth(mut self, auth: Option<Arc<AuthCell>>) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// Replaces the connection's principal after an authentication refresh: the same user only.
+    /// [`RefreshError::NotFound`] when the connection does not take refreshes.
+    pub fn refresh_principal(&self, principal: Principal) -> Result<(), RefreshError> {
+        match &self.auth {
+            Some(auth) => auth.refresh(principal),
+            None => Err(RefreshError::NotFound),
         }
     }
 
@@ -227,4 +275,16 @@ pub trait HubLifetimeManager: Send + Sync + 'static {
     fn on_client_completion(&self, connection_id: &str, completion: Completion) -> bool;
     /// Ids of the connections on this node.
     fn local_connection_ids(&self) -> Vec<String>;
+    /// Applies an authentication refresh to a connection of *another* node (the refresh endpoint
+    /// applies it itself to connections of this node): the node holding `connection_id` replaces
+    /// its principal with `principal` (already authenticated and authorized by the caller) if the
+    /// user is the same. The default, right for a single node, answers [`RefreshError::NotFound`].
+    fn refresh_connection(
+        &self,
+        connection_id: String,
+        principal: Principal,
+    ) -> BoxFuture<'_, Result<(), RefreshError>> {
+        let _ = (connection_id, principal);
+        Box::pin(std::future::ready(Err(RefreshError::NotFound)))
+    }
 }

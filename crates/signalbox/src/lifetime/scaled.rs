@@ -9,9 +9,9 @@
 //! | `p:all` | every node | sends to all / all-except |
 //! | `p:group:{g}` | nodes with a local member of `g` | sends to a group (except some ids) |
 //! | `p:user:{u}` | nodes with a local connection of `u` | sends to a user |
-//! | `p:connection:{id}` | the node owning `id` | sends, client-result invocations, aborts |
+//! | `p:connection:{id}` | the node owning `id` | sends, client-result invocations, aborts, authentication refreshes |
 //! | `p:internal:groups` | every node | group add/remove for a connection on another node |
-//! | `p:internal:ack:{node}` | that node | acks of its group commands |
+//! | `p:internal:ack:{node}` | that node | acks of its group commands, answers to its refreshes |
 //! | `p:internal:return:{node}` | that node | client results for invocations it made |
 //!
 //! A message is serialised once per protocol (the frames [`SerializedMessage::bytes`] caches) and
@@ -39,9 +39,10 @@ use tokio::task::JoinHandle;
 
 use super::backplane::{Backplane, BackplaneState};
 use super::{
-    ClientResultError, ConnectionHandle, HubLifetimeManager, LocalLifetimeManager, SendError,
-    SerializedMessage, Target,
+    ClientResultError, ConnectionHandle, HubLifetimeManager, LocalLifetimeManager, RefreshError,
+    SendError, SerializedMessage, Target,
 };
+use crate::auth::Principal;
 
 const LOG: &str = "signalbox::backplane";
 
@@ -114,6 +115,8 @@ struct Shared<B> {
     next_id: AtomicU64,
     acks: DashMap<u64, oneshot::Sender<()>>,
     returns: DashMap<u64, mpsc::Sender<ReturnOutcome>>,
+    /// Authentication refreshes forwarded to other nodes, waiting for the owner's answer.
+    refreshes: DashMap<u64, oneshot::Sender<u8>>,
     lost: AtomicU64,
     state: watch::Receiver<BackplaneState>,
 }
@@ -168,6 +171,7 @@ impl<B: Backplane> ScaledLifetimeManager<B> {
             next_id: AtomicU64::new(1),
             acks: DashMap::new(),
             returns: DashMap::new(),
+            refreshes: DashMap::new(),
             lost: AtomicU64::new(0),
             state,
             channels,
@@ -520,6 +524,76 @@ impl<B: Backplane> Shared<B> {
     }
 }
 
+impl<B: Backplane> Shared<B> {
+    /// Forwards an authentication refresh to the node owning the connection and waits for its
+    /// answer; no answer within the ack timeout means no node has it.
+    async fn refresh_remote(
+        &self,
+        connection_id: &str,
+        principal: &Principal,
+    ) -> Result<(), RefreshError> {
+        let claims = serde_json::to_vec(principal.claims())
+            .map_err(|e| RefreshError::Backplane(e.to_string()))?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.refreshes.insert(id, tx);
+        let _guard = RemoveOnDrop(&self.refreshes, id);
+        let envelope = Envelope::Refresh {
+            origin: self.node_id.clone(),
+            id,
+            connection_id: connection_id.to_owned(),
+            user_id: principal.user_id().map(str::to_owned),
+            claims: Bytes::from(claims),
+        };
+        self.backplane
+            .publish(&self.channels.connection(connection_id), envelope.encode())
+            .await
+            .map_err(|e| RefreshError::Backplane(e.to_string()))?;
+        crate::metrics::backplane_published();
+        match tokio::time::timeout(self.ack_timeout, rx).await {
+            Ok(Ok(status)) => refresh_result(status),
+            Ok(Err(_)) | Err(_) => Err(RefreshError::NotFound),
+        }
+    }
+}
+
+const REFRESH_OK: u8 = 0;
+const REFRESH_NOT_FOUND: u8 = 1;
+const REFRESH_REJECTED: u8 = 2;
+
+fn refresh_status(result: &Result<(), RefreshError>) -> u8 {
+    match result {
+        Ok(()) => REFRESH_OK,
+        Err(RefreshError::PermissionChangeRejected) => REFRESH_REJECTED,
+        Err(_) => REFRESH_NOT_FOUND,
+    }
+}
+
+fn refresh_result(status: u8) -> Result<(), RefreshError> {
+    match status {
+        REFRESH_OK => Ok(()),
+        REFRESH_REJECTED => Err(RefreshError::PermissionChangeRejected),
+        _ => Err(RefreshError::NotFound),
+    }
+}
+
+/// The principal a refresh envelope describes: its claims, and its user id as the sending node
+/// resolved it (which need not be a claim's value).
+fn principal_from(claims: &[u8], user_id: Option<String>) -> Option<Principal> {
+    let claims: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(claims).ok()?;
+    Some(match user_id {
+        Some(user_id) => Principal::with_user_id(claims, user_id),
+        None => {
+            // No user id: name a claim type the claims do not have.
+            let mut absent = String::from("\u{0}");
+            while claims.contains_key(&absent) {
+                absent.push('\u{0}');
+            }
+            Principal::new(claims, &absent)
+        }
+    })
+}
+
 struct RemoveOnDrop<'a, V>(&'a DashMap<u64, V>, u64);
 
 impl<V> Drop for RemoveOnDrop<'_, V> {
@@ -651,6 +725,41 @@ fn handle<B: Backplane>(shared: &Arc<Shared<B>>, channel: &str, envelope: Envelo
                 // At most two answers arrive for a capacity of two; a full or closed queue means
                 // the caller has stopped waiting.
                 let _ = tx.try_send(outcome);
+            }
+        }
+        Envelope::Refresh {
+            origin,
+            id,
+            connection_id,
+            user_id,
+            claims,
+        } => {
+            // Only the node holding the connection answers; the others stay silent.
+            let Some(handle) = shared.local.connection(&connection_id) else {
+                return;
+            };
+            let result = match principal_from(&claims, user_id) {
+                Some(principal) => handle.refresh_principal(principal),
+                None => {
+                    tracing::warn!(target: LOG, "malformed claims in a refresh from another node");
+                    Err(RefreshError::NotFound)
+                }
+            };
+            let reply = Envelope::Refreshed {
+                id,
+                status: refresh_status(&result),
+            };
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                shared
+                    .publish(&shared.channels.ack(&origin), reply.encode())
+                    .await;
+            });
+        }
+        Envelope::Refreshed { id, status } => {
+            if let Some((_, tx)) = shared.refreshes.remove(&id) {
+                // The caller may have timed out already.
+                let _ = tx.send(status);
             }
         }
         Envelope::Abort => {
@@ -905,6 +1014,20 @@ impl<B: Backplane> HubLifetimeManager for ScaledLifetimeManager<B> {
     fn local_connection_ids(&self) -> Vec<String> {
         self.shared.local.local_connection_ids()
     }
+
+    fn refresh_connection(
+        &self,
+        connection_id: String,
+        principal: Principal,
+    ) -> BoxFuture<'_, Result<(), RefreshError>> {
+        async move {
+            if let Some(handle) = self.shared.local.connection(&connection_id) {
+                return handle.refresh_principal(principal);
+            }
+            self.shared.refresh_remote(&connection_id, &principal).await
+        }
+        .boxed()
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -957,6 +1080,19 @@ enum Envelope {
         outcome: ReturnOutcome,
     },
     Abort,
+    /// An authentication refresh for a connection of another node (JSON claims).
+    Refresh {
+        origin: String,
+        id: u64,
+        connection_id: String,
+        user_id: Option<String>,
+        claims: Bytes,
+    },
+    /// The owner's answer to a [`Envelope::Refresh`].
+    Refreshed {
+        id: u64,
+        status: u8,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -1134,6 +1270,31 @@ impl Envelope {
                 }
             }
             Envelope::Abort => w.u8(6),
+            Envelope::Refresh {
+                origin,
+                id,
+                connection_id,
+                user_id,
+                claims,
+            } => {
+                w.u8(7);
+                w.str(origin);
+                w.u64(*id);
+                w.str(connection_id);
+                match user_id {
+                    Some(user_id) => {
+                        w.u8(1);
+                        w.str(user_id);
+                    }
+                    None => w.u8(0),
+                }
+                w.bytes(claims);
+            }
+            Envelope::Refreshed { id, status } => {
+                w.u8(8);
+                w.u64(*id);
+                w.u8(*status);
+            }
         }
         Bytes::from(w.0)
     }
@@ -1215,6 +1376,21 @@ impl Envelope {
                 Envelope::Return { id, outcome }
             }
             6 => Envelope::Abort,
+            7 => Envelope::Refresh {
+                origin: r.string()?,
+                id: r.u64()?,
+                connection_id: r.string()?,
+                user_id: match r.u8()? {
+                    0 => None,
+                    1 => Some(r.string()?),
+                    _ => return Err(DecodeError("invalid user id flag")),
+                },
+                claims: r.bytes()?,
+            },
+            8 => Envelope::Refreshed {
+                id: r.u64()?,
+                status: r.u8()?,
+            },
             _ => return Err(DecodeError("unknown envelope kind")),
         };
         Ok(envelope)
@@ -1294,6 +1470,21 @@ mod tests {
                 outcome: ReturnOutcome::Done(Err(ClientResultError::Client("no".into()))),
             },
             Envelope::Abort,
+            Envelope::Refresh {
+                origin: "n".into(),
+                id: 9,
+                connection_id: "c".into(),
+                user_id: Some("alice".into()),
+                claims: Bytes::from_static(br#"{"sub":"alice"}"#),
+            },
+            Envelope::Refresh {
+                origin: "n".into(),
+                id: 10,
+                connection_id: "c".into(),
+                user_id: None,
+                claims: Bytes::from_static(b"{}"),
+            },
+            Envelope::Refreshed { id: 9, status: 2 },
         ];
         for envelope in cases {
             let bytes = envelope.encode();
@@ -1306,6 +1497,77 @@ mod tests {
                 );
             }
         }
+    }
+
+    fn principal(claims: serde_json::Value) -> Principal {
+        let serde_json::Value::Object(map) = claims else {
+            unreachable!()
+        };
+        Principal::new(map, "sub")
+    }
+
+    #[test]
+    fn refresh_principals_cross_intact() {
+        let p = principal(serde_json::json!({"sub": "alice", "exp": 5, "r": ["a", "b"]}));
+        let claims = serde_json::to_vec(p.claims()).unwrap();
+        let back = principal_from(&claims, p.user_id().map(str::to_owned)).unwrap();
+        assert_eq!(back, p);
+        let anonymous = principal(serde_json::json!({"x": 1, "\u{0}": "y"}));
+        let claims = serde_json::to_vec(anonymous.claims()).unwrap();
+        let back = principal_from(&claims, None).unwrap();
+        assert_eq!(back, anonymous);
+        assert_eq!(back.user_id(), None);
+        assert!(principal_from(b"[1]", None).is_none());
+    }
+
+    #[tokio::test]
+    async fn refresh_is_forwarded_to_the_owning_node() {
+        let bus = MemoryBus::new();
+        let options = ScaledOptions::default().ack_timeout(Duration::from_millis(300));
+        let a = ScaledLifetimeManager::with_options(bus.backplane(), "t", options.clone());
+        let b = ScaledLifetimeManager::with_options(bus.backplane(), "t", options);
+        let cell = Arc::new(crate::connection::AuthCell::new(Some(principal(
+            serde_json::json!({"sub": "alice", "v": 1}),
+        ))));
+        let (tx, _rx) = mpsc::channel(8);
+        b.on_connected(
+            ConnectionHandle::new(
+                Arc::from("b1"),
+                Some(Arc::from("alice")),
+                Protocol::Json,
+                tx,
+                CancellationToken::new(),
+            )
+            .with_auth(Some(cell.clone())),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+
+        let newer = principal(serde_json::json!({"sub": "alice", "v": 2}));
+        a.refresh_connection("b1".into(), newer.clone())
+            .await
+            .unwrap();
+        assert_eq!(cell.get(), Some(newer.clone()));
+        // Locally too.
+        let newest = principal(serde_json::json!({"sub": "alice", "v": 3}));
+        b.refresh_connection("b1".into(), newest.clone())
+            .await
+            .unwrap();
+        assert_eq!(cell.get(), Some(newest.clone()));
+        assert_eq!(
+            a.refresh_connection(
+                "b1".into(),
+                principal(serde_json::json!({"sub": "mallory"}))
+            )
+            .await,
+            Err(RefreshError::PermissionChangeRejected)
+        );
+        assert_eq!(cell.get(), Some(newest));
+        assert_eq!(
+            a.refresh_connection("nobody".into(), newer).await,
+            Err(RefreshError::NotFound)
+        );
+        assert!(a.shared.refreshes.is_empty());
     }
 
     #[tokio::test]

@@ -65,6 +65,7 @@ pub(crate) fn connect(
         id: entry.id.clone(),
         transport: TransportType::LongPolling,
         principal,
+        auth: None,
         request,
         inbound: receiver_stream(inbound_rx)
             .take_until(entry.closed.clone().cancelled_owned())

@@ -48,6 +48,7 @@ pub(crate) fn connect(
         id: entry.id.clone(),
         transport: TransportType::ServerSentEvents,
         principal,
+        auth: None,
         request,
         inbound: receiver_stream(inbound_rx)
             .take_until(entry.closed.clone().cancelled_owned())

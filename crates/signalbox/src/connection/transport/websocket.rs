@@ -84,6 +84,7 @@ pub(crate) fn connect(socket: WebSocket, session: WebSocketSession) -> Connectio
         id: session.id,
         transport: TransportType::WebSockets,
         principal: session.principal,
+        auth: None,
         request: session.request,
         inbound,
         outbound: tx,
@@ -133,6 +134,7 @@ pub(crate) fn connect_resumable(
         id: session.id,
         transport: TransportType::WebSockets,
         principal: session.principal,
+        auth: None,
         request: session.request,
         inbound: receiver_stream(inbound_rx)
             .take_until(entry.closed.clone().cancelled_owned())
