@@ -80,8 +80,20 @@ pub enum UserCommand {
     /// Creates an account (or, with --update, replaces its password, roles and claims). The
     /// password is read from standard input (first line) or prompted for on a terminal.
     Add(UserAdd),
-    /// Deletes an account with its tokens and notifications.
+    /// Deletes an account with its tokens and notifications; its open connections close on
+    /// every node within seconds.
     Delete {
+        /// User name.
+        name: String,
+    },
+    /// Disables an account: it keeps its data, cannot sign in, its sessions end and its open
+    /// connections close on every node within seconds.
+    Disable {
+        /// User name.
+        name: String,
+    },
+    /// Enables a disabled account (it signs in again; ended sessions stay ended).
+    Enable {
         /// User name.
         name: String,
     },

@@ -127,6 +127,9 @@ pub struct Config {
     pub inbox: InboxConfig,
     /// An external OpenID Connect issuer whose tokens are accepted.
     pub oidc: Option<OidcConfig>,
+    /// The page's sign-in as a confidential client of that issuer (`oidc.client_secret`,
+    /// `oidc.redirect_url`): kept apart from [`OidcConfig`] so that it can be left out.
+    pub oidc_client: OidcClientConfig,
     /// Logging.
     pub log: LogConfig,
     /// The Prometheus endpoint `/metrics`.
@@ -290,7 +293,62 @@ pub struct OidcConfig {
     pub provider_name: Option<String>,
 }
 
+/// A client secret: its `Debug` never shows it; read it with [`ClientSecret::expose`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientSecret(String);
+
+impl ClientSecret {
+    /// Wraps a secret.
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
+    /// The secret itself, for the token request only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ClientSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientSecret([redacted])")
+    }
+}
+
+/// The service's own client registration at the OpenID Connect issuer, for the server-side
+/// authorization code flow (`/api/auth/oidc/start` → `/api/auth/oidc/callback`).
+#[derive(Debug, Clone, Default)]
+pub struct OidcClientConfig {
+    /// The client secret (`oidc.client_secret` or the trimmed contents of
+    /// `oidc.client_secret_file`). When set, the page signs in through the service (a
+    /// confidential client) instead of running the code flow in the browser.
+    pub client_secret: Option<ClientSecret>,
+    /// The callback URL registered at the provider. Default: derived from each request,
+    /// `{scheme}://{host}/api/auth/oidc/callback` (scheme `https` when a trusted proxy says
+    /// `X-Forwarded-Proto: https`).
+    pub redirect_url: Option<String>,
+}
+
 impl OidcConfig {
+    /// The settings for `issuer` with every other setting at its default (no audience, users
+    /// mapped by a verified `email`, no accounts created, keys trusted for an hour, refetched
+    /// at most every 30 seconds for an unknown `kid`).
+    pub fn new(issuer: &str) -> Self {
+        Self {
+            issuer: issuer.trim_end_matches('/').to_owned(),
+            discovery_url: None,
+            jwks_url: None,
+            audience: None,
+            user_claim: "email".to_owned(),
+            auto_create_users: false,
+            jwks_cache_ttl: Duration::from_secs(3600),
+            jwks_min_refresh_interval: Duration::from_secs(30),
+            client_id: None,
+            scopes: "openid email profile".to_owned(),
+            provider_name: None,
+        }
+    }
+
     /// The client id of the web page: `client_id`, else `audience`.
     pub fn browser_client_id(&self) -> Option<&str> {
         self.client_id.as_deref().or(self.audience.as_deref())
@@ -333,6 +391,7 @@ impl Default for Config {
                 retention: Duration::from_secs(30 * 86_400),
             },
             oidc: None,
+            oidc_client: OidcClientConfig::default(),
             log: LogConfig::default(),
             metrics: MetricsConfig::default(),
             admin: AdminConfig {
@@ -466,6 +525,9 @@ struct FileOidc {
     client_id: Option<String>,
     scopes: Option<String>,
     provider_name: Option<String>,
+    client_secret: Option<String>,
+    client_secret_file: Option<String>,
+    redirect_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -556,6 +618,12 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("SIGNALBOX_OIDC_CLIENT_ID", "oidc.client_id"),
     ("SIGNALBOX_OIDC_SCOPES", "oidc.scopes"),
     ("SIGNALBOX_OIDC_PROVIDER_NAME", "oidc.provider_name"),
+    ("SIGNALBOX_OIDC_CLIENT_SECRET", "oidc.client_secret"),
+    (
+        "SIGNALBOX_OIDC_CLIENT_SECRET_FILE",
+        "oidc.client_secret_file",
+    ),
+    ("SIGNALBOX_OIDC_REDIRECT_URL", "oidc.redirect_url"),
     ("SIGNALBOX_LOG_FORMAT", "log.format"),
     ("SIGNALBOX_METRICS_PUBLIC", "metrics.public"),
     ("SIGNALBOX_METRICS_TOKEN", "metrics.token"),
@@ -659,7 +727,7 @@ impl Config {
     /// A short human summary of the effective settings (no secrets).
     pub fn summary(&self) -> String {
         format!(
-            "listen={} database={} node={} backplane={} alg={:?} access_ttl={} refresh_ttl={} registration={} cors_origins={:?} retention={} oidc={}",
+            "listen={} database={} node={} backplane={} alg={:?} access_ttl={} refresh_ttl={} registration={} cors_origins={:?} retention={} oidc={} oidc_client_secret={}",
             self.listen,
             crate::db::redact_url(&self.database),
             self.node,
@@ -673,6 +741,11 @@ impl Config {
             self.cors.allowed_origins,
             format_duration(self.inbox.retention),
             self.oidc.as_ref().map_or("off", |o| o.issuer.as_str()),
+            if self.oidc_client.client_secret.is_some() {
+                "set"
+            } else {
+                "none"
+            },
         )
     }
 }
@@ -735,6 +808,12 @@ fn apply_env(
     set(&mut raw.oidc.client_id, "SIGNALBOX_OIDC_CLIENT_ID");
     set(&mut raw.oidc.scopes, "SIGNALBOX_OIDC_SCOPES");
     set(&mut raw.oidc.provider_name, "SIGNALBOX_OIDC_PROVIDER_NAME");
+    set(&mut raw.oidc.client_secret, "SIGNALBOX_OIDC_CLIENT_SECRET");
+    set(
+        &mut raw.oidc.client_secret_file,
+        "SIGNALBOX_OIDC_CLIENT_SECRET_FILE",
+    );
+    set(&mut raw.oidc.redirect_url, "SIGNALBOX_OIDC_REDIRECT_URL");
     set(&mut raw.log.format, "SIGNALBOX_LOG_FORMAT");
     set(&mut raw.metrics.token, "SIGNALBOX_METRICS_TOKEN");
     set(&mut raw.admin.role, "SIGNALBOX_ADMIN_ROLE");
@@ -1051,7 +1130,8 @@ fn resolve(raw: FileConfig) -> Result<Config, ConfigError> {
         )?,
     };
 
-    let o = raw.oidc;
+    let mut o = raw.oidc;
+    let oidc_client = resolve_oidc_client(&mut o)?;
     let oidc = match o.issuer {
         Some(issuer) => Some(OidcConfig {
             issuer: issuer.trim_end_matches('/').to_owned(),
@@ -1079,7 +1159,9 @@ fn resolve(raw: FileConfig) -> Result<Config, ConfigError> {
         None if o.discovery_url.is_some()
             || o.jwks_url.is_some()
             || o.audience.is_some()
-            || o.client_id.is_some() =>
+            || o.client_id.is_some()
+            || oidc_client.client_secret.is_some()
+            || oidc_client.redirect_url.is_some() =>
         {
             return Err(invalid(
                 "oidc.issuer (SIGNALBOX_OIDC_ISSUER)",
@@ -1088,6 +1170,16 @@ fn resolve(raw: FileConfig) -> Result<Config, ConfigError> {
         }
         None => None,
     };
+    if oidc_client.client_secret.is_some()
+        && oidc
+            .as_ref()
+            .is_some_and(|o| o.browser_client_id().is_none())
+    {
+        return Err(invalid(
+            "oidc.client_secret (SIGNALBOX_OIDC_CLIENT_SECRET)",
+            "a client secret needs oidc.client_id (or oidc.audience): the client it belongs to",
+        ));
+    }
 
     let node = match raw.node_id.or(raw.node) {
         Some(node) => {
@@ -1195,11 +1287,61 @@ fn resolve(raw: FileConfig) -> Result<Config, ConfigError> {
         cors,
         inbox,
         oidc,
+        oidc_client,
         log,
         metrics,
         admin,
         rate_limit,
         trusted_proxies,
+    })
+}
+
+/// The confidential-client settings: the client secret (inline or from a file, not both) and
+/// the redirect URL. Taken out of `o`, so that the secret's text is not kept around.
+fn resolve_oidc_client(o: &mut FileOidc) -> Result<OidcClientConfig, ConfigError> {
+    const SECRET: &str = "oidc.client_secret (SIGNALBOX_OIDC_CLIENT_SECRET)";
+    const SECRET_FILE: &str = "oidc.client_secret_file (SIGNALBOX_OIDC_CLIENT_SECRET_FILE)";
+    let client_secret = match (o.client_secret.take(), o.client_secret_file.take()) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                SECRET_FILE,
+                "set either oidc.client_secret or oidc.client_secret_file, not both",
+            ));
+        }
+        (Some(secret), None) => Some(secret.trim().to_owned()),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path.trim())
+                .map_err(|cause| invalid(SECRET_FILE, format!("cannot read {path:?}: {cause}")))?;
+            Some(text.trim().to_owned())
+        }
+        (None, None) => None,
+    };
+    if client_secret.as_ref().is_some_and(String::is_empty) {
+        return Err(invalid(SECRET, "the client secret is empty"));
+    }
+    let redirect_url = match o.redirect_url.take() {
+        Some(text) => {
+            let text = text.trim().to_owned();
+            let valid = reqwest::Url::parse(&text).is_ok_and(|url| {
+                matches!(url.scheme(), "http" | "https")
+                    && url.host_str().is_some()
+                    && url.fragment().is_none()
+            });
+            if !valid {
+                return Err(invalid(
+                    "oidc.redirect_url (SIGNALBOX_OIDC_REDIRECT_URL)",
+                    format!(
+                        "{text:?} is not a URL such as https://notify.example.com/api/auth/oidc/callback"
+                    ),
+                ));
+            }
+            Some(text)
+        }
+        None => None,
+    };
+    Ok(OidcClientConfig {
+        client_secret: client_secret.map(ClientSecret),
+        redirect_url,
     })
 }
 
@@ -1476,6 +1618,87 @@ mod tests {
             let error = load(None, &[(name, value)], &Overrides::default()).unwrap_err();
             assert!(error.to_string().contains(complaint), "{error}");
         }
+    }
+
+    #[test]
+    fn oidc_client_secret_inline_or_from_a_file_and_never_shown() {
+        let issuer = ("SIGNALBOX_OIDC_ISSUER", "https://accounts.google.com");
+        let client = ("SIGNALBOX_OIDC_CLIENT_ID", "web-client");
+        let secret = "GOCSPX-very-secret-value";
+        let config = load(
+            None,
+            &[
+                issuer,
+                client,
+                ("SIGNALBOX_OIDC_CLIENT_SECRET", secret),
+                (
+                    "SIGNALBOX_OIDC_REDIRECT_URL",
+                    "https://n.example.com/api/auth/oidc/callback",
+                ),
+            ],
+            &Overrides::default(),
+        )
+        .unwrap();
+        let stored = config.oidc_client.client_secret.as_ref().unwrap();
+        assert_eq!(stored.expose(), secret);
+        assert_eq!(
+            config.oidc_client.redirect_url.as_deref(),
+            Some("https://n.example.com/api/auth/oidc/callback")
+        );
+        assert!(!format!("{config:?}").contains(secret));
+        assert!(!config.summary().contains(secret));
+        assert!(config.summary().contains("oidc_client_secret=set"));
+
+        let dir = std::env::temp_dir().join(format!("signalbox-secret-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("secret");
+        std::fs::write(&file, format!("  {secret}\n")).unwrap();
+        let path = file.to_str().unwrap();
+        let config = load(
+            None,
+            &[issuer, client, ("SIGNALBOX_OIDC_CLIENT_SECRET_FILE", path)],
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            config.oidc_client.client_secret.as_ref().unwrap().expose(),
+            secret
+        );
+
+        for (case, env) in [
+            (
+                "both",
+                vec![
+                    issuer,
+                    client,
+                    ("SIGNALBOX_OIDC_CLIENT_SECRET", secret),
+                    ("SIGNALBOX_OIDC_CLIENT_SECRET_FILE", path),
+                ],
+            ),
+            (
+                "missing file",
+                vec![
+                    issuer,
+                    client,
+                    ("SIGNALBOX_OIDC_CLIENT_SECRET_FILE", "/nonexistent/secret"),
+                ],
+            ),
+            (
+                "no client id",
+                vec![issuer, ("SIGNALBOX_OIDC_CLIENT_SECRET", secret)],
+            ),
+            ("no issuer", vec![("SIGNALBOX_OIDC_CLIENT_SECRET", secret)]),
+            (
+                "bad redirect",
+                vec![issuer, client, ("SIGNALBOX_OIDC_REDIRECT_URL", "/callback")],
+            ),
+        ] {
+            let error = load(None, &env, &Overrides::default()).unwrap_err();
+            let text = error.to_string();
+            assert!(text.contains("oidc."), "{case}: {text}");
+            assert!(!text.contains(secret), "{case}: {text}");
+        }
+        let _ = std::fs::remove_dir_all(&dir); // best effort cleanup of a temp dir
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub mod presence;
 pub mod rate_limit;
 pub mod refresh;
 pub mod server;
+pub mod sessions;
 pub mod state;
 pub mod tokens;
 pub mod web;

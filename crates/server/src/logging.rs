@@ -92,10 +92,43 @@ fn is_sane_id(value: &HeaderValue) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
+/// Query parameters that are credentials in an OpenID Connect callback (single use, but never
+/// logged): the authorization code, the state, the provider's session state and a fragment-less
+/// ID token some providers post back.
+const SIGN_IN_PARAMETERS: [&str; 4] = ["code", "state", "session_state", "id_token"];
+
+/// The query as logged: `access_token` (hub requests) and the sign-in callback's credentials
+/// redacted.
+pub fn loggable_query(query: &str) -> String {
+    redact_query(query)
+        .split('&')
+        .map(|pair| {
+            let key = pair.split_once('=').map_or(pair, |(k, _)| k);
+            let secret = form_urlencoded::parse(key.as_bytes())
+                .next()
+                .is_some_and(|(k, _)| {
+                    SIGN_IN_PARAMETERS
+                        .iter()
+                        .any(|name| k.eq_ignore_ascii_case(name))
+                });
+            if secret {
+                format!("{key}=[redacted]")
+            } else {
+                pair.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
 /// The span of one HTTP request (for `TraceLayer::make_span_with`).
 pub fn request_span<B>(request: &axum::http::Request<B>) -> Span {
-    // The query is redacted: hub requests may carry `access_token`.
-    let query = request.uri().query().map(redact_query).unwrap_or_default();
+    // The query is redacted: hub requests may carry `access_token`, sign-in callbacks a code.
+    let query = request
+        .uri()
+        .query()
+        .map(loggable_query)
+        .unwrap_or_default();
     let request_id = request
         .headers()
         .get(&REQUEST_ID)
@@ -200,6 +233,21 @@ mod tests {
         assert!(!is_sane_id(
             &HeaderValue::from_str(&"a".repeat(129)).unwrap_or(HeaderValue::from_static(""))
         ));
+    }
+
+    #[test]
+    fn sign_in_callback_credentials_are_redacted() {
+        let logged = loggable_query(
+            "code=secret-code&STATE=secret-state&session%5Fstate=s3&iss=https%3A%2F%2Fidp&access_token=t",
+        );
+        for secret in ["secret-code", "secret-state", "s3", "=t"] {
+            assert!(!logged.contains(secret), "{logged}");
+        }
+        assert!(logged.contains("iss=https%3A%2F%2Fidp"), "{logged}");
+        assert_eq!(
+            loggable_query("id=abc&error=access_denied"),
+            "id=abc&error=access_denied"
+        );
     }
 
     #[test]

@@ -42,6 +42,22 @@ fn main() -> ExitCode {
     }
 }
 
+async fn set_disabled(config: &Config, name: &str, disabled: bool) -> anyhow::Result<()> {
+    let db = Db::open(&config.database).await?;
+    let found = db
+        .set_user_disabled(name, disabled, signalbox_server::clock::now_ms())
+        .await;
+    db.close().await;
+    if !found? {
+        bail!("no user named {name:?}");
+    }
+    eprintln!(
+        "{} user {name}",
+        if disabled { "disabled" } else { "enabled" }
+    );
+    Ok(())
+}
+
 async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => serve(config).await,
@@ -56,6 +72,8 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             eprintln!("deleted user {name}");
             Ok(())
         }
+        Command::User(UserCommand::Disable { name }) => set_disabled(&config, &name, true).await,
+        Command::User(UserCommand::Enable { name }) => set_disabled(&config, &name, false).await,
         Command::Token(TokenCommand::Issue(args)) => {
             let tokens = TokenService::new(&config.auth)?;
             let ttl = match &args.ttl {

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
 use crate::clock::{duration_ms, now_ms};
-use crate::db::{Db, RefreshTokenRow, RefreshTokenState, StoreError};
+use crate::db::{AuthEvent, Db, RefreshTokenRow, RefreshTokenState, StoreError};
 
 /// Why a refresh token was refused.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +39,15 @@ fn random_token() -> Result<String, RefreshError> {
     Ok(format!("sbr_{}", URL_SAFE_NO_PAD.encode(bytes)))
 }
 
+/// A new refresh token and the session (family) it belongs to.
+#[derive(Debug, Clone)]
+pub struct IssuedRefreshToken {
+    /// The opaque token for the client.
+    pub token: String,
+    /// The session: the family id, also the `sid` claim of the session's access tokens.
+    pub family: String,
+}
+
 /// Issues, rotates and revokes refresh tokens.
 #[derive(Debug, Clone)]
 pub struct RefreshTokens {
@@ -53,24 +62,29 @@ impl RefreshTokens {
     }
 
     /// Issues a token for `user`, in `family` (a new family when `None`: a new login).
-    pub async fn issue(&self, user: &str, family: Option<String>) -> Result<String, RefreshError> {
+    pub async fn issue(
+        &self,
+        user: &str,
+        family: Option<String>,
+    ) -> Result<IssuedRefreshToken, RefreshError> {
         let token = random_token()?;
         let now = now_ms();
+        let family = family.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         let row = RefreshTokenRow {
             id: uuid::Uuid::now_v7().to_string(),
-            family: family.unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+            family: family.clone(),
             user_name: user.to_owned(),
             token_hash: hash_token(&token),
             created_at: now,
             expires_at: now.saturating_add(duration_ms(self.ttl)),
         };
         self.db.insert_refresh_token(&row).await?;
-        Ok(token)
+        Ok(IssuedRefreshToken { token, family })
     }
 
-    /// Spends `token` and issues its successor: returns the user and the new token. A spent or
-    /// revoked token revokes its family and answers [`RefreshError::Reused`].
-    pub async fn rotate(&self, token: &str) -> Result<(String, String), RefreshError> {
+    /// Spends `token` and issues its successor: returns the user and the new token (same
+    /// family). A spent or revoked token revokes its family and answers [`RefreshError::Reused`].
+    pub async fn rotate(&self, token: &str) -> Result<(String, IssuedRefreshToken), RefreshError> {
         let hash = hash_token(token);
         let now = now_ms();
         if let Some((family, user)) = self.db.spend_refresh_token(&hash, now).await? {
@@ -79,7 +93,7 @@ impl RefreshTokens {
         }
         match self.db.refresh_token_state(&hash).await? {
             RefreshTokenState::Spent { family, user_name } => {
-                let revoked = self.db.revoke_refresh_family(&family, now).await?;
+                let revoked = self.end_family(&family, now).await?;
                 tracing::warn!(
                     user = %user_name,
                     family = %family,
@@ -92,11 +106,22 @@ impl RefreshTokens {
         }
     }
 
-    /// Revokes the family of `token` (logout). Unknown tokens are ignored.
-    pub async fn revoke(&self, token: &str) -> Result<(), RefreshError> {
-        if let Some(family) = self.db.refresh_token_family(&hash_token(token)).await? {
-            self.db.revoke_refresh_family(&family, now_ms()).await?;
-        }
-        Ok(())
+    /// Revokes the family of `token` (logout); returns the family (the session id that its
+    /// access tokens carry as `sid`). Unknown tokens are ignored.
+    pub async fn revoke(&self, token: &str) -> Result<Option<String>, RefreshError> {
+        let Some(family) = self.db.refresh_token_family(&hash_token(token)).await? else {
+            return Ok(None);
+        };
+        self.end_family(&family, now_ms()).await?;
+        Ok(Some(family))
+    }
+
+    /// Revokes a family and writes the event that closes its connections on every node.
+    async fn end_family(&self, family: &str, now: i64) -> Result<u64, RefreshError> {
+        let revoked = self.db.revoke_refresh_family(family, now).await?;
+        self.db
+            .record_auth_event(&AuthEvent::SessionEnded(family.to_owned()), now)
+            .await?;
+        Ok(revoked)
     }
 }

@@ -27,6 +27,7 @@ use crate::origin::OriginCheck;
 use crate::presence::Presence;
 use crate::rate_limit::RateLimits;
 use crate::refresh::RefreshTokens;
+use crate::sessions::Sessions;
 use crate::state::AppState;
 use crate::tokens::{TokenError, TokenService};
 
@@ -64,20 +65,17 @@ pub struct Service {
     retention: tokio::task::JoinHandle<()>,
     cluster: Cluster,
     sampler: tokio::task::JoinHandle<()>,
+    session_watch: tokio::task::JoinHandle<()>,
 }
 
 /// Builds the service from a validated configuration. A missing HS256 secret must have been
 /// filled in (see [`Config::ensure_secret`]).
-pub async fn build(mut config: Config) -> Result<Service, StartError> {
+pub async fn build(config: Config) -> Result<Service, StartError> {
     let db = Db::open(&config.database).await?;
-    if config.oidc.is_some() && config.auth.audience.is_none() {
-        // Local and external tokens share the hub's validator, which checks `aud` on all
-        // tokens once any audience is set: give local tokens one of their own.
-        config.auth.audience = Some(config.auth.issuer.clone());
-    }
     let tokens = Arc::new(TokenService::new(&config.auth)?);
+    // Each issuer is trusted with its own audiences: the local validator checks the local
+    // issuer (and `auth.audience`), the provider's checks the provider and `oidc.audience`.
     let local = tokens.validator()?;
-    let mut hub_auth = tokens.validator_builder()?;
     let oidc = match &config.oidc {
         Some(oidc_config) => {
             let verifier = OidcVerifier::new(oidc_config.clone())?;
@@ -94,18 +92,10 @@ pub async fn build(mut config: Config) -> Result<Service, StartError> {
                     "oidc.audience is not set: tokens the issuer made for any client are accepted"
                 );
             }
-            hub_auth = hub_auth.issuer(oidc_config.issuer.clone());
-            if let Some(aud) = &oidc_config.audience {
-                hub_auth = hub_auth.audience(aud.clone());
-            }
-            for (kid, key, algorithm) in verifier.current_keys() {
-                hub_auth = hub_auth.decoding_key(key, &[algorithm], Some(&kid));
-            }
             Some(verifier)
         }
         None => None,
     };
-    let hub_auth = hub_auth.build().map_err(TokenError::from)?;
 
     let presence = Presence::new(db.clone(), config.node.clone());
     let recovered = presence.recover().await?;
@@ -119,13 +109,14 @@ pub async fn build(mut config: Config) -> Result<Service, StartError> {
         None => None,
     };
     let inbox = Inbox::new(db.clone(), presence.clone()).with_backplane(backplane.clone());
-    let identity = Authenticator::new(local, oidc, db.clone());
+    let sessions = Sessions::new(db.clone());
+    let identity = Authenticator::new(local, oidc, db.clone(), sessions.clone());
     let notify = Policy::require_claim_value(
         config.auth.permission_claim.clone(),
         [config.auth.notify_permission.clone()],
     );
     let hub = notifications_hub(
-        hub_auth,
+        identity.clone(),
         notify.clone(),
         HubServices {
             db: db.clone(),
@@ -138,6 +129,8 @@ pub async fn build(mut config: Config) -> Result<Service, StartError> {
             connection_token_secret: config.connection_token_secret.clone(),
         },
     );
+    sessions.attach_hub(hub.context());
+    let session_watch = sessions.spawn_watch();
     let cluster = Cluster::start(
         ClusterServices {
             db: db.clone(),
@@ -207,6 +200,7 @@ pub async fn build(mut config: Config) -> Result<Service, StartError> {
         retention,
         cluster,
         sampler,
+        session_watch,
     })
 }
 
@@ -283,6 +277,7 @@ impl Service {
         .await;
         self.retention.abort();
         self.sampler.abort();
+        self.session_watch.abort();
         if let Err(error) = self.state.presence.shutdown().await {
             tracing::warn!(%error, "cannot remove this node's presence rows");
         }

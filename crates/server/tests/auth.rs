@@ -274,64 +274,9 @@ async fn unreachable_database_is_a_clear_start_error() {
     );
 }
 
-/// A stand-in OpenID Connect issuer: discovery document and a JWKS whose keys can change.
-struct FakeIssuer {
-    url: String,
-    keys: std::sync::Arc<std::sync::RwLock<Vec<jsonwebtoken::jwk::Jwk>>>,
-}
-
-impl FakeIssuer {
-    async fn start() -> FakeIssuer {
-        use axum::routing::get;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let keys = std::sync::Arc::new(std::sync::RwLock::new(Vec::new()));
-        let discovery = json!({"issuer": url, "jwks_uri": format!("{url}/keys")});
-        let served = keys.clone();
-        let app = axum::Router::new()
-            .route(
-                "/.well-known/openid-configuration",
-                get(move || {
-                    let discovery = discovery.clone();
-                    async move { axum::Json(discovery) }
-                }),
-            )
-            .route(
-                "/keys",
-                get(move || {
-                    let keys = served.read().unwrap().clone();
-                    async move { axum::Json(jsonwebtoken::jwk::JwkSet { keys }) }
-                }),
-            );
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        FakeIssuer { url, keys }
-    }
-
-    /// Publishes the public half of `pem` under `kid` and returns the signing key.
-    fn publish(&self, pem: &str, kid: &str) -> jsonwebtoken::EncodingKey {
-        let key = jsonwebtoken::EncodingKey::from_ec_pem(pem.as_bytes()).unwrap();
-        let mut jwk =
-            jsonwebtoken::jwk::Jwk::from_encoding_key(&key, jsonwebtoken::Algorithm::ES256)
-                .unwrap();
-        jwk.common.key_id = Some(kid.to_owned());
-        self.keys.write().unwrap().push(jwk);
-        key
-    }
-
-    fn token(&self, key: &jsonwebtoken::EncodingKey, kid: &str, aud: &str, email: &str) -> String {
-        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-        header.kid = Some(kid.to_owned());
-        let now = signalbox_server::clock::now_secs();
-        let claims = json!({
-            "iss": self.url, "aud": aud, "sub": "external-123", "email": email,
-            "iat": now, "exp": now + 300,
-        });
-        jsonwebtoken::encode(&header, &claims, key).unwrap()
-    }
-}
-
 #[tokio::test]
 async fn oidc_tokens_are_mapped_to_local_users_and_keys_rotate() {
+    use common::issuer::FakeIssuer;
     let issuer = FakeIssuer::start().await;
     let first = issuer.publish(include_str!("keys/es256.pem"), "k1");
     let issuer_url = issuer.url.clone();

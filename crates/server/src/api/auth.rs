@@ -8,7 +8,8 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
 use crate::accounts::{NewUser, token_claims};
-use crate::db::UserRow;
+use crate::db::{AccountStatus, AuthEvent, UserRow};
+use crate::refresh::IssuedRefreshToken;
 use crate::state::AppState;
 
 /// Name and password.
@@ -47,22 +48,32 @@ pub struct RegisteredUser {
     pub username: String,
 }
 
+/// Signs in `user`: a new session (refresh-token family) when `refresh` is `None`, else the
+/// token `refresh` just rotated to. The access token names the session (`sid`), so that ending
+/// the session also ends what its access tokens opened.
 pub(crate) async fn session(
     state: &AppState,
     user: &UserRow,
     family: Option<String>,
-    refresh_token: Option<String>,
+    refresh: Option<IssuedRefreshToken>,
 ) -> Result<TokenResponse, ApiError> {
-    let access = state.tokens.issue(&user.name, &token_claims(user), None)?;
-    let refresh_token = match refresh_token {
-        Some(token) => token,
+    // Every sign-in comes through here: password, refresh, external provider.
+    if state.db.account_status(&user.name).await? == AccountStatus::Disabled {
+        return Err(ApiError::Forbidden("this account is disabled".to_owned()));
+    }
+    // The session row exists before any token names it.
+    let refresh = match refresh {
+        Some(issued) => issued,
         None => state.refresh.issue(&user.name, family).await?,
     };
+    let mut claims = token_claims(user);
+    claims.insert("sid".to_owned(), refresh.family.clone().into());
+    let access = state.tokens.issue(&user.name, &claims, None)?;
     Ok(TokenResponse {
         access_token: access.token,
         token_type: "Bearer".to_owned(),
         expires_in: access.expires_in,
-        refresh_token,
+        refresh_token: refresh.token,
     })
 }
 
@@ -149,7 +160,9 @@ pub async fn refresh(
     Ok(Json(session(&state, &user, None, Some(next)).await?))
 }
 
-/// Ends the session of a refresh token (its whole family is revoked).
+/// Ends the session of a refresh token: its whole family is revoked, its access tokens are
+/// refused from now on, and the hub connections they opened close (on this node at once, on the
+/// others within seconds).
 #[utoipa::path(
     post, path = "/api/auth/logout", tag = "auth",
     request_body = RefreshRequest,
@@ -159,7 +172,14 @@ pub async fn logout(
     State(state): State<AppState>,
     Json(body): Json<RefreshRequest>,
 ) -> Result<StatusCode, ApiError> {
-    state.refresh.revoke(&body.refresh_token).await?;
+    if let Some(family) = state.refresh.revoke(&body.refresh_token).await? {
+        let closed = state
+            .identity
+            .sessions()
+            .end(&AuthEvent::SessionEnded(family))
+            .await;
+        tracing::info!(closed, "signed out");
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -158,7 +158,9 @@ impl From<IdentityError> for ApiError {
                 tracing::debug!(reason = reason.reason(), "bearer token refused");
                 Self::Unauthorized("a valid bearer token is required".to_owned())
             }
-            IdentityError::NoLocalUser => Self::Unauthorized(error.to_string()),
+            IdentityError::NoLocalUser
+            | IdentityError::UnverifiedEmail
+            | IdentityError::Revoked => Self::Unauthorized(error.to_string()),
             IdentityError::Store(e) => e.into(),
         }
     }

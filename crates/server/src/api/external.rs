@@ -11,6 +11,10 @@ use utoipa::ToSchema;
 
 use super::auth::{TokenResponse, session};
 use super::error::{ApiError, ErrorBody};
+use crate::config::OidcConfig;
+use crate::db::{StoreError, UserRow};
+use crate::identity::IdentityError;
+use crate::oidc::OidcVerifier;
 use crate::state::AppState;
 
 /// An ID token from the external provider.
@@ -49,20 +53,79 @@ pub async fn external_login(
             "external sign-in needs oidc.client_id or oidc.audience".to_owned(),
         ));
     };
-    let refused = || ApiError::Unauthorized("the ID token is not valid here".to_owned());
-    let principal = verifier.validate(&body.id_token).await.map_err(|error| {
+    let user = sign_in_with_id_token(&state, verifier, config, client_id, &body.id_token, None)
+        .await
+        .map_err(|refusal| match refusal {
+            IdTokenRefusal::Identity(error) => ApiError::from(error),
+            IdTokenRefusal::Store(error) => ApiError::from(error),
+            other => ApiError::Unauthorized(other.to_string()),
+        })?;
+    tracing::info!(user = %user.name, "signed in through the external provider");
+    Ok(Json(session(&state, &user, None, None).await?))
+}
+
+/// Why an ID token of the external provider was not accepted for a sign-in.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum IdTokenRefusal {
+    /// Bad signature, issuer, expiry, or made for another client (the reason is for logs).
+    #[error("the ID token is not valid here")]
+    Invalid(&'static str),
+    /// The `nonce` is not the one of this sign-in (a replayed or injected token).
+    #[error("the ID token does not belong to this sign-in")]
+    Nonce,
+    /// `email_verified` is false while users are identified by e-mail.
+    #[error("the provider has not verified this e-mail address")]
+    UnverifiedEmail,
+    /// No local user (and none may be created), or storage failed while resolving it.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The account was deleted meanwhile.
+    #[error("the account no longer exists")]
+    Gone,
+}
+
+/// Validates an ID token of the external provider for the client `client_id` and finds (or,
+/// when allowed, creates) its local user: signature, `iss` and `exp` through the verifier; then
+/// `aud` must contain the client id, `azp` (required with several audiences) must be the client
+/// id, `nonce` must match when one was sent, and `email_verified` must not be false when users
+/// are identified by e-mail. Shared by `POST /api/auth/external` and the server-side code flow.
+pub(crate) async fn sign_in_with_id_token(
+    state: &AppState,
+    verifier: &OidcVerifier,
+    config: &OidcConfig,
+    client_id: &str,
+    id_token: &str,
+    nonce: Option<&str>,
+) -> Result<UserRow, IdTokenRefusal> {
+    let principal = verifier.validate(id_token).await.map_err(|error| {
         tracing::info!(reason = error.reason(), "external sign-in refused");
-        refused()
+        IdTokenRefusal::Invalid(error.reason())
     })?;
     // `aud` is checked by the verifier only when `oidc.audience` is set; the page's client id
     // must be among the audiences in every case.
-    if !principal
-        .claim_values("aud")
-        .iter()
-        .any(|aud| aud == client_id)
-    {
+    let audiences = principal.claim_values("aud");
+    if !audiences.iter().any(|aud| aud == client_id) {
         tracing::info!("external sign-in refused: the ID token was made for another client");
-        return Err(refused());
+        return Err(IdTokenRefusal::Invalid("aud"));
+    }
+    // OpenID Connect Core 3.1.3.7: `azp`, when present, is this client; with several
+    // audiences it must be present.
+    match principal.claim("azp") {
+        Some(Value::String(azp)) if azp == client_id => {}
+        None if audiences.len() == 1 => {}
+        _ => {
+            tracing::info!("external sign-in refused: the ID token's azp is not this client");
+            return Err(IdTokenRefusal::Invalid("azp"));
+        }
+    }
+    if let Some(expected) = nonce
+        && principal.claim("nonce").and_then(Value::as_str) != Some(expected)
+    {
+        tracing::info!("external sign-in refused: the ID token's nonce does not match");
+        return Err(IdTokenRefusal::Nonce);
     }
     let unverified = match principal.claim("email_verified") {
         Some(Value::Bool(verified)) => !verified,
@@ -71,16 +134,8 @@ pub async fn external_login(
     };
     if config.user_claim == "email" && unverified {
         tracing::info!("external sign-in refused: the e-mail address is not verified");
-        return Err(ApiError::Unauthorized(
-            "the provider has not verified this e-mail address".to_owned(),
-        ));
+        return Err(IdTokenRefusal::UnverifiedEmail);
     }
     let name = state.identity.resolve(&principal).await?;
-    let user = state
-        .db
-        .user(&name)
-        .await?
-        .ok_or_else(|| ApiError::Unauthorized("the account no longer exists".to_owned()))?;
-    tracing::info!(user = %user.name, "signed in through the external provider");
-    Ok(Json(session(&state, &user, None, None).await?))
+    state.db.user(&name).await?.ok_or(IdTokenRefusal::Gone)
 }

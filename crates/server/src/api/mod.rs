@@ -6,6 +6,7 @@ pub mod external;
 pub mod extract;
 pub mod groups;
 pub mod notifications;
+pub mod oidc_login;
 pub mod openapi;
 pub mod users;
 
@@ -27,6 +28,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/auth/login", post(auth::login))
         .route("/api/auth/refresh", post(auth::refresh))
         .route("/api/auth/external", post(external::external_login))
+        .route(oidc_login::START_PATH, get(oidc_login::start))
+        .route(oidc_login::CALLBACK_PATH, get(oidc_login::callback))
+        .route("/api/auth/oidc/session", post(oidc_login::collect_session))
         .route_layer(axum::middleware::from_fn_with_state(
             state.limits.clone(),
             crate::rate_limit::limit_auth,

@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{auth, error, external, groups, notifications, users};
+use super::{auth, error, external, groups, notifications, oidc_login, users};
 use crate::inbox::{InboxItem, Notification};
 use crate::presence::PresenceChanged;
 
@@ -44,6 +44,9 @@ impl Modify for BearerScheme {
         auth::logout,
         auth::jwks,
         external::external_login,
+        oidc_login::start,
+        oidc_login::callback,
+        oidc_login::collect_session,
         notifications::list,
         notifications::mark_read,
         notifications::publish,

@@ -17,6 +17,16 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/0001_initial.sql"),
     ),
     (2, "nodes", include_str!("../../migrations/0002_nodes.sql")),
+    (
+        3,
+        "sign_in_flows",
+        include_str!("../../migrations/0003_sign_in_flows.sql"),
+    ),
+    (
+        4,
+        "sessions",
+        include_str!("../../migrations/0004_sessions.sql"),
+    ),
 ];
 
 /// The embedded migrations as a sqlx migration source.

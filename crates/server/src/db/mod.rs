@@ -8,6 +8,8 @@ mod migrations;
 mod notifications;
 mod presence;
 mod refresh_tokens;
+mod sessions;
+mod sign_in_flows;
 mod users;
 
 use std::fmt;
@@ -20,6 +22,8 @@ pub use cluster::Disconnect;
 pub use notifications::NotificationRow;
 pub use presence::{ConnectionRow, PresenceRow};
 pub use refresh_tokens::{RefreshTokenRow, RefreshTokenState};
+pub use sessions::{AccountStatus, AuthEvent};
+pub use sign_in_flows::{SignInFlowKind, SignInFlowRow, TakenSignInFlow};
 pub use users::UserRow;
 
 /// How long opening the database may take.

@@ -99,12 +99,21 @@ impl Db {
             .collect()
     }
 
-    /// Deletes an account (and, by cascade, its tokens, inbox and memberships).
+    /// Deletes an account (and, by cascade, its tokens, inbox and memberships), and writes the
+    /// event that closes its connections on every node.
     pub async fn delete_user(&self, name: &str) -> Result<bool, StoreError> {
         let result = sqlx::query("DELETE FROM users WHERE name = $1")
             .bind(name)
             .execute(self.pool())
             .await?;
-        Ok(result.rows_affected() == 1)
+        let deleted = result.rows_affected() == 1;
+        if deleted {
+            self.record_auth_event(
+                &super::AuthEvent::UserEnded(name.to_owned()),
+                crate::clock::now_ms(),
+            )
+            .await?;
+        }
+        Ok(deleted)
     }
 }

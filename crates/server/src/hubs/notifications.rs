@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use signalbox::lifetime::HubLifetimeManager;
-use signalbox::{Caller, ConnectionOptions, Hub, HubError, JwtAuth, Policy};
+use signalbox::{Caller, ConnectionOptions, Hub, HubError, Policy};
 
 use crate::db::{Db, StoreError};
 use crate::identity::Authenticator;
@@ -61,9 +61,11 @@ impl std::fmt::Debug for HubScaling {
     }
 }
 
-/// Builds the hub: `auth` validates tokens, `notify` gates `SendNotification`.
+/// Builds the hub: `auth` (the REST API's authenticator) validates tokens and maps them to local
+/// users, `notify` gates `SendNotification`. Connections close when their token expires unless
+/// the client refreshes them (`POST /hubs/notifications/refresh?id=…`, as ASP.NET Core 11).
 pub fn notifications_hub(
-    auth: JwtAuth,
+    auth: Authenticator,
     notify: Policy,
     services: HubServices,
     scaling: HubScaling,
@@ -77,26 +79,33 @@ pub fn notifications_hub(
     if let Some(lifetime) = scaling.lifetime {
         builder = builder.lifetime_manager(lifetime);
     }
-    if let Some(secret) = scaling.connection_token_secret {
-        let options = ConnectionOptions {
-            connection_token_secret: Some(Arc::from(secret.into_bytes().into_boxed_slice())),
-            ..ConnectionOptions::default()
-        };
-        builder = builder.connection_options(options);
-    }
+    builder = builder.connection_options(ConnectionOptions {
+        close_on_authentication_expiration: true,
+        enable_authentication_refresh: true,
+        connection_token_secret: scaling
+            .connection_token_secret
+            .map(|secret| Arc::from(secret.into_bytes().into_boxed_slice())),
+        ..ConnectionOptions::default()
+    });
     builder
         .authentication(auth)
         .authorize(Policy::authenticated())
         .on_connected(move |caller: Caller| {
             let s = on_connect.clone();
             async move {
-                let principal = caller
+                // The authenticator mapped the token to its local user and checked that the
+                // sign-in stands; remember the session so that ending it closes this connection.
+                let user = caller
+                    .user_id()
+                    .ok_or_else(|| HubError::new("authentication required"))?
+                    .to_owned();
+                let session = caller
                     .principal()
-                    .ok_or_else(|| HubError::new("authentication required"))?;
-                let user = s.identity.resolve(principal).await.map_err(|error| {
-                    tracing::warn!(%error, "connection refused");
-                    HubError::new("the token does not map to a local user")
-                })?;
+                    .and_then(|p| p.claim("sid"))
+                    .and_then(serde_json::Value::as_str);
+                s.identity
+                    .sessions()
+                    .track(caller.connection_id(), &user, session);
                 let hub = caller.context();
                 hub.groups()
                     .add(caller.connection_id(), &user_group(&user))
@@ -115,6 +124,7 @@ pub fn notifications_hub(
         .on_disconnected(move |caller: Caller| {
             let s = on_disconnect.clone();
             async move {
+                s.identity.sessions().untrack(caller.connection_id());
                 s.presence
                     .disconnected(caller.context(), caller.connection_id())
                     .await

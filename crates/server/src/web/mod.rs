@@ -1,11 +1,12 @@
-//! The notification page at `/`: sign-in (password, or the external OpenID Connect provider
-//! with authorization code + PKCE), live notifications, inbox, presence and a notify form. Its
+//! The notification page at `/`: sign-in (password, or the external OpenID Connect provider:
+//! through the service as a confidential client when `oidc.client_secret` is set — see
+//! [`crate::api::oidc_login`] — else authorization code + PKCE in the browser), live notifications, inbox, presence and a notify form. Its
 //! HTML, JavaScript, CSS and the official `@microsoft/signalr` browser bundle are embedded in the
 //! binary; nothing is loaded from elsewhere.
 //!
 //! | route | what |
 //! |---|---|
-//! | `GET /` | the page (with a Content-Security-Policy allowing only this origin, plus the provider's token endpoint when external sign-in is configured) |
+//! | `GET /` | the page (with a Content-Security-Policy allowing only this origin, plus the provider's token endpoint when the browser runs the code flow itself) |
 //! | `GET /assets/app.js`, `/assets/app.css`, `/assets/signalr.min.js` | its assets |
 //! | `GET /api/auth/config` | what the page needs to know: the external provider (if any), the permission claim |
 
@@ -70,6 +71,12 @@ pub struct ProviderConfig {
     pub token_endpoint: String,
     /// Scopes to ask for.
     pub scopes: String,
+    /// Who runs the authorization code flow: `server` (a client secret is configured: the
+    /// button navigates to `start_url`, and the page then calls `POST /api/auth/oidc/session`)
+    /// or `browser` (a public client with PKCE, then `POST /api/auth/external`).
+    pub flow: &'static str,
+    /// Where the button navigates in the `server` flow.
+    pub start_url: Option<&'static str>,
 }
 
 /// `GET /api/auth/config`.
@@ -100,6 +107,7 @@ async fn provider(state: &AppState) -> Option<ProviderConfig> {
     let config = state.config.oidc.as_ref()?;
     let client_id = config.browser_client_id()?.to_owned();
     let verifier = state.identity.oidc()?;
+    let server_side = crate::api::oidc_login::server_side(state);
     let endpoints = match verifier.browser_endpoints().await {
         Ok(endpoints) => endpoints,
         Err(error) => {
@@ -117,6 +125,8 @@ async fn provider(state: &AppState) -> Option<ProviderConfig> {
         authorization_endpoint: endpoints.authorization_endpoint,
         token_endpoint: endpoints.token_endpoint,
         scopes: config.scopes.clone(),
+        flow: if server_side { "server" } else { "browser" },
+        start_url: server_side.then_some(crate::api::oidc_login::START_PATH),
     })
 }
 
@@ -149,7 +159,11 @@ fn content_security_policy(token_endpoint: Option<&str>) -> String {
 }
 
 async fn index(State(state): State<AppState>) -> Response {
-    let token_endpoint = provider(&state).await.map(|p| p.token_endpoint);
+    // The browser calls the provider's token endpoint only when it runs the code flow itself.
+    let token_endpoint = provider(&state)
+        .await
+        .filter(|p| p.flow == "browser")
+        .map(|p| p.token_endpoint);
     let mut response = axum::response::Html(INDEX_HTML).into_response();
     let headers = response.headers_mut();
     if let Ok(csp) = HeaderValue::from_str(&content_security_policy(token_endpoint.as_deref())) {

@@ -12,6 +12,8 @@
     clippy::panic
 )]
 
+pub mod issuer;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -536,6 +538,32 @@ impl HubClient {
         };
         self.pending.extend(other);
         outcome
+    }
+
+    /// Waits for the server to end the connection: the Close message it sent (`None` when the
+    /// socket ended without one), skipping other messages; panics after `timeout`.
+    pub async fn expect_closed(&mut self, timeout: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            assert!(!left.is_zero(), "the server did not close the connection");
+            let frame = match tokio::time::timeout(left, self.ws.next()).await {
+                Ok(frame) => frame,
+                Err(_) => panic!("the server did not close the connection"),
+            };
+            match frame {
+                Some(Ok(Message::Text(text))) => {
+                    for record in text.as_str().split('\u{1e}').filter(|r| !r.is_empty()) {
+                        let message: Value = serde_json::from_str(record).unwrap();
+                        if message["type"] == 7 {
+                            return Some(message);
+                        }
+                    }
+                }
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return None,
+                Some(Ok(_)) => {}
+            }
+        }
     }
 
     pub async fn close(mut self) {

@@ -1,5 +1,6 @@
-// The signalbox notification page: sign-in (password, or the external OpenID Connect provider
-// with authorization code + PKCE), the hub connection with token refresh, automatic reconnect and
+// The signalbox notification page: sign-in (password, or the external OpenID Connect provider:
+// through the server when it holds a client secret, else authorization code + PKCE in the
+// browser), the hub connection with token refresh, automatic reconnect and
 // resynchronisation, toasts, the inbox, presence and the notify form. Vanilla JS, no build step;
 // `signalR` comes from the bundled official client (/assets/signalr.min.js).
 'use strict';
@@ -27,12 +28,14 @@
     refreshTimer: 0,
     refreshing: null,
     connection: null,
+    /** The live connection's token from its last negotiate (what the hub's refresh endpoint takes). */
+    connectionToken: null,
     restartTimer: 0,
     inbox: new Map(),
     seen: new Set(),
     online: new Set(),
     presenceBuffer: null,
-    stats: { refreshes: 0, resyncs: 0, reconnects: 0, toasts: 0 },
+    stats: { refreshes: 0, hubRefreshes: 0, hubRefreshFailures: 0, resyncs: 0, reconnects: 0, toasts: 0 },
   };
 
   // A read-only view for tests and debugging (never the tokens).
@@ -145,6 +148,7 @@
       }
       setSession(await response.json());
       state.stats.refreshes += 1;
+      refreshHubAuthentication(state.session.access);
       return state.session.access;
     })().finally(() => {
       state.refreshing = null;
@@ -219,10 +223,28 @@
     }
   }
 
+  /** What the server's `?signin_error=CODE` means (the server-side flow sends only a code). */
+  const SIGNIN_ERRORS = {
+    access_denied: 'Sign-in was cancelled at the provider.',
+    provider_unavailable: 'The sign-in provider cannot be reached right now. Try again later.',
+    provider_error: 'The sign-in provider refused the sign-in.',
+    token_rejected: 'The sign-in provider did not accept the sign-in. Try again.',
+    invalid_id_token: 'The sign-in could not be verified. Try again.',
+    email_unverified: 'Your provider has not verified your e-mail address.',
+    no_account: 'There is no account here for this identity. Ask an administrator.',
+    internal: 'Something went wrong on the server. Try again later.',
+  };
+
   /** Authorization code + PKCE (S256), step 1: off to the provider. */
   async function externalSignIn() {
     const provider = state.config?.oidc;
     if (!provider) return;
+    if (provider.flow === 'server') {
+      // The server holds the client secret and runs the flow; it sends the browser back to
+      // `/?signin=oidc` (session ready) or `/?signin_error=CODE`.
+      location.assign(provider.start_url);
+      return;
+    }
     const verifier = randomString(48);
     const challenge = base64url(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(verifier)));
     const pending = {
@@ -285,6 +307,14 @@
     });
     if (!session.ok) throw new Error(await readError(session));
     await startSession(await session.json());
+  }
+
+  /** Back from the server-side flow: collect the session its HttpOnly ticket cookie stands for. */
+  async function completeServerSignIn() {
+    history.replaceState(null, '', '/');
+    const response = await fetch('/api/auth/oidc/session', { method: 'POST', credentials: 'same-origin' });
+    if (!response.ok) throw new Error(await readError(response));
+    await startSession(await response.json());
   }
 
   async function signOut({ remote = true, message = '' } = {}) {
@@ -651,6 +681,20 @@
     }
 
     const params = new URLSearchParams(location.search);
+    if (params.has('signin_error')) {
+      history.replaceState(null, '', '/');
+      const code = params.get('signin_error');
+      showSignIn(`External sign-in failed: ${SIGNIN_ERRORS[code] || `error ${code}`}`);
+      return;
+    }
+    if (params.get('signin') === 'oidc') {
+      try {
+        await completeServerSignIn();
+      } catch (error) {
+        showSignIn(`External sign-in failed: ${error.message}`);
+      }
+      return;
+    }
     if (params.has('code') || params.has('error')) {
       try {
         await completeExternalSignIn(params);
