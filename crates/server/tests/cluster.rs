@@ -585,6 +585,80 @@ async fn backplane_restart(bp: Bp) {
     let _ = server.start_kill();
 }
 
+/// A connection lives on one node; its authentication is refreshed through another node (the
+/// refresh is forwarded to the owner over the backplane), and signing out on a third closes it.
+async fn authentication_across_nodes(bp: Bp) {
+    let cluster = Cluster::start(
+        &bp.url(bp.shared_port()),
+        "auth",
+        &[("alice", &[]), ("bob", &[])],
+    )
+    .await;
+    let node = |i: usize| format!("http://{}", cluster.nodes[i].addr);
+    let post = |url: String, token: Option<String>, body: Value| {
+        let mut request = cluster.http.post(url).json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let login = |user: &'static str| {
+        post(
+            format!("{}/api/auth/login", node(0)),
+            None,
+            json!({"username": user, "password": PASSWORD}),
+        )
+    };
+    let (status, session) = login("alice").await;
+    assert_eq!(status, 200, "{session}");
+    let access = session["access_token"].as_str().unwrap().to_owned();
+    // Negotiated on node 0, connected to node 2.
+    let mut alice =
+        HubClient::connect_via(cluster.nodes[0].addr, cluster.nodes[2].addr, HUB, &access).await;
+    let refresh_url = format!("{}{HUB}/refresh?id={}", node(1), alice.connection_token);
+
+    // Node 1 holds nothing of the connection: it forwards the refresh to node 2.
+    let (status, rotated) = post(
+        format!("{}/api/auth/refresh", node(1)),
+        None,
+        json!({"refresh_token": session["refresh_token"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{rotated}");
+    let new_access = rotated["access_token"].as_str().unwrap().to_owned();
+    let (status, answer) = post(refresh_url.clone(), Some(new_access), json!({})).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        answer["tokenLifetimeSeconds"].as_u64().unwrap() > 0,
+        "{answer}"
+    );
+
+    // Another user's token cannot take the connection over, wherever it is sent.
+    let (_, bob) = login("bob").await;
+    let bob_access = bob["access_token"].as_str().unwrap().to_owned();
+    let (status, answer) = post(refresh_url, Some(bob_access), json!({})).await;
+    assert_eq!(status, 403, "{answer}");
+    assert_eq!(answer["error"], "permission_change_rejected");
+    assert!(alice.invoke("GetOnlineUsers", json!([])).await.is_ok());
+
+    // Signing out on node 1 ends the connection on node 2 within seconds.
+    let (status, _) = post(
+        format!("{}/api/auth/logout", node(1)),
+        None,
+        json!({"refresh_token": rotated["refresh_token"]}),
+    )
+    .await;
+    assert_eq!(status, 204);
+    alice.expect_closed(Duration::from_secs(15)).await;
+}
+
 macro_rules! cluster_tests {
     ($($name:ident),* $(,)?) => {
         $(
@@ -604,6 +678,7 @@ macro_rules! cluster_tests {
 }
 
 cluster_tests!(
+    authentication_across_nodes,
     every_target_exactly_once,
     killed_node_users_go_offline,
     backplane_restart

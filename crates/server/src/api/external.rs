@@ -90,8 +90,8 @@ pub(crate) enum IdTokenRefusal {
 /// Validates an ID token of the external provider for the client `client_id` and finds (or,
 /// when allowed, creates) its local user: signature, `iss` and `exp` through the verifier; then
 /// `aud` must contain the client id, `azp` (required with several audiences) must be the client
-/// id, `nonce` must match when one was sent, and `email_verified` must not be false when users
-/// are identified by e-mail. Shared by `POST /api/auth/external` and the server-side code flow.
+/// id, `nonce` must match when one was sent, and `email_verified` must be true when users
+/// are identified by e-mail (a missing claim is no verification). Shared by `POST /api/auth/external` and the server-side code flow.
 pub(crate) async fn sign_in_with_id_token(
     state: &AppState,
     verifier: &OidcVerifier,
@@ -127,12 +127,7 @@ pub(crate) async fn sign_in_with_id_token(
         tracing::info!("external sign-in refused: the ID token's nonce does not match");
         return Err(IdTokenRefusal::Nonce);
     }
-    let unverified = match principal.claim("email_verified") {
-        Some(Value::Bool(verified)) => !verified,
-        Some(Value::String(verified)) => verified != "true",
-        _ => false,
-    };
-    if config.user_claim == "email" && unverified {
+    if config.user_claim == "email" && !crate::identity::email_verified(&principal) {
         tracing::info!("external sign-in refused: the e-mail address is not verified");
         return Err(IdTokenRefusal::UnverifiedEmail);
     }

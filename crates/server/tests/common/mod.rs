@@ -363,6 +363,8 @@ pub struct HubClient {
     pending: VecDeque<Value>,
     next_id: u64,
     pub connection_id: String,
+    /// The secret connection token (`?id=` of the transport and of `/refresh`).
+    pub connection_token: String,
 }
 
 impl HubClient {
@@ -406,6 +408,7 @@ impl HubClient {
             pending: VecDeque::new(),
             next_id: 0,
             connection_id,
+            connection_token,
         };
         client
             .ws

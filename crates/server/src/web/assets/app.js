@@ -379,9 +379,66 @@
     $('reconnect').hidden = value !== 'offline';
   }
 
+  /**
+   * The bundled client's HTTP client, noting the connection token of every negotiate (the client
+   * does not expose it; the hub's authentication refresh needs it). A reconnect negotiates again,
+   * so the token follows the connection.
+   */
+  class NegotiateObserver extends signalR.DefaultHttpClient {
+    constructor(onConnectionToken) {
+      super(signalR.NullLogger.instance);
+      this.onConnectionToken = onConnectionToken;
+    }
+
+    async send(request) {
+      const response = await super.send(request);
+      if (new URL(request.url, location.href).pathname.endsWith('/negotiate')) {
+        let token = null;
+        try {
+          token = JSON.parse(response.content).connectionToken ?? null;
+        } catch {
+          // Not JSON: no token to refresh with.
+        }
+        this.onConnectionToken(token);
+      }
+      return response;
+    }
+  }
+
+  /**
+   * Hands a renewed access token to the live hub connection (`POST /hubs/notifications/refresh`,
+   * the ASP.NET Core 11 authentication refresh), so that the server does not close it when the
+   * previous token expires. Never throws: if the server refuses (`connection_not_found`,
+   * `invalid_token`, `permission_change_rejected`), it closes the connection when the old token
+   * expires and the automatic reconnect negotiates again with the new token.
+   */
+  async function refreshHubAuthentication(access) {
+    const connection = state.connection;
+    const id = state.connectionToken;
+    if (!connection || !id || connection.state !== signalR.HubConnectionState.Connected) return;
+    try {
+      const response = await fetch(`${HUB_URL}/refresh?id=${encodeURIComponent(id)}`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${access}` },
+      });
+      if (response.ok) {
+        state.stats.hubRefreshes += 1;
+        return;
+      }
+      state.stats.hubRefreshFailures += 1;
+      console.warn(`signalbox: hub authentication refresh refused (${await readError(response)}); reconnecting at expiry`);
+    } catch (error) {
+      state.stats.hubRefreshFailures += 1;
+      console.warn(`signalbox: hub authentication refresh failed (${error.message}); reconnecting at expiry`);
+    }
+  }
+
   function buildConnection() {
+    const httpClient = new NegotiateObserver((token) => {
+      if (state.connection === connection) state.connectionToken = token;
+    });
     const connection = new signalR.HubConnectionBuilder()
-      .withUrl(HUB_URL, { accessTokenFactory: accessToken })
+      .withUrl(HUB_URL, { accessTokenFactory: accessToken, httpClient })
       .withAutomaticReconnect({
         nextRetryDelayInMilliseconds: (context) => {
           if (context.elapsedMilliseconds > RETRY_GIVE_UP_MS) return null;
