@@ -841,3 +841,27 @@ export function collectStream(streamResult, { timeoutMs = 5_000 } = {}) {
     throw err;
   });
 }
+
+/**
+ * A RecordingHttpClient that also keeps the `connectionToken` of every negotiate response (the
+ * released client does not expose it; the authentication refresh endpoint takes it as `id`).
+ * `connectionToken` is the latest one.
+ */
+export class ConnectionTokenHttpClient extends RecordingHttpClient {
+  constructor(logger) {
+    super(logger);
+    this.connectionTokens = [];
+  }
+
+  get connectionToken() {
+    return this.connectionTokens.at(-1) ?? null;
+  }
+
+  async send(request) {
+    const response = await super.send(request);
+    if (new URL(request.url).pathname.endsWith('/negotiate')) {
+      this.connectionTokens.push(JSON.parse(response.content).connectionToken);
+    }
+    return response;
+  }
+}

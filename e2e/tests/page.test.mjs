@@ -444,4 +444,54 @@ describe('notification page', { skip }, () => {
     assert.deepEqual(expired, []);
     assert.deepEqual(foreign, []);
   });
+
+  test('the page refreshes its hub connection with each new token and stays on one connection', { timeout: 60_000 }, async () => {
+    cli(['user', 'add', 'erin'], `${PASSWORD}\n`);
+    const erin = await newPage(await newContext());
+    /** The hub refresh calls: {status, exp (of the bearer sent), at}. */
+    const hubRefreshes = [];
+    erin.on('response', (response) => {
+      const request = response.request();
+      if (request.method() !== 'POST' || new URL(request.url()).pathname !== '/hubs/notifications/refresh') return;
+      const exp = jwtExp(request.headers().authorization?.slice(7) ?? '');
+      hubRefreshes.push({ status: response.status(), exp, at: nowS() });
+    });
+    let sockets = 0;
+    erin.on('websocket', () => (sockets += 1));
+    await signIn(erin, 'erin');
+    const firstExp = await erin.evaluate(() => window.signalbox.accessTokenExp);
+    // Every state the indicator takes from now on.
+    await erin.evaluate(() => {
+      const indicator = document.getElementById('conn-state');
+      window.connStates = [];
+      new MutationObserver(() => window.connStates.push(indicator.dataset.state)).observe(indicator, {
+        attributes: true,
+        attributeFilter: ['data-state'],
+      });
+    });
+    const aliceToken = await token('alice');
+    const presence = async () => (await api('GET', '/api/users/erin/presence', { token: aliceToken })).body;
+    const [connection] = (await presence()).connections;
+    assert.ok(connection?.connection_id, 'erin is connected');
+
+    // Three token lifetimes (about 25 s): the server closes a connection whose token expires.
+    while (nowS() < firstExp + 2 * TOKEN_TTL_S + 1) await sleep(500);
+    assert.deepEqual(await erin.evaluate(() => window.connStates), [], 'never reconnecting or offline');
+    assert.equal(await erin.getAttribute('#conn-state', 'data-state'), 'connected');
+    const stats = await erin.evaluate(() => window.signalbox.stats);
+    assert.ok(stats.hubRefreshes >= 3 && stats.hubRefreshFailures === 0 && stats.reconnects === 0, JSON.stringify(stats));
+    assert.ok(hubRefreshes.length >= 3, JSON.stringify(hubRefreshes));
+    assert.deepEqual(hubRefreshes.filter((r) => r.status !== 200 || !(r.exp > r.at)), []);
+    assert.equal(sockets, 1, 'the WebSocket was never replaced');
+    const now = await presence();
+    assert.deepEqual(now.connections.map((c) => c.connection_id), [connection.connection_id], 'the same connection');
+
+    const sent = await api('POST', '/api/notifications', {
+      token: await token('alice'),
+      body: { user: 'erin', message: 'refreshed, not reconnected' },
+    });
+    assert.equal(sent.status, 201, JSON.stringify(sent.body));
+    await erin.locator('.toast', { hasText: 'refreshed, not reconnected' }).waitFor({ timeout: 10_000 });
+    assert.deepEqual(erin.errors, []);
+  });
 });
