@@ -14,7 +14,16 @@ pub struct Cli {
     /// Configuration file (TOML) [env: SIGNALBOX_CONFIG].
     #[arg(long, global = true, env = "SIGNALBOX_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Database URL: sqlite://PATH or postgres://USER@HOST/DB [env: SIGNALBOX_DATABASE].
+    /// Data directory: the SQLite database and the generated signing secret
+    /// [env: SIGNALBOX_DATA_DIR] [default: ./signalbox-data].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<String>,
+    /// Refuse to start without an explicitly configured signing secret or key (production)
+    /// [env: SIGNALBOX_REQUIRE_CONFIG].
+    #[arg(long, global = true)]
+    pub require_config: bool,
+    /// Database URL: sqlite://PATH or postgres://USER@HOST/DB [env: SIGNALBOX_DATABASE]
+    /// [default: sqlite://DATA_DIR/signalbox.db].
     #[arg(long, global = true, value_name = "URL")]
     pub database: Option<String>,
     /// Address to listen on (port 0 picks a free port) [env: SIGNALBOX_LISTEN].
@@ -47,6 +56,8 @@ impl Cli {
     /// The flags that override file and environment settings.
     pub fn overrides(&self) -> Overrides {
         Overrides {
+            data_dir: self.data_dir.clone(),
+            require_config: self.require_config,
             database: self.database.clone(),
             listen: self.listen.clone(),
             jwt_secret: self.jwt_secret.clone(),

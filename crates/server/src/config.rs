@@ -106,7 +106,13 @@ impl LogFormat {
 pub struct Config {
     /// Address to listen on. Default `127.0.0.1:8080`.
     pub listen: SocketAddr,
-    /// Database URL. Default `sqlite://signalbox.db`.
+    /// The data directory: the SQLite database (unless `database` says otherwise) and, when no
+    /// signing secret or key is configured, the generated one. Default `./signalbox-data`.
+    pub data_dir: PathBuf,
+    /// Refuse to start without an explicitly configured signing secret or key (production).
+    /// Default false.
+    pub require_config: bool,
+    /// Database URL. Default `sqlite://{data_dir}/signalbox.db`.
     pub database: String,
     /// This process's node id: in presence rows, node heartbeats and the backplane. Default: the
     /// host name and a random suffix, new at every start.
@@ -359,7 +365,9 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            database: "sqlite://signalbox.db".to_owned(),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            require_config: false,
+            database: default_database(Path::new(DEFAULT_DATA_DIR)),
             node: default_node(),
             backplane: None,
             connection_token_secret: None,
@@ -419,9 +427,21 @@ fn default_node() -> String {
     format!("{host}-{suffix}")
 }
 
+/// The default data directory.
+pub const DEFAULT_DATA_DIR: &str = "./signalbox-data";
+
+/// The SQLite database in `data_dir`.
+pub fn default_database(data_dir: &Path) -> String {
+    format!("sqlite://{}", data_dir.join("signalbox.db").display())
+}
+
 /// The settings that can be given as flags (highest precedence).
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
+    /// `--data-dir`.
+    pub data_dir: Option<String>,
+    /// `--require-config`.
+    pub require_config: bool,
     /// `--database`.
     pub database: Option<String>,
     /// `--listen`.
@@ -443,6 +463,8 @@ pub struct Overrides {
 #[serde(default, deny_unknown_fields)]
 struct FileConfig {
     listen: Option<String>,
+    data_dir: Option<String>,
+    require_config: Option<bool>,
     database: Option<String>,
     node: Option<String>,
     node_id: Option<String>,
@@ -578,6 +600,8 @@ pub fn file_keys() -> Vec<String> {
 /// Environment variables read, with the file key each overrides.
 pub const ENV_VARS: &[(&str, &str)] = &[
     ("SIGNALBOX_LISTEN", "listen"),
+    ("SIGNALBOX_DATA_DIR", "data_dir"),
+    ("SIGNALBOX_REQUIRE_CONFIG", "require_config"),
     ("SIGNALBOX_DATABASE", "database"),
     ("SIGNALBOX_NODE_ID", "node_id"),
     ("SIGNALBOX_NODE", "node (an alias of node_id)"),
@@ -683,6 +707,12 @@ impl Config {
             None => FileConfig::default(),
         };
         apply_env(&mut raw, &env)?;
+        if let Some(data_dir) = &overrides.data_dir {
+            raw.data_dir = Some(data_dir.clone());
+        }
+        if overrides.require_config {
+            raw.require_config = Some(true);
+        }
         if let Some(database) = &overrides.database {
             raw.database = Some(database.clone());
         }
@@ -761,6 +791,10 @@ fn apply_env(
         }
     };
     set(&mut raw.listen, "SIGNALBOX_LISTEN");
+    set(&mut raw.data_dir, "SIGNALBOX_DATA_DIR");
+    if let Some(v) = get("SIGNALBOX_REQUIRE_CONFIG") {
+        raw.require_config = Some(parse_bool("SIGNALBOX_REQUIRE_CONFIG", &v)?);
+    }
     set(&mut raw.database, "SIGNALBOX_DATABASE");
     set(&mut raw.node, "SIGNALBOX_NODE");
     set(&mut raw.node_id, "SIGNALBOX_NODE_ID");
@@ -1031,7 +1065,18 @@ fn resolve(raw: FileConfig) -> Result<Config, ConfigError> {
         })?,
         None => defaults.listen,
     };
-    let database = raw.database.unwrap_or(defaults.database);
+    let data_dir = match raw.data_dir.as_deref().map(str::trim) {
+        Some("") => {
+            return Err(invalid(
+                "data_dir (SIGNALBOX_DATA_DIR)",
+                "must not be empty",
+            ));
+        }
+        Some(dir) => PathBuf::from(dir),
+        None => defaults.data_dir,
+    };
+    let require_config = raw.require_config.unwrap_or(defaults.require_config);
+    let database = raw.database.unwrap_or_else(|| default_database(&data_dir));
     if !(database.starts_with("sqlite:")
         || database.starts_with("postgres://")
         || database.starts_with("postgresql://"))
@@ -1278,6 +1323,8 @@ fn resolve(raw: FileConfig) -> Result<Config, ConfigError> {
 
     Ok(Config {
         listen,
+        data_dir,
+        require_config,
         database,
         node,
         backplane,
@@ -1418,7 +1465,9 @@ mod tests {
     fn defaults() {
         let config = load(None, &[], &Overrides::default()).unwrap();
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
-        assert_eq!(config.database, "sqlite://signalbox.db");
+        assert_eq!(config.database, "sqlite://./signalbox-data/signalbox.db");
+        assert_eq!(config.data_dir, std::path::Path::new("./signalbox-data"));
+        assert!(!config.require_config);
         assert_eq!(config.auth.access_token_ttl, Duration::from_secs(900));
         assert!(config.auth.jwt_secret.is_none());
         assert!(!config.auth.registration);

@@ -97,6 +97,12 @@ impl Db {
         let display_url = redact_url(url.trim());
         let (backend, url) = normalize_url(url)?;
         let in_memory = url.contains(":memory:");
+        if backend == Backend::Sqlite && !in_memory {
+            create_parent_dir(&url).map_err(|cause| StoreError::Connect {
+                url: display_url.clone(),
+                cause: sqlx::Error::Io(cause),
+            })?;
+        }
         let connect_error = |cause: sqlx::Error| StoreError::Connect {
             url: display_url.clone(),
             cause,
@@ -156,6 +162,20 @@ impl Db {
     /// Closes every connection.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// Creates the folder of an SQLite file when missing (the data directory on a first start).
+fn create_parent_dir(url: &str) -> std::io::Result<()> {
+    let path = url
+        .trim_start_matches("sqlite:")
+        .trim_start_matches("//")
+        .split('?')
+        .next()
+        .unwrap_or_default();
+    match std::path::Path::new(path).parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir),
+        _ => Ok(()),
     }
 }
 
