@@ -81,9 +81,27 @@ async fn rotated_keys_are_accepted_and_withdrawn_keys_refused_everywhere() {
 #[tokio::test]
 async fn a_provider_down_at_start_is_used_once_it_answers() {
     let mut issuer = FakeIssuer::down().await;
-    let app = TestApp::start_with(Backend::Sqlite, |c| c.oidc = Some(oidc(&issuer.url))).await;
+    let app = TestApp::start_with(Backend::Sqlite, |c| {
+        let mut config = oidc(&issuer.url);
+        config.client_id = Some(CLIENT.into());
+        c.oidc = Some(config);
+    })
+    .await;
+    // While it is down the page offers no external sign-in, and its tokens cannot be checked.
+    let (_, page) = app.get("/api/auth/config", None).await;
+    assert!(page["oidc"].is_null(), "{page}");
+
     issuer.come_up().await;
     let key = issuer.publish(ES256, "k1");
+    // Sign-in: the page finds the provider, and an ID token is traded for a session.
+    let (_, page) = app.get("/api/auth/config", None).await;
+    assert_eq!(page["oidc"]["issuer"], issuer.url.as_str(), "{page}");
+    let id_token = issuer.token(&key, "k1", CLIENT, "olivia@example.com");
+    let (status, session) = app
+        .post("/api/auth/external", None, json!({"id_token": id_token}))
+        .await;
+    assert_eq!(status, 200, "{session}");
+    // The provider's own tokens, on REST and the hub.
     let token = issuer.token(&key, "k1", CLIENT, "olivia@example.com");
     assert_eq!(answers(&app, &token).await, (200, 200));
     let mut hub = app.connect(&token).await;
