@@ -8,8 +8,7 @@
 // reads it from the negotiate response. The tests run concurrently, each with its own user.
 
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -17,72 +16,40 @@ import { after, before, describe, test } from 'node:test';
 import {
   CapturingLogger,
   ConnectionTokenHttpClient,
-  REPO_ROOT,
   nextInvocations,
+  serviceEnv,
+  signalboxCli,
   signalR,
   sleep,
+  startSignalbox,
   uniq,
   within,
 } from './helpers.mjs';
 
-const BIN = process.env.SIGNALBOX_SERVER_BIN || path.join(REPO_ROOT, 'target', 'debug', 'signalbox');
-const SECRET = 'signalbox-e2e-auth-refresh-secret-0123456789';
 const PASSWORD = 'e2e password 123';
 const TTL_S = 5;
 const HUB = '/hubs/notifications';
-const LISTEN_RE = /Now listening on: (http:\/\/\S+)/;
 const USERS = ['checker', 'keeper', 'closer', 'owner', 'other', 'leaver'];
 
 const dir = mkdtempSync(path.join(tmpdir(), 'signalbox-e2e-refresh-'));
-const env = {
-  ...process.env,
-  SIGNALBOX_JWT_SECRET: SECRET,
-  SIGNALBOX_DATABASE: `sqlite://${path.join(dir, 'db.sqlite')}`,
+const env = serviceEnv(dir, {
   SIGNALBOX_ACCESS_TOKEN_TTL: `${TTL_S}s`,
   // Logins and token rotations of the concurrent tests share one address.
   SIGNALBOX_RATE_LIMIT_AUTH_BURST: '1000',
-  RUST_LOG: 'warn',
-};
+});
 
 let server;
-let output = '';
 let url;
 
-function cli(args, input) {
-  const result = spawnSync(BIN, args, { env, input, encoding: 'utf8', timeout: 60_000 });
-  if (result.status !== 0) throw new Error(`signalbox ${args.join(' ')} failed (${result.status}): ${result.stderr}`);
-  return result.stdout;
-}
-
 before(async () => {
-  if (!existsSync(BIN)) {
-    throw new Error(`signalbox binary not found at ${BIN}; run \`cargo build -p signalbox-server\` or set SIGNALBOX_SERVER_BIN`);
-  }
-  for (const name of USERS) cli(['user', 'add', name], `${PASSWORD}\n`);
-  cli(['user', 'add', 'sender', '--claim', 'permission=notify'], `${PASSWORD}\n`);
-  server = spawn(BIN, ['serve', '--listen', '127.0.0.1:0'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  server.stderr.on('data', (d) => (output += d.toString()));
-  url = await new Promise((resolve, reject) => {
-    let stdout = '';
-    const timer = setTimeout(() => reject(new Error(`no "Now listening on:" line\n${stdout}\n${output}`)), 60_000);
-    server.stdout.on('data', (d) => {
-      stdout += d.toString();
-      const m = LISTEN_RE.exec(stdout);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m[1]);
-      }
-    });
-    server.on('exit', (code) => reject(new Error(`server exited (${code})\n${stdout}\n${output}`)));
-  });
+  for (const name of USERS) signalboxCli(env, ['user', 'add', name], `${PASSWORD}\n`);
+  signalboxCli(env, ['user', 'add', 'sender', '--claim', 'permission=notify'], `${PASSWORD}\n`);
+  server = await startSignalbox({ env });
+  url = server.url;
 });
 
 after(async () => {
-  if (server && server.exitCode === null && server.signalCode === null) {
-    const exited = new Promise((r) => server.on('exit', r));
-    server.kill('SIGTERM');
-    await exited;
-  }
+  await server?.stop();
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -143,7 +110,7 @@ async function publish(user, message) {
 function hubTest(name, fn, { timeout = 30_000 } = {}) {
   return test(name, { timeout }, async (t) => {
     const tracked = [];
-    const mark = output.length;
+    const mark = server.output().length;
     const hub = (getToken) => {
       const logger = new CapturingLogger(`client#${tracked.length + 1}`);
       const http = new ConnectionTokenHttpClient(logger);
@@ -169,7 +136,7 @@ function hubTest(name, fn, { timeout = 30_000 } = {}) {
       await fn(hub, t);
     } catch (err) {
       for (const { logger } of tracked) for (const line of logger.lines) t.diagnostic(line);
-      t.diagnostic(`--- server output ---\n${output.slice(mark).split('\n').slice(-100).join('\n')}`);
+      t.diagnostic(`--- server output ---\n${server.output().slice(mark).split('\n').slice(-100).join('\n')}`);
       throw err;
     } finally {
       await Promise.allSettled(tracked.map(({ connection }) => connection.stop()));

@@ -4,7 +4,6 @@
 // without the admin role is turned away.
 
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -12,31 +11,15 @@ import { after, before, describe, test } from 'node:test';
 
 import { chromium } from 'playwright-core';
 
-import { REPO_ROOT, signalR } from './helpers.mjs';
+import { REPO_ROOT, serviceEnv, signalboxCli, signalR, startSignalbox } from './helpers.mjs';
 
-const BIN = process.env.SIGNALBOX_SERVER_BIN || path.join(REPO_ROOT, 'target', 'debug', 'signalbox');
 const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 const ARTIFACTS = path.join(REPO_ROOT, 'e2e', 'artifacts');
-const SECRET = 'signalbox-e2e-dashboard-secret-0123456789abcdef';
 const PASSWORD = 'e2e password 123';
-const LISTEN_RE = /Now listening on: (http:\/\/\S+)/;
 
 const dir = mkdtempSync(path.join(tmpdir(), 'signalbox-e2e-dashboard-'));
-const env = {
-  ...process.env,
-  SIGNALBOX_JWT_SECRET: SECRET,
-  SIGNALBOX_DATABASE: `sqlite://${path.join(dir, 'db.sqlite')}`,
-  SIGNALBOX_LOG_FORMAT: 'json',
-  RUST_LOG: 'warn',
-};
-
-function cli(args, input) {
-  const result = spawnSync(BIN, args, { env, input, encoding: 'utf8', timeout: 60_000 });
-  if (result.status !== 0) {
-    throw new Error(`signalbox ${args.join(' ')} failed (${result.status}): ${result.stderr}`);
-  }
-  return result.stdout;
-}
+const env = serviceEnv(dir, { SIGNALBOX_LOG_FORMAT: 'json' });
+const cli = (args, input) => signalboxCli(env, args, input);
 
 const skip = !existsSync(CHROMIUM) && `no Chromium at ${CHROMIUM} (scripts/setup.sh installs it)`;
 let server;
@@ -46,29 +29,12 @@ const connections = [];
 
 before(async () => {
   if (skip) return;
-  if (!existsSync(BIN)) {
-    throw new Error(`signalbox binary not found at ${BIN}; run \`cargo build -p signalbox-server\``);
-  }
   cli(['user', 'add', 'root', '--role', 'admin'], `${PASSWORD}\n`);
   cli(['user', 'add', 'alice'], `${PASSWORD}\n`);
   cli(['user', 'add', 'bob'], `${PASSWORD}\n`);
   cli(['user', 'add', 'backend', '--claim', 'permission=notify'], `${PASSWORD}\n`);
-  server = spawn(BIN, ['serve', '--listen', '127.0.0.1:0'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stderr = '';
-  server.stderr.on('data', (d) => (stderr += d.toString()));
-  url = await new Promise((resolve, reject) => {
-    let stdout = '';
-    const timer = setTimeout(() => reject(new Error(`no "Now listening on:" line\n${stdout}\n${stderr}`)), 60_000);
-    server.stdout.on('data', (d) => {
-      stdout += d.toString();
-      const m = LISTEN_RE.exec(stdout);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m[1]);
-      }
-    });
-    server.on('exit', (code) => reject(new Error(`server exited (${code})\n${stdout}\n${stderr}`)));
-  });
+  server = await startSignalbox({ env });
+  url = server.url;
   browser = await chromium.launch({
     executablePath: CHROMIUM,
     args: [
@@ -81,11 +47,7 @@ before(async () => {
 after(async () => {
   for (const c of connections) await c.stop().catch(() => {});
   if (browser) await browser.close();
-  if (server && server.exitCode === null) {
-    const exited = new Promise((r) => server.on('exit', r));
-    server.kill('SIGTERM');
-    await exited;
-  }
+  await server?.stop();
   rmSync(dir, { recursive: true, force: true });
 });
 

@@ -865,3 +865,156 @@ export class ConnectionTokenHttpClient extends RecordingHttpClient {
     return response;
   }
 }
+
+// ---------------------------------------------------------------------------
+// The notification service (`signalbox`, crate signalbox-server): CLI and `serve`
+// ---------------------------------------------------------------------------
+
+// (Import declarations are hoisted; kept here so earlier sections stay untouched.)
+import { spawnSync } from 'node:child_process';
+
+/** The notification service binary under test (`cargo build -p signalbox-server`). */
+export const SERVER_BIN = process.env.SIGNALBOX_SERVER_BIN || path.join(REPO_ROOT, 'target', 'debug', 'signalbox');
+
+/** JWT secret serviceEnv() gives the service unless the caller passes its own. */
+export const SERVICE_JWT_SECRET = 'signalbox-e2e-service-secret-0123456789abcdef';
+
+function requireServerBin() {
+  if (!existsSync(SERVER_BIN)) {
+    throw new Error(
+      `signalbox binary not found at ${SERVER_BIN}; run \`cargo build -p signalbox-server\` or set SIGNALBOX_SERVER_BIN`,
+    );
+  }
+}
+
+/**
+ * The environment the e2e tests run the service with: everything in `dir` (a temp dir the
+ * caller creates and removes): SQLite database `dir/db.sqlite`, data directory `dir`; a fixed
+ * JWT secret; `RUST_LOG=warn`. `extra` adds or overrides variables (a file's own settings).
+ * Includes process.env.
+ *
+ * @param {string} dir
+ * @param {Record<string,string>} [extra]
+ * @returns {Record<string,string>}
+ */
+export function serviceEnv(dir, extra = {}) {
+  return {
+    ...process.env,
+    SIGNALBOX_JWT_SECRET: SERVICE_JWT_SECRET,
+    SIGNALBOX_DATABASE: `sqlite://${path.join(dir, 'db.sqlite')}`,
+    SIGNALBOX_DATA_DIR: dir,
+    RUST_LOG: 'warn',
+    ...extra,
+  };
+}
+
+/**
+ * Runs `signalbox ARGS…` to completion (e.g. `['user', 'add', 'alice']` with the password as
+ * `input`) and returns its stdout; throws with its stderr if it fails or does not finish in 60 s.
+ *
+ * @param {Record<string,string>} env environment (merged over process.env), e.g. serviceEnv()
+ * @param {string[]} args
+ * @param {string} [input] stdin
+ * @returns {string}
+ */
+export function signalboxCli(env, args, input) {
+  requireServerBin();
+  const result = spawnSync(SERVER_BIN, args, {
+    env: { ...process.env, ...env },
+    input,
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
+  if (result.status !== 0) {
+    const why = result.error ? result.error.message : `status ${result.status}, signal ${result.signal}`;
+    throw new Error(`signalbox ${args.join(' ')} failed (${why}): ${result.stderr}`);
+  }
+  return result.stdout;
+}
+
+/**
+ * Starts `signalbox serve --listen LISTEN` and waits until its stdout has the
+ * `Now listening on: http://…` line (and, if given, until `ready(stdout)` is true).
+ * Rejects (and kills the process) if it exits first, fails to spawn, `ready` throws, or
+ * `timeoutMs` passes; the error holds the output so far.
+ *
+ * A fixed `listen` (e.g. `new URL(server.url).host`) restarts a server on the same URL.
+ *
+ * @param {{env: Record<string,string>, listen?: string, cwd?: string, timeoutMs?: number,
+ *   ready?: (stdout: string) => boolean, graceMs?: number}} opts
+ *   env: merged over process.env (e.g. serviceEnv()); ready: an extra condition on all stdout
+ *   so far (e.g. the rest of the banner); graceMs: how long stop() waits after SIGTERM before
+ *   SIGKILL.
+ * @returns {Promise<{url: string, output: () => string, stop: () => Promise<void>,
+ *   process: import('node:child_process').ChildProcess}>}
+ *   url: http://HOST:PORT from the listening line; output(): all stdout and stderr so far (as
+ *   written, interleaved in arrival order); stop(): SIGTERM, SIGKILL after graceMs, resolves
+ *   once the process has exited (idempotent).
+ */
+export async function startSignalbox({ env, listen = '127.0.0.1:0', cwd, timeoutMs = 60_000, ready, graceMs = 15_000 }) {
+  requireServerBin();
+  const proc = spawn(SERVER_BIN, ['serve', '--listen', listen], {
+    env: { ...process.env, ...env },
+    cwd,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  let stdout = '';
+  const exited = new Promise((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
+  proc.stderr.on('data', (d) => (output += d.toString()));
+
+  const url = await new Promise((resolve, reject) => {
+    let done = false;
+    const finish = (err, value) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      if (err) {
+        proc.kill('SIGKILL');
+        reject(err);
+      } else resolve(value);
+    };
+    const timer = setTimeout(
+      () => finish(new Error(`signalbox serve: no "Now listening on:" line within ${timeoutMs} ms\n${output}`)),
+      timeoutMs,
+    );
+    proc.stdout.on('data', (d) => {
+      output += d.toString();
+      stdout += d.toString();
+      const m = LISTEN_RE.exec(stdout.replace(ANSI_RE, ''));
+      if (!m) return;
+      try {
+        if (!ready || ready(stdout)) finish(null, m[1]);
+      } catch (err) {
+        finish(new Error(`signalbox serve: ${err.message}\n${output}`));
+      }
+    });
+    proc.on('error', (err) => finish(new Error(`failed to spawn ${SERVER_BIN}: ${err.message}`)));
+    exited.then(({ code, signal }) =>
+      finish(new Error(`signalbox serve exited early (code ${code}, signal ${signal})\n${output}`)),
+    );
+  });
+
+  let stopping;
+  const stop = () => {
+    stopping ??= (async () => {
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
+      proc.kill('SIGTERM');
+      const timer = setTimeout(() => proc.kill('SIGKILL'), graceMs);
+      await exited;
+      clearTimeout(timer);
+    })();
+    return stopping;
+  };
+
+  return { url, output: () => output, stop, process: proc };
+}
+
+/** A TCP port that was free a moment ago on 127.0.0.1 (for a server whose URL must be known first). */
+export async function freePort() {
+  const probe = net.createServer();
+  await new Promise((resolve) => probe.listen(0, '127.0.0.1', resolve));
+  const { port } = probe.address();
+  await new Promise((resolve) => probe.close(resolve));
+  return port;
+}

@@ -4,73 +4,35 @@
 // then live), and the OpenAPI document checked by a validator.
 
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import SwaggerParser from '@apidevtools/swagger-parser';
 
-import { CapturingLogger, REPO_ROOT, nextInvocations, signalR } from './helpers.mjs';
+import { CapturingLogger, nextInvocations, serviceEnv, signalboxCli, signalR, startSignalbox } from './helpers.mjs';
 
-const BIN = process.env.SIGNALBOX_SERVER_BIN || path.join(REPO_ROOT, 'target', 'debug', 'signalbox');
-const SECRET = 'signalbox-e2e-notifications-secret-0123456789';
 const PASSWORD = 'e2e password 123';
-const LISTEN_RE = /Now listening on: (http:\/\/\S+)/;
 
 const dir = mkdtempSync(path.join(tmpdir(), 'signalbox-e2e-'));
-const env = {
-  ...process.env,
-  SIGNALBOX_JWT_SECRET: SECRET,
-  SIGNALBOX_DATABASE: `sqlite://${path.join(dir, 'db.sqlite')}`,
-  RUST_LOG: 'warn',
-};
-
-/** Runs a CLI subcommand and returns its stdout; throws with its stderr on failure. */
-function cli(args, input) {
-  const result = spawnSync(BIN, args, { env, input, encoding: 'utf8', timeout: 60_000 });
-  if (result.status !== 0) {
-    throw new Error(`signalbox ${args.join(' ')} failed (${result.status}): ${result.stderr}`);
-  }
-  return result.stdout;
-}
+const env = serviceEnv(dir);
+const cli = (args, input) => signalboxCli(env, args, input);
 
 let server;
-let output = '';
 let url;
 
 before(async () => {
-  if (!existsSync(BIN)) {
-    throw new Error(`signalbox binary not found at ${BIN}; run \`cargo build -p signalbox-server\` or set SIGNALBOX_SERVER_BIN`);
-  }
   cli(['user', 'add', 'alice'], `${PASSWORD}\n`);
   cli(['user', 'add', 'backend', '--claim', 'permission=notify'], `${PASSWORD}\n`);
-  server = spawn(BIN, ['serve', '--listen', '127.0.0.1:0'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  server.stderr.on('data', (d) => (output += d.toString()));
-  url = await new Promise((resolve, reject) => {
-    let stdout = '';
-    const timer = setTimeout(() => reject(new Error(`no "Now listening on:" line\n${stdout}\n${output}`)), 60_000);
-    server.stdout.on('data', (d) => {
-      stdout += d.toString();
-      const m = LISTEN_RE.exec(stdout);
-      // The banner: URL, storage, backplane.
-      if (m && /Backplane: in-memory/.test(stdout)) {
-        clearTimeout(timer);
-        if (!/Storage: sqlite/.test(stdout)) reject(new Error(`unexpected banner:\n${stdout}`));
-        else resolve(m[1]);
-      }
-    });
-    server.on('exit', (code) => reject(new Error(`server exited (${code})\n${stdout}\n${output}`)));
-  });
+  // The banner: URL, storage, backplane.
+  server = await startSignalbox({ env, ready: (stdout) => /Backplane: in-memory/.test(stdout) });
+  url = server.url;
+  assert.match(server.output(), /Storage: sqlite/);
 });
 
 after(async () => {
-  if (server && server.exitCode === null) {
-    const exited = new Promise((r) => server.on('exit', r));
-    server.kill('SIGTERM');
-    await exited;
-  }
+  await server?.stop();
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -138,7 +100,7 @@ describe('signalbox serve', () => {
       await assert.rejects(connection.invoke('SendNotification', 'backend', 'hi'), /unauthorized/);
     } catch (err) {
       for (const line of logger.lines) console.error(line);
-      console.error(output);
+      console.error(server.output());
       throw err;
     } finally {
       await connection.stop();

@@ -11,11 +11,9 @@
 // server log does not hold the secret.
 
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -23,20 +21,16 @@ import { after, before, describe, test } from 'node:test';
 import Provider from 'oidc-provider';
 import { chromium } from 'playwright-core';
 
-import { REPO_ROOT } from './helpers.mjs';
+import { freePort, serviceEnv, signalboxCli, startSignalbox } from './helpers.mjs';
 
-const BIN = process.env.SIGNALBOX_SERVER_BIN || path.join(REPO_ROOT, 'target', 'debug', 'signalbox');
 const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
-const JWT_SECRET = 'signalbox-e2e-confidential-secret-0123456789abc';
 const PASSWORD = 'e2e password 123';
 const CLIENT_ID = 'signalbox-web';
 const CLIENT_SECRET = 'e2e-client-secret-Zq8vT1xW4pL0mN6rB3yK9dF2';
-const LISTEN_RE = /Now listening on: (http:\/\/\S+)/;
 
 const skip = !existsSync(CHROMIUM) && `no Chromium at ${CHROMIUM} (scripts/setup.sh installs it)`;
 
 const dir = mkdtempSync(path.join(tmpdir(), 'signalbox-e2e-confidential-'));
-let env;
 let url;
 let server;
 let provider;
@@ -47,52 +41,6 @@ const tokenRequests = [];
 const received = [];
 /** Requests the browser itself sent to the provider's token endpoint (must stay empty). */
 const browserTokenRequests = [];
-
-async function freePort() {
-  const probe = net.createServer();
-  await new Promise((resolve) => probe.listen(0, '127.0.0.1', resolve));
-  const { port } = probe.address();
-  await new Promise((resolve) => probe.close(resolve));
-  return port;
-}
-
-function cli(args, input) {
-  const result = spawnSync(BIN, args, { env, input, encoding: 'utf8', timeout: 60_000 });
-  if (result.status !== 0) throw new Error(`signalbox ${args.join(' ')} failed (${result.status}): ${result.stderr}`);
-  return result.stdout;
-}
-
-async function startSignalbox(port) {
-  const proc = spawn(BIN, ['serve', '--listen', `127.0.0.1:${port}`], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  proc.stderr.on('data', (d) => (output += d.toString()));
-  const exited = new Promise((resolve) => proc.on('exit', resolve));
-  const listening = await new Promise((resolve, reject) => {
-    let stdout = '';
-    const timer = setTimeout(() => reject(new Error(`no "Now listening on:" line\n${stdout}\n${output}`)), 30_000);
-    proc.stdout.on('data', (d) => {
-      stdout += d.toString();
-      output += d.toString();
-      const m = LISTEN_RE.exec(stdout);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m[1]);
-      }
-    });
-    exited.then((code) => reject(new Error(`signalbox exited (${code})\n${stdout}\n${output}`)));
-  });
-  return {
-    url: listening,
-    output: () => output,
-    async stop() {
-      if (proc.exitCode !== null || proc.signalCode !== null) return;
-      proc.kill('SIGTERM');
-      const timer = setTimeout(() => proc.kill('SIGKILL'), 15_000);
-      await exited;
-      clearTimeout(timer);
-    },
-  };
-}
 
 /** A local provider with a confidential client (client_secret_basic, PKCE required). */
 async function startProvider(signalboxOrigin) {
@@ -144,15 +92,11 @@ async function startProvider(signalboxOrigin) {
 
 before(async () => {
   if (skip) return;
-  if (!existsSync(BIN)) throw new Error(`signalbox binary not found at ${BIN}; run \`cargo build -p signalbox-server\``);
   const port = await freePort();
   provider = await startProvider(`http://127.0.0.1:${port}`);
   const secretFile = path.join(dir, 'client-secret');
   writeFileSync(secretFile, `${CLIENT_SECRET}\n`, { mode: 0o600 });
-  env = {
-    ...process.env,
-    SIGNALBOX_JWT_SECRET: JWT_SECRET,
-    SIGNALBOX_DATABASE: `sqlite://${path.join(dir, 'db.sqlite')}`,
+  const env = serviceEnv(dir, {
     SIGNALBOX_OIDC_ISSUER: provider.url,
     SIGNALBOX_OIDC_CLIENT_ID: CLIENT_ID,
     SIGNALBOX_OIDC_AUDIENCE: CLIENT_ID,
@@ -160,9 +104,9 @@ before(async () => {
     SIGNALBOX_OIDC_AUTO_CREATE_USERS: 'true',
     SIGNALBOX_OIDC_PROVIDER_NAME: 'Confidential provider',
     RUST_LOG: 'debug',
-  };
-  cli(['user', 'add', 'alice', '--claim', 'permission=notify'], `${PASSWORD}\n`);
-  server = await startSignalbox(port);
+  });
+  signalboxCli(env, ['user', 'add', 'alice', '--claim', 'permission=notify'], `${PASSWORD}\n`);
+  server = await startSignalbox({ env, listen: `127.0.0.1:${port}`, timeoutMs: 30_000 });
   url = server.url;
   browser = await chromium.launch({
     executablePath: CHROMIUM,

@@ -9,11 +9,9 @@
 // WebSocket) is checked to carry an unexpired access token.
 
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -21,17 +19,14 @@ import { after, before, describe, test } from 'node:test';
 import Provider from 'oidc-provider';
 import { chromium } from 'playwright-core';
 
-import { REPO_ROOT } from './helpers.mjs';
+import { REPO_ROOT, freePort, serviceEnv, signalboxCli, startSignalbox } from './helpers.mjs';
 
-const BIN = process.env.SIGNALBOX_SERVER_BIN || path.join(REPO_ROOT, 'target', 'debug', 'signalbox');
 const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 const ARTIFACTS = path.join(REPO_ROOT, 'e2e', 'artifacts');
-const SECRET = 'signalbox-e2e-page-secret-0123456789abcdefgh';
 const PASSWORD = 'e2e password 123';
 const CLIENT_ID = 'signalbox-page';
 /** Short-lived access tokens, so that they expire (and are refreshed) during the tests. */
 const TOKEN_TTL_S = 8;
-const LISTEN_RE = /Now listening on: (http:\/\/\S+)/;
 
 const skip = !existsSync(CHROMIUM) && `no Chromium at ${CHROMIUM} (scripts/setup.sh installs it)`;
 
@@ -60,51 +55,10 @@ function jwtExp(token) {
   }
 }
 
-function cli(args, input) {
-  const result = spawnSync(BIN, args, { env, input, encoding: 'utf8', timeout: 60_000 });
-  if (result.status !== 0) throw new Error(`signalbox ${args.join(' ')} failed (${result.status}): ${result.stderr}`);
-  return result.stdout;
-}
-
-async function freePort() {
-  const probe = net.createServer();
-  await new Promise((resolve) => probe.listen(0, '127.0.0.1', resolve));
-  const { port: free } = probe.address();
-  await new Promise((resolve) => probe.close(resolve));
-  return free;
-}
+const cli = (args, input) => signalboxCli(env, args, input);
 
 /** Starts `signalbox serve` on the fixed port (so that a restart keeps the URL). */
-async function startSignalbox() {
-  const proc = spawn(BIN, ['serve', '--listen', `127.0.0.1:${port}`], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  proc.stderr.on('data', (d) => (output += d.toString()));
-  const exited = new Promise((resolve) => proc.on('exit', resolve));
-  const listening = await new Promise((resolve, reject) => {
-    let stdout = '';
-    const timer = setTimeout(() => reject(new Error(`no "Now listening on:" line\n${stdout}\n${output}`)), 30_000);
-    proc.stdout.on('data', (d) => {
-      stdout += d.toString();
-      const m = LISTEN_RE.exec(stdout);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m[1]);
-      }
-    });
-    exited.then((code) => reject(new Error(`signalbox exited (${code})\n${stdout}\n${output}`)));
-  });
-  return {
-    url: listening,
-    output: () => output,
-    async stop() {
-      if (proc.exitCode !== null || proc.signalCode !== null) return;
-      proc.kill('SIGTERM');
-      const timer = setTimeout(() => proc.kill('SIGKILL'), 15_000);
-      await exited;
-      clearTimeout(timer);
-    },
-  };
-}
+const startServer = () => startSignalbox({ env, listen: `127.0.0.1:${port}`, timeoutMs: 30_000 });
 
 /** A local OpenID Connect provider with a public client for the page (PKCE required). */
 async function startProvider() {
@@ -152,26 +106,21 @@ async function startProvider() {
 
 before(async () => {
   if (skip) return;
-  if (!existsSync(BIN)) throw new Error(`signalbox binary not found at ${BIN}; run \`cargo build -p signalbox-server\``);
   mkdirSync(ARTIFACTS, { recursive: true });
   port = await freePort();
   issuer = await startProvider();
   oidcServer = issuer;
-  env = {
-    ...process.env,
-    SIGNALBOX_JWT_SECRET: SECRET,
-    SIGNALBOX_DATABASE: `sqlite://${path.join(dir, 'db.sqlite')}`,
+  env = serviceEnv(dir, {
     SIGNALBOX_ACCESS_TOKEN_TTL: `${TOKEN_TTL_S}s`,
     SIGNALBOX_OIDC_ISSUER: issuer.url,
     SIGNALBOX_OIDC_AUDIENCE: CLIENT_ID,
     SIGNALBOX_OIDC_AUTO_CREATE_USERS: 'true',
     SIGNALBOX_OIDC_PROVIDER_NAME: 'Test provider',
     SIGNALBOX_LOG_FORMAT: 'json',
-    RUST_LOG: 'warn',
-  };
+  });
   cli(['user', 'add', 'alice', '--claim', 'permission=notify'], `${PASSWORD}\n`);
   for (const name of ['bob', 'carol', 'dave']) cli(['user', 'add', name], `${PASSWORD}\n`);
-  server = await startSignalbox();
+  server = await startServer();
   url = server.url;
   browser = await chromium.launch({
     executablePath: CHROMIUM,
@@ -369,7 +318,7 @@ describe('notification page', { skip }, () => {
     await connState(bob, 'reconnecting', 10_000);
     await shot(bob, 'wide-reconnecting');
     await sleep(1_000);
-    server = await startSignalbox();
+    server = await startServer();
     assert.equal(server.url, url);
     // Published before the page is back: delivered by the hub's replay and listed by the resync.
     const sent = await api('POST', '/api/notifications', {
