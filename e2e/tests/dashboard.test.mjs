@@ -9,11 +9,17 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { chromium } from 'playwright-core';
 
-import { REPO_ROOT, serviceEnv, signalboxCli, signalR, startSignalbox } from './helpers.mjs';
+import {
+  REPO_ROOT,
+  serviceEnv,
+  signalboxCli,
+  signalR,
+  startSignalbox,
+  CHROMIUM,
+  launchChromium,
+} from './helpers.mjs';
 
-const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 const ARTIFACTS = path.join(REPO_ROOT, 'e2e', 'artifacts');
 const PASSWORD = 'e2e password 123';
 
@@ -35,13 +41,7 @@ before(async () => {
   cli(['user', 'add', 'backend', '--claim', 'permission=notify'], `${PASSWORD}\n`);
   server = await startSignalbox({ env });
   url = server.url;
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    ],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {

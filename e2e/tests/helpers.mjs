@@ -941,27 +941,40 @@ export function signalboxCli(env, args, input) {
  * A fixed `listen` (e.g. `new URL(server.url).host`) restarts a server on the same URL.
  *
  * @param {{env: Record<string,string>, listen?: string, cwd?: string, timeoutMs?: number,
- *   ready?: (stdout: string) => boolean, graceMs?: number}} opts
- *   env: merged over process.env (e.g. serviceEnv()); ready: an extra condition on all stdout
- *   so far (e.g. the rest of the banner); graceMs: how long stop() waits after SIGTERM before
- *   SIGKILL.
- * @returns {Promise<{url: string, output: () => string, stop: () => Promise<void>,
+ *   ready?: (stdout: string) => boolean, graceMs?: number, inheritEnv?: boolean}} opts
+ *   env: merged over process.env (e.g. serviceEnv()), or the whole environment with
+ *   `inheritEnv: false`; ready: an extra condition on all stdout so far (e.g. the rest of the
+ *   banner); graceMs: how long stop() waits after SIGTERM before SIGKILL.
+ * @returns {Promise<{url: string, output: () => string, stdout: () => string,
+ *   stderr: () => string, stop: () => Promise<void>,
  *   process: import('node:child_process').ChildProcess}>}
  *   url: http://HOST:PORT from the listening line; output(): all stdout and stderr so far (as
- *   written, interleaved in arrival order); stop(): SIGTERM, SIGKILL after graceMs, resolves
- *   once the process has exited (idempotent).
+ *   written, interleaved in arrival order); stdout() / stderr(): each stream alone; stop():
+ *   SIGTERM, SIGKILL after graceMs, resolves once the process has exited (idempotent).
  */
-export async function startSignalbox({ env, listen = '127.0.0.1:0', cwd, timeoutMs = 60_000, ready, graceMs = 15_000 }) {
+export async function startSignalbox({
+  env,
+  listen = '127.0.0.1:0',
+  cwd,
+  timeoutMs = 60_000,
+  ready,
+  graceMs = 15_000,
+  inheritEnv = true,
+}) {
   requireServerBin();
   const proc = spawn(SERVER_BIN, ['serve', '--listen', listen], {
-    env: { ...process.env, ...env },
+    env: inheritEnv ? { ...process.env, ...env } : env,
     cwd,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
   let stdout = '';
+  let stderr = '';
   const exited = new Promise((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
-  proc.stderr.on('data', (d) => (output += d.toString()));
+  proc.stderr.on('data', (d) => {
+    output += d.toString();
+    stderr += d.toString();
+  });
 
   const url = await new Promise((resolve, reject) => {
     let done = false;
@@ -1007,7 +1020,7 @@ export async function startSignalbox({ env, listen = '127.0.0.1:0', cwd, timeout
     return stopping;
   };
 
-  return { url, output: () => output, stop, process: proc };
+  return { url, output: () => output, stdout: () => stdout, stderr: () => stderr, stop, process: proc };
 }
 
 /** A TCP port that was free a moment ago on 127.0.0.1 (for a server whose URL must be known first). */
@@ -1017,4 +1030,23 @@ export async function freePort() {
   const { port } = probe.address();
   await new Promise((resolve) => probe.close(resolve));
   return port;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Chromium (the browser tests: Debian's chromium, driven by playwright-core)
+
+import { chromium } from 'playwright-core';
+
+/** The Chromium binary (`CHROMIUM_BIN`, else Debian's; scripts/setup.sh installs it). */
+export const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
+
+/** Headless Chromium with no background traffic (this machine has no network beyond loopback). */
+export function launchChromium() {
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    ],
+  });
 }

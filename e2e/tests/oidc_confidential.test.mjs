@@ -19,11 +19,9 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import Provider from 'oidc-provider';
-import { chromium } from 'playwright-core';
 
-import { freePort, serviceEnv, signalboxCli, startSignalbox } from './helpers.mjs';
+import { freePort, serviceEnv, signalboxCli, startSignalbox, CHROMIUM, launchChromium } from './helpers.mjs';
 
-const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 const PASSWORD = 'e2e password 123';
 const CLIENT_ID = 'signalbox-web';
 const CLIENT_SECRET = 'e2e-client-secret-Zq8vT1xW4pL0mN6rB3yK9dF2';
@@ -108,13 +106,7 @@ before(async () => {
   signalboxCli(env, ['user', 'add', 'alice', '--claim', 'permission=notify'], `${PASSWORD}\n`);
   server = await startSignalbox({ env, listen: `127.0.0.1:${port}`, timeoutMs: 30_000 });
   url = server.url;
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    ],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {

@@ -17,11 +17,17 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import Provider from 'oidc-provider';
-import { chromium } from 'playwright-core';
 
-import { REPO_ROOT, freePort, serviceEnv, signalboxCli, startSignalbox } from './helpers.mjs';
+import {
+  REPO_ROOT,
+  freePort,
+  serviceEnv,
+  signalboxCli,
+  startSignalbox,
+  CHROMIUM,
+  launchChromium,
+} from './helpers.mjs';
 
-const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 const ARTIFACTS = path.join(REPO_ROOT, 'e2e', 'artifacts');
 const PASSWORD = 'e2e password 123';
 const CLIENT_ID = 'signalbox-page';
@@ -122,13 +128,7 @@ before(async () => {
   for (const name of ['bob', 'carol', 'dave']) cli(['user', 'add', name], `${PASSWORD}\n`);
   server = await startServer();
   url = server.url;
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    ],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {

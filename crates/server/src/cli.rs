@@ -1,52 +1,24 @@
 //! The command line: `signalbox serve`, `signalbox user add`, `signalbox token issue`,
-//! `signalbox config check`.
+//! `signalbox config [check|docs]`. The flags of settings come from the settings registry.
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches, Parser, Subcommand};
 
 use crate::config::Overrides;
+use crate::config::setting::{Declared, Sensitivity};
+use crate::config::settings::SETTINGS;
 
 /// The signalbox notification service.
 #[derive(Debug, Parser)]
 #[command(name = "signalbox", version, about)]
 pub struct Cli {
-    /// Configuration file (TOML) [env: SIGNALBOX_CONFIG].
+    /// Configuration file (TOML).
     #[arg(long, global = true, env = "SIGNALBOX_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Data directory: the SQLite database and the generated signing secret
-    /// [env: SIGNALBOX_DATA_DIR] [default: ./signalbox-data].
-    #[arg(long, global = true, value_name = "DIR")]
-    pub data_dir: Option<String>,
-    /// Refuse to start without an explicitly configured signing secret or key (production)
-    /// [env: SIGNALBOX_REQUIRE_CONFIG].
-    #[arg(long, global = true)]
-    pub require_config: bool,
-    /// Database URL: sqlite://PATH or postgres://USER@HOST/DB [env: SIGNALBOX_DATABASE]
-    /// [default: sqlite://DATA_DIR/signalbox.db].
-    #[arg(long, global = true, value_name = "URL")]
-    pub database: Option<String>,
-    /// Address to listen on (port 0 picks a free port) [env: SIGNALBOX_LISTEN].
-    #[arg(long, global = true, value_name = "ADDR")]
-    pub listen: Option<String>,
-    /// HS256 secret for access tokens, at least 32 bytes [env: SIGNALBOX_JWT_SECRET].
-    #[arg(long, global = true, value_name = "SECRET", hide = true)]
-    pub jwt_secret: Option<String>,
-    /// Backplane joining the nodes of a cluster: redis://HOST:PORT, nats://HOST:PORT or none
-    /// [env: SIGNALBOX_BACKPLANE].
-    #[arg(long, global = true, value_name = "URL")]
-    pub backplane: Option<String>,
-    /// This node's id, unique in the cluster [default: host name and a random suffix]
-    /// [env: SIGNALBOX_NODE_ID].
-    #[arg(long, global = true, value_name = "ID")]
-    pub node_id: Option<String>,
-    /// Secret shared by every node for connection tokens, at least 32 bytes
-    /// [env: SIGNALBOX_CONNECTION_TOKEN_SECRET].
-    #[arg(long, global = true, value_name = "SECRET", hide = true)]
-    pub connection_token_secret: Option<String>,
-    /// Log format: human or json [env: SIGNALBOX_LOG_FORMAT].
-    #[arg(long, global = true, value_name = "FORMAT")]
-    pub log_format: Option<String>,
+    /// The settings that have a flag (`--listen`, `--database`, …), from the registry.
+    #[command(flatten)]
+    pub settings: SettingFlags,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -55,17 +27,101 @@ pub struct Cli {
 impl Cli {
     /// The flags that override file and environment settings.
     pub fn overrides(&self) -> Overrides {
-        Overrides {
-            data_dir: self.data_dir.clone(),
-            require_config: self.require_config,
-            database: self.database.clone(),
-            listen: self.listen.clone(),
-            jwt_secret: self.jwt_secret.clone(),
-            backplane: self.backplane.clone(),
-            node_id: self.node_id.clone(),
-            connection_token_secret: self.connection_token_secret.clone(),
-            log_format: self.log_format.clone(),
+        self.settings.overrides.clone()
+    }
+}
+
+/// The flags of the settings that declare one (see [`crate::config::settings`]): global, so
+/// they may follow the subcommand; a setting's flag overrides its variable and file key.
+#[derive(Debug, Clone, Default)]
+pub struct SettingFlags {
+    overrides: Overrides,
+}
+
+/// The flagged settings: `(setting, long name, value name)`.
+fn flagged() -> impl Iterator<Item = (&'static dyn Declared, &'static str, Option<&'static str>)> {
+    SETTINGS.iter().copied().filter_map(|setting| {
+        let flag = setting.info().flag?;
+        let (long, value) = match flag.split_once(' ') {
+            Some((long, value)) => (long, Some(value)),
+            None => (flag, None),
+        };
+        Some((setting, long.trim_start_matches('-'), value))
+    })
+}
+
+/// The help line of a flag: the first sentence of the doc, the variable and the default.
+fn flag_help(setting: &dyn Declared) -> String {
+    let info = setting.info();
+    let doc = without_links(&info.doc.replace('`', ""));
+    let first = doc.split(". ").next().unwrap_or(&doc).trim_end_matches('.');
+    format!(
+        "{first} [env: {}] [default: {}]",
+        info.env,
+        setting.default_doc().replace('`', "")
+    )
+}
+
+/// Markdown links `[text](target)` reduced to their text.
+fn without_links(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(open) = rest.find('[') {
+        let Some(close) = rest[open..].find("](").map(|i| open + i) else {
+            break;
+        };
+        let Some(end) = rest[close..].find(')').map(|i| close + i) else {
+            break;
+        };
+        out.push_str(&rest[..open]);
+        out.push_str(&rest[open + 1..close]);
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+impl FromArgMatches for SettingFlags {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut overrides = Overrides::default();
+        for (setting, _, value) in flagged() {
+            let key = setting.info().key;
+            if value.is_none() {
+                if matches.get_flag(key) {
+                    overrides = overrides.with(key, "true");
+                }
+            } else if let Some(text) = matches.get_one::<String>(key) {
+                overrides = overrides.with(key, text.clone());
+            }
         }
+        Ok(Self { overrides })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl clap::Args for SettingFlags {
+    fn augment_args(mut command: clap::Command) -> clap::Command {
+        for (setting, long, value) in flagged() {
+            let mut arg = Arg::new(setting.info().key)
+                .long(long)
+                .global(true)
+                .help(flag_help(setting))
+                .hide(setting.info().sensitivity == Sensitivity::Secret);
+            arg = match value {
+                Some(value) => arg.value_name(value).action(ArgAction::Set),
+                None => arg.action(ArgAction::SetTrue),
+            };
+            command = command.arg(arg);
+        }
+        command
+    }
+
+    fn augment_args_for_update(command: clap::Command) -> clap::Command {
+        Self::augment_args(command)
     }
 }
 
@@ -80,9 +136,9 @@ pub enum Command {
     /// Issues tokens.
     #[command(subcommand)]
     Token(TokenCommand),
-    /// Checks the configuration and the database, and prints the effective settings.
-    #[command(subcommand)]
-    Config(ConfigCommand),
+    /// Prints the effective settings and where each came from (secrets redacted); `check`
+    /// also opens the database.
+    Config(ConfigArgs),
 }
 
 /// `signalbox user …`
@@ -150,9 +206,20 @@ pub struct TokenIssue {
     pub ttl: Option<String>,
 }
 
+/// `signalbox config [check|docs]`
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Without one: print the effective settings.
+    #[command(subcommand)]
+    pub command: Option<ConfigCommand>,
+}
+
 /// `signalbox config …`
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Validates the configuration, opens the database, prints the effective settings.
     Check,
+    /// Prints the settings table of docs/configuration.md (Markdown), generated from the
+    /// declarations.
+    Docs,
 }

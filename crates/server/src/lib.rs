@@ -3,7 +3,8 @@
 //! Accounts and tokens ([`accounts`], [`tokens`], [`refresh`], [`oidc`]), presence
 //! ([`presence`]), a durable inbox ([`inbox`]), the notification hub ([`hubs`]), the REST API
 //! with its OpenAPI document ([`api`]), storage on SQLite or PostgreSQL ([`db`]) and the
-//! configuration ([`config`]); scale-out over a backplane ([`backplane`]) with node heartbeats
+//! configuration ([`config`]) with the data directory's generated secret ([`data_dir`]); the
+//! first-run setup ([`setup`]); scale-out over a backplane ([`backplane`]) with node heartbeats
 //! ([`cluster`]). [`server::build`] assembles them; the binary adds the command line ([`cli`]).
 
 pub mod accounts;
@@ -15,6 +16,7 @@ pub mod client_ip;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod data_dir;
 pub mod db;
 pub mod health;
 pub mod hubs;
@@ -30,6 +32,7 @@ pub mod rate_limit;
 pub mod refresh;
 pub mod server;
 pub mod sessions;
+pub mod setup;
 pub mod state;
 pub mod tokens;
 pub mod web;

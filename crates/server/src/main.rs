@@ -6,9 +6,10 @@ use std::process::ExitCode;
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use signalbox_server::accounts::{Accounts, NewUser, parse_claims};
-use signalbox_server::cli::{Cli, Command, ConfigCommand, TokenCommand, UserAdd, UserCommand};
+use signalbox_server::cli::{Cli, Command, TokenCommand, UserAdd, UserCommand};
 use signalbox_server::clock::parse_duration;
 use signalbox_server::config::{Config, ConfigError};
+use signalbox_server::data_dir::{self, SecretSource};
 use signalbox_server::db::Db;
 use signalbox_server::tokens::{TokenService, claims_from_pairs};
 use signalbox_server::{accounts, server};
@@ -23,6 +24,7 @@ fn main() -> ExitCode {
         }
     };
     signalbox_server::logging::init(config.log.format);
+    signalbox_server::config::report_unknown_env();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -75,6 +77,8 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         Command::User(UserCommand::Disable { name }) => set_disabled(&config, &name, true).await,
         Command::User(UserCommand::Enable { name }) => set_disabled(&config, &name, false).await,
         Command::Token(TokenCommand::Issue(args)) => {
+            let mut config = config;
+            signing_secret(&mut config)?;
             let tokens = TokenService::new(&config.auth)?;
             let ttl = match &args.ttl {
                 Some(text) => Some(
@@ -96,21 +100,14 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             print_line(&token.token);
             Ok(())
         }
-        Command::Config(ConfigCommand::Check) => {
-            let db = Db::open(&config.database).await?;
-            print_line(&config.summary());
-            print_line(&format!(
-                "Storage: {} ({}) reachable",
-                db.backend(),
-                db.display_url()
-            ));
-            db.close().await;
-            if config.auth.jwt_secret.is_none() && config.auth.jwt_private_key.is_none() {
-                eprintln!(
-                    "warning: no JWT secret configured; `serve` would generate a development secret"
-                );
-            }
-            Ok(())
+        Command::Config(ref args) => {
+            signalbox_server::config::report::run(
+                args.command.as_ref(),
+                cli.config.as_deref(),
+                &cli.overrides(),
+                &mut std::io::stdout(),
+            )
+            .await
         }
     }
 }
@@ -197,17 +194,26 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-async fn serve(mut config: Config) -> anyhow::Result<()> {
-    if config.ensure_secret() {
-        eprintln!(
-            "\n**********************************************************************\n\
-             WARNING: no JWT secret configured (SIGNALBOX_JWT_SECRET).\n\
-             A random development secret was generated: tokens stop working when\n\
-             the process restarts, and `signalbox token issue` cannot sign for it.\n\
-             Do not run like this in production.\n\
-             **********************************************************************\n"
-        );
+/// Settles the signing secret (see `signalbox_server::data_dir`): the configured one, else the
+/// data directory's, generated on first use.
+fn signing_secret(config: &mut Config) -> anyhow::Result<SecretSource> {
+    let source = data_dir::resolve_secret(config)?;
+    match &source {
+        SecretSource::Configured => {}
+        SecretSource::Created(path) => eprintln!(
+            "Generated a signing secret in {} (kept for the next starts and for `signalbox token issue`; \
+             several nodes need one shared SIGNALBOX_JWT_SECRET instead)",
+            path.display()
+        ),
+        SecretSource::Loaded(path) => {
+            tracing::debug!(path = %path.display(), "signing secret read from the data directory");
+        }
     }
+    Ok(source)
+}
+
+async fn serve(mut config: Config) -> anyhow::Result<()> {
+    signing_secret(&mut config)?;
     if config.auth.jwt_secret.is_none() && config.auth.jwt_private_key.is_none() {
         return Err(ConfigError::MissingSecret.into());
     }
@@ -220,6 +226,21 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let db = &service.state().db;
     print_line(&format!("Now listening on: http://{addr}"));
+    match signalbox_server::setup::first_run_link(service.state(), addr).await {
+        Ok(Some(link)) => {
+            print_line(&format!(
+                "No administrator yet: create one with this one-time link (valid for {} minutes):\n  {link}",
+                signalbox_server::setup::LINK_TTL.as_secs() / 60
+            ));
+            if addr.ip().is_unspecified() {
+                print_line(
+                    "  (from another machine, put this server's address in place of localhost)",
+                );
+            }
+        }
+        Ok(None) => {}
+        Err(error) => tracing::warn!(%error, "cannot create a setup link"),
+    }
     print_line(&format!("Storage: {} ({})", db.backend(), db.display_url()));
     match &service.state().backplane {
         Some(backplane) => print_line(&format!(

@@ -69,7 +69,7 @@ pub struct Service {
 }
 
 /// Builds the service from a validated configuration. A missing HS256 secret must have been
-/// filled in (see [`Config::ensure_secret`]).
+/// filled in (see [`crate::data_dir::resolve_secret`]).
 pub async fn build(config: Config) -> Result<Service, StartError> {
     let db = Db::open(&config.database).await?;
     let tokens = Arc::new(TokenService::new(&config.auth)?);
@@ -174,6 +174,7 @@ pub async fn build(config: Config) -> Result<Service, StartError> {
         .merge(crate::health::router(state.clone()))
         .merge(crate::metrics::router(state.clone()))
         .merge(crate::admin::router(state.clone()))
+        .merge(crate::setup::router(state.clone()))
         .merge(crate::web::router(state.clone()))
         .merge(
             // Innermost first: a foreign origin is refused before it costs a negotiate token.

@@ -1,86 +1,55 @@
-//! `docs/configuration.md` documents every option: its table lists exactly the keys the
-//! configuration file accepts and exactly the environment variables the loader reads.
+//! `docs/configuration.md` documents every setting: the table between its `settings` markers is
+//! generated from the registry (`crates/server/src/config/settings.rs`). Rewrite it with
+//! `SIGNALBOX_UPDATE_DOCS=1 cargo test -p signalbox-server --test config_docs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Mutex;
 
-use signalbox_server::config::{Config, ENV_VARS, Overrides, file_keys};
+use signalbox_server::config::docs::{END, START, with_current_table};
+use signalbox_server::config::settings::SETTINGS;
+use signalbox_server::config::{Config, Overrides};
 
-/// Variables documented outside the table's file-key column (read by clap or `tracing`).
-const NOT_FILE_SETTINGS: &[&str] = &["SIGNALBOX_CONFIG", "RUST_LOG"];
+const DOC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/configuration.md");
 
-/// The `quoted` names of a table cell.
-fn quoted(cell: &str) -> impl Iterator<Item = String> + '_ {
-    cell.split('`').skip(1).step_by(2).map(str::to_owned)
-}
-
-/// `(file key, environment variables)` of each row of the settings table.
-fn documented() -> BTreeMap<String, Vec<String>> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/configuration.md");
-    let text = std::fs::read_to_string(path).unwrap();
-    let section = text
-        .split("\n## ")
-        .find(|s| s.starts_with("Settings"))
-        .expect("a \"## Settings\" section");
-    let mut rows = BTreeMap::new();
-    for line in section.lines() {
-        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-        // | `key` | `SIGNALBOX_X` (flag …) | default | meaning |
-        if cells.len() < 6 || !cells[1].starts_with('`') {
-            continue;
-        }
-        // `key` or `key` (alias `other`): every quoted name in the cell is a key of the row.
-        let vars: Vec<String> = quoted(cells[2])
-            .filter(|v| v.starts_with("SIGNALBOX_"))
-            .collect();
-        for key in quoted(cells[1]) {
-            let previous = rows.insert(key.clone(), vars.clone());
-            assert!(previous.is_none(), "{key} is documented twice");
-        }
+#[test]
+fn the_settings_table_is_generated_from_the_registry() {
+    let text = std::fs::read_to_string(DOC).unwrap();
+    assert!(
+        text.contains(START) && text.contains(END),
+        "{DOC} lacks the markers of the settings table:\n{START}\n…\n{END}"
+    );
+    let current = with_current_table(&text).unwrap();
+    if current == text {
+        return;
     }
-    assert!(
-        rows.len() > 10,
-        "the settings table was not found in {path}"
-    );
-    rows
-}
-
-#[test]
-fn every_file_key_is_documented_and_nothing_else() {
-    let documented: BTreeSet<String> = documented().into_keys().collect();
-    let actual: BTreeSet<String> = file_keys().into_iter().collect();
-    let missing: Vec<_> = actual.difference(&documented).collect();
-    let unknown: Vec<_> = documented.difference(&actual).collect();
-    assert!(
-        missing.is_empty(),
-        "options missing from docs/configuration.md: {missing:?}"
-    );
-    assert!(
-        unknown.is_empty(),
-        "docs/configuration.md documents options that do not exist: {unknown:?}"
+    if std::env::var_os("SIGNALBOX_UPDATE_DOCS").is_some() {
+        std::fs::write(DOC, &current).unwrap();
+        return;
+    }
+    let old: Vec<&str> = text.lines().collect();
+    let new: Vec<&str> = current.lines().collect();
+    let mut diff = String::new();
+    for line in old.iter().filter(|l| !new.contains(l)) {
+        diff.push_str(&format!("- {line}\n"));
+    }
+    for line in new.iter().filter(|l| !old.contains(l)) {
+        diff.push_str(&format!("+ {line}\n"));
+    }
+    panic!(
+        "docs/configuration.md's settings table differs from the registry (- in the doc, + generated):\n{diff}\n\
+         Rewrite it with: SIGNALBOX_UPDATE_DOCS=1 cargo test -p signalbox-server --test config_docs"
     );
 }
 
 #[test]
-fn every_environment_variable_is_documented_and_read() {
-    let documented: BTreeSet<String> = documented().into_values().flatten().collect();
-    let declared: BTreeSet<String> = ENV_VARS.iter().map(|(v, _)| (*v).to_owned()).collect();
-    let undocumented: Vec<_> = declared.difference(&documented).collect();
-    let undeclared: Vec<_> = documented
-        .difference(&declared)
-        .filter(|v| !NOT_FILE_SETTINGS.contains(&v.as_str()))
+fn the_loader_reads_every_declared_variable() {
+    let declared: BTreeSet<String> = SETTINGS
+        .iter()
+        .flat_map(|s| std::iter::once(s.info().env).chain(s.info().env_alias))
+        .map(str::to_owned)
         .collect();
-    assert!(
-        undocumented.is_empty(),
-        "variables missing from docs/configuration.md: {undocumented:?}"
-    );
-    assert!(
-        undeclared.is_empty(),
-        "documented variables not in config::ENV_VARS: {undeclared:?}"
-    );
-    // The loader really reads each declared variable.
     let asked = Mutex::new(BTreeSet::new());
     Config::load_from(
         None,
@@ -92,26 +61,27 @@ fn every_environment_variable_is_documented_and_read() {
     )
     .unwrap();
     let asked = asked.into_inner().unwrap();
-    let unread: Vec<_> = declared.difference(&asked).collect();
-    assert!(
-        unread.is_empty(),
-        "variables the loader never reads: {unread:?}"
-    );
+    assert_eq!(declared, asked);
 }
 
 #[test]
-fn each_variable_maps_to_its_documented_key() {
-    let rows = documented();
-    for (var, key) in ENV_VARS {
-        let key = key.split(' ').next().unwrap();
-        let row = rows
-            .get(key)
-            .unwrap_or_else(|| panic!("{var} overrides {key}, which is not documented"));
-        assert!(
-            row.iter().any(|v| v == var),
-            "the row of {key} does not name {var}: {row:?}"
-        );
-    }
+fn the_prose_mentions_only_declared_variables() {
+    let text = std::fs::read_to_string(DOC).unwrap();
+    let known: BTreeSet<&str> = SETTINGS
+        .iter()
+        .flat_map(|s| std::iter::once(s.info().env).chain(s.info().env_alias))
+        .chain(signalbox_server::config::OTHER_VARIABLES.iter().copied())
+        .collect();
+    let unknown: Vec<&str> = text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| {
+            w.len() > "SIGNALBOX_".len() && w.starts_with("SIGNALBOX_") && !known.contains(w)
+        })
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "{DOC} names unknown variables: {unknown:?}"
+    );
 }
 
 #[test]

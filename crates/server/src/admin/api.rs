@@ -1,14 +1,18 @@
 //! The admin API handlers (the admin role is required on every one).
 
+use std::collections::BTreeMap;
+
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::Row as _;
 
 use super::require_admin;
+use crate::accounts::NewUser;
 use crate::api::ApiError;
 use crate::clock::rfc3339;
+use crate::inbox::MAX_MESSAGE_LENGTH;
 use crate::logging::LoggedEvent;
 use crate::metrics::{Sample, sum_metric};
 use crate::state::AppState;
@@ -220,4 +224,235 @@ pub async fn remove_member(
             "'{user}' is not a member of '{group}'"
         )))
     }
+}
+
+/// At most this many accounts are listed.
+const USERS_LISTED: i64 = 500;
+
+/// One account as the dashboard lists it.
+#[derive(Debug, Serialize)]
+pub struct UserSummary {
+    /// User name.
+    pub name: String,
+    /// Roles.
+    pub roles: Vec<String>,
+    /// Whether the account carries the notify permission.
+    pub can_notify: bool,
+    /// Whether the account is disabled.
+    pub disabled: bool,
+    /// When it was created (RFC 3339).
+    pub created_at: String,
+}
+
+/// A new account from the dashboard.
+#[derive(Debug, Deserialize)]
+pub struct NewUserRequest {
+    /// User name.
+    pub username: String,
+    /// Password (at least 8 characters).
+    pub password: String,
+    /// Give the account the notify permission (`auth.permission_claim` = `auth.notify_permission`).
+    #[serde(default)]
+    pub notify: bool,
+}
+
+/// The created account.
+#[derive(Debug, Serialize)]
+pub struct CreatedUser {
+    /// User name.
+    pub username: String,
+    /// Whether it may send notifications.
+    pub can_notify: bool,
+}
+
+/// Whether `POST /api/auth/register` is open, and why.
+#[derive(Debug, Serialize)]
+pub struct RegistrationState {
+    /// The effective value.
+    pub enabled: bool,
+    /// `dashboard` when an administrator set it (the stored value wins), else `configuration`.
+    pub source: &'static str,
+    /// The configured value (`auth.registration`), used while the dashboard has not set one.
+    pub configured: bool,
+}
+
+/// A change of the registration switch.
+#[derive(Debug, Deserialize)]
+pub struct RegistrationChange {
+    /// Open (`true`) or close registration. `null` forgets the dashboard's value: the
+    /// configuration decides again.
+    pub enabled: Option<bool>,
+}
+
+/// A notification sent from the dashboard.
+#[derive(Debug, Deserialize)]
+pub struct TestNotification {
+    /// The recipient; the administrator when absent or empty.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// The text (at most 16 KiB).
+    pub message: String,
+}
+
+/// The stored notification.
+#[derive(Debug, Serialize)]
+pub struct SentNotification {
+    /// Notification id.
+    pub id: String,
+    /// Recipient.
+    pub user: String,
+}
+
+/// `GET /api/admin/users`: the accounts, sorted by name (the first 500).
+pub async fn list_users(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<UserSummary>>, ApiError> {
+    require_admin(&state, &headers).await?;
+    let rows = sqlx::query(
+        "SELECT name, roles, claims, created_at, disabled_at FROM users ORDER BY name LIMIT $1",
+    )
+    .bind(USERS_LISTED)
+    .fetch_all(state.db.pool())
+    .await
+    .map_err(ApiError::internal)?;
+    let claim = &state.config.auth.permission_claim;
+    let permission = &state.config.auth.notify_permission;
+    let mut users = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let roles: String = row.try_get("roles").map_err(ApiError::internal)?;
+        let claims: String = row.try_get("claims").map_err(ApiError::internal)?;
+        let disabled_at: Option<i64> = row.try_get("disabled_at").map_err(ApiError::internal)?;
+        let roles: Vec<String> = serde_json::from_str(&roles).map_err(ApiError::internal)?;
+        let claims: BTreeMap<String, Vec<String>> =
+            serde_json::from_str(&claims).map_err(ApiError::internal)?;
+        users.push(UserSummary {
+            name: row.try_get("name").map_err(ApiError::internal)?,
+            roles,
+            can_notify: claims
+                .get(claim)
+                .is_some_and(|values| values.iter().any(|v| v == permission)),
+            disabled: disabled_at.is_some(),
+            created_at: rfc3339(row.try_get("created_at").map_err(ApiError::internal)?),
+        });
+    }
+    Ok(Json(users))
+}
+
+/// `POST /api/admin/users`: creates an account (201; 400 for an invalid name or password, 409
+/// when the name is taken).
+pub async fn create_user(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<NewUserRequest>,
+) -> Result<(StatusCode, Json<CreatedUser>), ApiError> {
+    let admin = require_admin(&state, &headers).await?;
+    let mut claims = BTreeMap::new();
+    if body.notify {
+        claims.insert(
+            state.config.auth.permission_claim.clone(),
+            vec![state.config.auth.notify_permission.clone()],
+        );
+    }
+    let user = state
+        .accounts
+        .create(NewUser {
+            name: body.username.trim().to_owned(),
+            password: Some(body.password),
+            roles: Vec::new(),
+            claims,
+        })
+        .await?;
+    tracing::info!(admin = %admin.user, user = %user.name, notify = body.notify, "account created by an admin");
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedUser {
+            username: user.name,
+            can_notify: body.notify,
+        }),
+    ))
+}
+
+/// `GET /api/admin/registration`.
+pub async fn get_registration(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<RegistrationState>, ApiError> {
+    require_admin(&state, &headers).await?;
+    Ok(Json(super::registration(&state).await?))
+}
+
+/// `PUT /api/admin/registration`: `{"enabled": true|false}` opens or closes registration (kept
+/// in the database, so across restarts and for every node); `{"enabled": null}` hands the
+/// decision back to the configuration.
+pub async fn set_registration(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<RegistrationChange>,
+) -> Result<Json<RegistrationState>, ApiError> {
+    let admin = require_admin(&state, &headers).await?;
+    match body.enabled {
+        Some(enabled) => {
+            state
+                .db
+                .set_setting(
+                    super::REGISTRATION_SETTING,
+                    if enabled { "true" } else { "false" },
+                    crate::clock::now_ms(),
+                )
+                .await?;
+        }
+        None => {
+            state.db.delete_setting(super::REGISTRATION_SETTING).await?;
+        }
+    }
+    let now = super::registration(&state).await?;
+    tracing::info!(admin = %admin.user, enabled = now.enabled, source = now.source, "registration changed by an admin");
+    Ok(Json(now))
+}
+
+/// `POST /api/admin/notifications`: stores a notification for one user (the administrator when
+/// none is named) and delivers it if they are online, like the publish API.
+pub async fn send_notification(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<TestNotification>,
+) -> Result<(StatusCode, Json<SentNotification>), ApiError> {
+    let admin = require_admin(&state, &headers).await?;
+    let user = body
+        .user
+        .map(|u| u.trim().to_owned())
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| admin.user.clone());
+    if body.message.trim().is_empty() {
+        return Err(ApiError::BadRequest("the message is empty".to_owned()));
+    }
+    if body.message.len() > MAX_MESSAGE_LENGTH {
+        return Err(ApiError::BadRequest(format!(
+            "the message is longer than {MAX_MESSAGE_LENGTH} bytes"
+        )));
+    }
+    if state.db.user(&user).await?.is_none() {
+        return Err(ApiError::NotFound(format!("unknown user '{user}'")));
+    }
+    let stored = state
+        .inbox
+        .send(
+            &state.hub,
+            Some(&admin.user),
+            std::slice::from_ref(&user),
+            &body.message,
+        )
+        .await?;
+    let Some(first) = stored.into_iter().next() else {
+        return Err(ApiError::internal("the notification was not stored"));
+    };
+    tracing::info!(admin = %admin.user, recipient = %first.user, "test notification sent from the dashboard");
+    Ok((
+        StatusCode::CREATED,
+        Json(SentNotification {
+            id: first.id,
+            user: first.user,
+        }),
+    ))
 }

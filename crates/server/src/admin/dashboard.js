@@ -1,11 +1,54 @@
-// The signalbox admin dashboard: signs in through /api/auth/login, then polls
-// /api/admin/stats every 5 seconds and draws the rates as an inline SVG.
+// The signalbox admin dashboard: signs in through /api/auth/login (or arrives signed in from the
+// first-run setup page), then polls /api/admin/stats every 5 seconds and draws the rates as an
+// inline SVG; adds users, opens or closes registration and sends test notifications.
+// The access token is kept in this tab's sessionStorage; the refresh token under the same key as
+// the notification page's, so that moving between the two in one tab keeps the session.
 'use strict';
 
 const POLL_MS = 5000;
+const TOKEN_KEY = 'signalbox-admin-token';
+const REFRESH_KEY = 'signalbox.refresh_token';
 const $ = (id) => document.getElementById(id);
-let token = sessionStorage.getItem('signalbox-admin-token');
+let token = sessionStorage.getItem(TOKEN_KEY);
 let timer = null;
+let refreshing = null;
+
+function setTokens(tokens) {
+  token = tokens.access_token;
+  sessionStorage.setItem(TOKEN_KEY, token);
+  if (tokens.refresh_token) sessionStorage.setItem(REFRESH_KEY, tokens.refresh_token);
+}
+
+/** The signed-in user (the token's `sub`; not verified, for display only). */
+function me() {
+  try {
+    return JSON.parse(atob(token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/'))).sub || '';
+  } catch {
+    return '';
+  }
+}
+
+/** Trades the refresh token for new tokens (one request at a time); false when it cannot. */
+function refreshSession() {
+  if (refreshing) return refreshing;
+  refreshing = (async () => {
+    const refreshToken = sessionStorage.getItem(REFRESH_KEY);
+    if (!refreshToken) return false;
+    try {
+      const response = await fetch('/api/auth/refresh', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ refresh_token: refreshToken }),
+      });
+      if (!response.ok) return false;
+      setTokens(await response.json());
+      return true;
+    } catch {
+      return false;
+    }
+  })().finally(() => { refreshing = null; });
+  return refreshing;
+}
 
 function text(tag, value, className) {
   const el = document.createElement(tag);
@@ -24,8 +67,17 @@ function row(cells) {
   return tr;
 }
 
-async function api(method, path) {
-  const response = await fetch(path, { method, headers: { Authorization: `Bearer ${token}` } });
+async function api(method, path, body) {
+  const send = () => fetch(path, {
+    method,
+    headers: {
+      Authorization: `Bearer ${token}`,
+      ...(body === undefined ? {} : { 'Content-Type': 'application/json' }),
+    },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  let response = await send();
+  if (response.status === 401 && await refreshSession()) response = await send();
   if (response.status === 401) { signOut('Your session expired; sign in again.'); throw new Error('unauthorized'); }
   if (response.status === 403) { signOut('This account does not have the admin role.'); throw new Error('forbidden'); }
   if (!response.ok) {
@@ -38,9 +90,10 @@ async function api(method, path) {
 
 function signOut(message) {
   token = null;
-  sessionStorage.removeItem('signalbox-admin-token');
+  sessionStorage.removeItem(TOKEN_KEY);
   clearInterval(timer);
   $('dashboard').hidden = true;
+  $('account').hidden = true;
   $('login').hidden = false;
   $('who').textContent = '';
   $('login-error').textContent = message || '';
@@ -146,10 +199,53 @@ async function showConnections(user) {
   }
 }
 
+function status(id, message, ok) {
+  $(id).textContent = message;
+  $(id).className = ok ? 'ok' : 'error';
+}
+
+async function loadUsers() {
+  try {
+    const users = await api('GET', '/api/admin/users');
+    $('users').replaceChildren(...users.map((u) => {
+      const tr = row([u.name, u.roles.join(', '), u.can_notify ? 'yes' : '', u.disabled ? 'disabled' : 'active',
+        u.created_at.replace('T', ' ').replace(/\.\d+Z$/, 'Z')]);
+      tr.dataset.user = u.name;
+      return tr;
+    }));
+    $('user-names').replaceChildren(...users.map((u) => Object.assign(document.createElement('option'), { value: u.name })));
+  } catch (error) {
+    if (token) $('users').replaceChildren(row(['', '', '', '', error.message]));
+  }
+}
+
+function showRegistration(reg) {
+  const from = reg.source === 'dashboard' ? 'set on this dashboard' : 'set by the configuration, auth.registration';
+  $('registration-state').textContent = `Registration is ${reg.enabled ? 'open' : 'closed'} (${from}).`;
+  $('registration-state').dataset.enabled = String(reg.enabled);
+  const button = $('registration-toggle');
+  button.textContent = reg.enabled ? 'Close registration' : 'Open registration';
+  button.dataset.next = String(!reg.enabled);
+  button.disabled = false;
+}
+
+async function loadRegistration() {
+  try {
+    showRegistration(await api('GET', '/api/admin/registration'));
+  } catch (error) {
+    if (token) $('registration-state').textContent = error.message;
+  }
+}
+
 function start() {
   $('login').hidden = true;
   $('dashboard').hidden = false;
+  $('account').hidden = false;
+  $('me').textContent = me();
+  $('notify-user').placeholder = `${me() || 'you'} (yourself)`;
   refresh();
+  loadUsers();
+  loadRegistration();
   clearInterval(timer);
   timer = setInterval(refresh, POLL_MS);
 }
@@ -172,10 +268,67 @@ $('login-form').addEventListener('submit', async (event) => {
     $('login-error').textContent = detail;
     return;
   }
-  token = (await response.json()).access_token;
-  sessionStorage.setItem('signalbox-admin-token', token);
+  setTokens(await response.json());
   $('password').value = '';
   start();
+});
+
+$('signout').addEventListener('click', async () => {
+  const refreshToken = sessionStorage.getItem(REFRESH_KEY);
+  sessionStorage.removeItem(REFRESH_KEY);
+  if (refreshToken) {
+    await fetch('/api/auth/logout', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ refresh_token: refreshToken }),
+    }).catch(() => {});
+  }
+  signOut('Signed out.');
+});
+
+$('new-user-form').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const username = $('new-user-name').value.trim();
+  const notify = $('new-user-notify').checked;
+  if (!username) return;
+  $('new-user-submit').disabled = true;
+  try {
+    await api('POST', '/api/admin/users', { username, password: $('new-user-password').value, notify });
+    status('new-user-result', `Created ${username}${notify ? ' (may send notifications)' : ''}.`, true);
+    $('new-user-name').value = '';
+    $('new-user-password').value = '';
+    $('new-user-notify').checked = false;
+    loadUsers();
+  } catch (error) {
+    status('new-user-result', `Not created: ${error.message}`, false);
+  } finally {
+    $('new-user-submit').disabled = false;
+  }
+});
+
+$('registration-toggle').addEventListener('click', async () => {
+  const button = $('registration-toggle');
+  button.disabled = true;
+  try {
+    showRegistration(await api('PUT', '/api/admin/registration', { enabled: button.dataset.next === 'true' }));
+  } catch (error) {
+    $('registration-state').textContent = error.message;
+    button.disabled = false;
+  }
+});
+
+$('notify-form').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const user = $('notify-user').value.trim() || me();
+  $('notify-submit').disabled = true;
+  try {
+    const sent = await api('POST', '/api/admin/notifications', { user, message: $('notify-message').value });
+    status('notify-result', `Sent to ${sent.user}.`, true);
+  } catch (error) {
+    status('notify-result', `Not sent: ${error.message}`, false);
+  } finally {
+    $('notify-submit').disabled = false;
+  }
 });
 
 $('user-form').addEventListener('submit', (event) => {

@@ -8,17 +8,47 @@
 //! | `GET /api/admin/users/{user}/connections` | a user's live connections, on every node |
 //! | `DELETE /api/admin/connections/{id}` | closes a connection (wherever it is) |
 //! | `PUT`/`DELETE /api/admin/groups/{group}/members/{user}` | adds / removes a group member |
+//! | `GET /api/admin/users` | the accounts (name, roles, notify permission, disabled) |
+//! | `POST /api/admin/users` | `{username, password, notify}`: creates an account |
+//! | `GET`/`PUT /api/admin/registration` | whether `POST /api/auth/register` is open; `{enabled}` sets it |
+//! | `POST /api/admin/notifications` | `{user?, message}`: a notification to anyone (default: the admin) |
+//!
+//! Registration: once an administrator sets it on the dashboard, the stored value (table
+//! `settings`, shared by every node, kept across restarts) decides; until then, or after
+//! `{"enabled": null}`, the configuration's `auth.registration` does.
 
 pub mod api;
 
 use axum::Router;
 use axum::http::{HeaderMap, header};
 use axum::response::{Html, IntoResponse};
-use axum::routing::{delete, get, put};
+use axum::routing::{delete, get, post, put};
 
 use crate::api::ApiError;
+use crate::db::StoreError;
 use crate::identity::Identity;
 use crate::state::AppState;
+
+/// The `settings` row of the dashboard's registration switch (`true` / `false`).
+pub const REGISTRATION_SETTING: &str = "auth.registration";
+
+/// Whether registration is open: the dashboard's stored value when there is one, else the
+/// configuration's `auth.registration`.
+pub async fn registration(state: &AppState) -> Result<api::RegistrationState, StoreError> {
+    let configured = state.config.auth.registration;
+    Ok(match state.db.setting(REGISTRATION_SETTING).await? {
+        Some(value) => api::RegistrationState {
+            enabled: value == "true",
+            source: "dashboard",
+            configured,
+        },
+        None => api::RegistrationState {
+            enabled: configured,
+            source: "configuration",
+            configured,
+        },
+    })
+}
 
 const DASHBOARD_HTML: &str = include_str!("dashboard.html");
 const DASHBOARD_JS: &str = include_str!("dashboard.js");
@@ -73,5 +103,14 @@ pub fn router(state: AppState) -> Router {
             "/api/admin/groups/{group}/members/{user}",
             put(api::add_member).delete(api::remove_member),
         )
+        .route(
+            "/api/admin/users",
+            get(api::list_users).post(api::create_user),
+        )
+        .route(
+            "/api/admin/registration",
+            get(api::get_registration).put(api::set_registration),
+        )
+        .route("/api/admin/notifications", post(api::send_notification))
         .with_state(state)
 }

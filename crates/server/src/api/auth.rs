@@ -77,7 +77,8 @@ pub(crate) async fn session(
     })
 }
 
-/// Creates an account (when registration is open).
+/// Creates an account (when registration is open: the admin dashboard's switch once set, else
+/// `auth.registration`).
 #[utoipa::path(
     post, path = "/api/auth/register", tag = "auth",
     request_body = Credentials,
@@ -93,7 +94,8 @@ pub async fn register(
     State(state): State<AppState>,
     Json(body): Json<Credentials>,
 ) -> Result<(StatusCode, Json<RegisteredUser>), ApiError> {
-    if !state.config.auth.registration {
+    // The dashboard's switch when an administrator set it, else `auth.registration`.
+    if !crate::admin::registration(&state).await?.enabled {
         return Err(ApiError::Forbidden("registration is disabled".to_owned()));
     }
     let user = state

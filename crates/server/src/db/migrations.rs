@@ -27,6 +27,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "sessions",
         include_str!("../../migrations/0004_sessions.sql"),
     ),
+    (5, "setup", include_str!("../../migrations/0005_setup.sql")),
 ];
 
 /// The embedded migrations as a sqlx migration source.

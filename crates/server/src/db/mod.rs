@@ -9,6 +9,8 @@ mod notifications;
 mod presence;
 mod refresh_tokens;
 mod sessions;
+mod settings;
+mod setup;
 mod sign_in_flows;
 mod users;
 
@@ -23,6 +25,7 @@ pub use notifications::NotificationRow;
 pub use presence::{ConnectionRow, PresenceRow};
 pub use refresh_tokens::{RefreshTokenRow, RefreshTokenState};
 pub use sessions::{AccountStatus, AuthEvent};
+pub use setup::{SetupOutcome, SetupTokenState};
 pub use sign_in_flows::{SignInFlowKind, SignInFlowRow, TakenSignInFlow};
 pub use users::UserRow;
 

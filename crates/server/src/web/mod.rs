@@ -13,7 +13,7 @@
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
@@ -164,16 +164,23 @@ async fn index(State(state): State<AppState>) -> Response {
         .await
         .filter(|p| p.flow == "browser")
         .map(|p| p.token_endpoint);
-    let mut response = axum::response::Html(INDEX_HTML).into_response();
-    let headers = response.headers_mut();
-    if let Ok(csp) = HeaderValue::from_str(&content_security_policy(token_endpoint.as_deref())) {
-        headers.insert(header::CONTENT_SECURITY_POLICY, csp);
+    match HeaderValue::from_str(&content_security_policy(token_endpoint.as_deref())) {
+        Ok(csp) => html_page(INDEX_HTML, csp),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
+}
+
+/// An HTML page with the headers every page of the service carries: its Content-Security-Policy,
+/// `nosniff`, no framing, no caching, and `no-referrer` (the sign-in callback's and the setup
+/// link's URLs carry one-time credentials: never send them onwards).
+pub(crate) fn html_page(html: &'static str, csp: HeaderValue) -> Response {
+    let mut response = axum::response::Html(html).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_SECURITY_POLICY, csp);
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    // The sign-in callback URL carries the authorization code: never send it onwards.
     headers.insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
