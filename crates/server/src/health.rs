@@ -165,7 +165,7 @@ impl ReadinessCheck for HubCheck {
             if self.0.is_shutting_down() {
                 return Err("shutting down".to_owned());
             }
-            let connections = self.0.lifetime_manager().local_connection_ids().len();
+            let connections = self.0.lifetime_manager().connection_count();
             Ok(Map::from_iter([("connections".into(), json!(connections))]))
         })
     }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use signalbox::HubContext;
+use tracing::Instrument as _;
 use utoipa::ToSchema;
 
 use crate::backplane::ClusterBackplane;
@@ -154,22 +155,35 @@ impl Inbox {
         recipients: &[String],
         message: &str,
     ) -> Result<Vec<Stored>, StoreError> {
-        let now = now_ms();
-        let rows: Vec<NotificationRow> = recipients
-            .iter()
-            .map(|user| NotificationRow {
-                id: uuid::Uuid::now_v7().to_string(),
-                recipient: user.clone(),
-                sender: from.map(str::to_owned),
-                message: message.to_owned(),
-                created_at: now,
-                delivered_at: None,
-                read_at: None,
-            })
-            .collect();
-        self.db.insert_notifications(&rows).await?;
+        let rows = notification_rows(from, recipients, message);
+        self.db
+            .insert_notifications(&rows)
+            .instrument(tracing::info_span!(
+                "inbox write",
+                otel.kind = "client",
+                db.operation.name = "insert",
+                notifications = rows.len()
+            ))
+            .await?;
         crate::metrics::published(rows.len());
-        for row in &rows {
+        self.deliver(hub, &rows).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Stored {
+                id: r.id,
+                user: r.recipient,
+            })
+            .collect())
+    }
+
+    /// Delivers stored notifications to those of their recipients online (the second half of
+    /// [`Inbox::send`]; also used by [`crate::outbox`] after its own transaction stored them).
+    pub(crate) async fn deliver(
+        &self,
+        hub: &HubContext,
+        rows: &[NotificationRow],
+    ) -> Result<(), StoreError> {
+        for row in rows {
             // Offline (or unreachable): left for the replay when a connection comes up.
             if self.deliverable(&row.recipient).await?
                 && self.db.claim_delivery(&row.id, now_ms()).await?
@@ -178,13 +192,7 @@ impl Inbox {
                 crate::metrics::delivered(row.created_at, false);
             }
         }
-        Ok(rows
-            .into_iter()
-            .map(|r| Stored {
-                id: r.id,
-                user: r.recipient,
-            })
-            .collect())
+        Ok(())
     }
 
     /// Delivers everything `user` has not received yet (call after the connection joined the
@@ -240,12 +248,39 @@ impl Inbox {
     }
 }
 
+/// The inbox rows of one notification, one per recipient, not yet stored.
+pub(crate) fn notification_rows(
+    from: Option<&str>,
+    recipients: &[String],
+    message: &str,
+) -> Vec<NotificationRow> {
+    let now = now_ms();
+    recipients
+        .iter()
+        .map(|user| NotificationRow {
+            id: uuid::Uuid::now_v7().to_string(),
+            recipient: user.clone(),
+            sender: from.map(str::to_owned),
+            message: message.to_owned(),
+            created_at: now,
+            delivered_at: None,
+            read_at: None,
+        })
+        .collect()
+}
+
+/// Sends `Notification` to the user's connections, in a `deliver` span whose trace context
+/// (when traced) travels in the invocation's headers so that clients can continue the trace.
 async fn push(hub: &HubContext, user: &str, row: &NotificationRow) {
+    let span =
+        tracing::info_span!("deliver", otel.kind = "producer", notification_id = %row.id, user);
+    let headers = signalbox::trace::headers_of(&span);
     let payload = Notification::from(row);
     if let Err(error) = hub
         .clients()
         .group(user_group(user))
-        .send(NOTIFICATION, (payload,))
+        .send_with_headers(NOTIFICATION, (payload,), headers)
+        .instrument(span)
         .await
     {
         tracing::warn!(%error, user, id = %row.id, "cannot push Notification");

@@ -19,16 +19,22 @@ use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
+use opentelemetry::trace::TraceContextExt as _;
 use serde::Serialize;
 use signalbox::redact_query;
+use tracing::dispatcher::WeakDispatch;
 use tracing::field::{Field, Visit};
-use tracing::{Event, Level, Span, Subscriber};
+use tracing::{Dispatch, Event, Level, Span, Subscriber};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt as _};
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::clock::{now_ms, rfc3339};
 use crate::config::LogFormat;
+use crate::telemetry::Telemetry;
 
 /// The request id header, read and written.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -41,13 +47,33 @@ const RECENT_KEPT: usize = 50;
 
 /// Installs the global subscriber. Call once, before anything logs.
 pub fn init(format: LogFormat) {
+    init_with(format, None);
+}
+
+/// Installs the global subscriber, exporting spans through `telemetry` when given; then every
+/// log line inside a traced span carries its `trace_id` and `span_id`. Call once, before
+/// anything logs.
+pub fn init_with(format: LogFormat, telemetry: Option<&Telemetry>) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| DEFAULT_FILTER.into());
+    let ids = telemetry.is_some();
+    let dispatch = DispatchCell::default();
     let registry = tracing_subscriber::registry()
         .with(filter)
-        .with(RecentLayer);
+        .with(RecentLayer)
+        .with(telemetry.map(Telemetry::layer))
+        .with(CaptureDispatch(dispatch.clone()));
     let result = match format {
         LogFormat::Human => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    // The ids are added through a buffer, without colours: none then.
+                    .event_format(TraceIds {
+                        inner: tracing_subscriber::fmt::format().with_ansi(!ids),
+                        dispatch: ids.then(|| dispatch.clone()),
+                        json: false,
+                    })
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
         LogFormat::Json => registry
             .with(
@@ -56,12 +82,87 @@ pub fn init(format: LogFormat) {
                     .with_current_span(true)
                     .with_span_list(true)
                     .flatten_event(true)
+                    .map_event_format(|inner| TraceIds {
+                        inner,
+                        dispatch: ids.then_some(dispatch),
+                        json: true,
+                    })
                     .with_writer(std::io::stderr),
             )
             .try_init(),
     };
     if let Err(error) = result {
         eprintln!("warning: logging was already initialised: {error}");
+    }
+}
+
+/// An event format that adds the OpenTelemetry `trace_id` and `span_id` of the event's span:
+/// the first fields of a JSON line, `trace_id=… span_id=…` at the end of a human one.
+struct TraceIds<F> {
+    inner: F,
+    /// The subscriber, to ask the OpenTelemetry layer for span contexts (from inside an event,
+    /// `tracing::dispatcher::get_default` would not give it); `None`: no ids.
+    dispatch: Option<DispatchCell>,
+    json: bool,
+}
+
+/// The subscriber's dispatch, captured when it is registered.
+#[derive(Clone, Default)]
+struct DispatchCell(std::sync::Arc<OnceLock<WeakDispatch>>);
+
+/// Captures the dispatch into a [`DispatchCell`].
+struct CaptureDispatch(DispatchCell);
+
+impl<S: Subscriber> Layer<S> for CaptureDispatch {
+    fn on_register_dispatch(&self, subscriber: &Dispatch) {
+        let _ = self.0.0.set(subscriber.downgrade());
+    }
+}
+
+impl<S, N, F> FormatEvent<S, N> for TraceIds<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        let dispatch = self
+            .dispatch
+            .as_ref()
+            .and_then(|cell| cell.0.get())
+            .and_then(WeakDispatch::upgrade);
+        let ids = dispatch.and_then(|dispatch| {
+            let span = ctx.parent_span()?;
+            tracing_opentelemetry::get_otel_context(&span.id(), &dispatch)
+        });
+        let ids = ids.and_then(|context| {
+            let span = context.span();
+            let span_context = span.span_context();
+            span_context
+                .is_valid()
+                .then(|| (span_context.trace_id(), span_context.span_id()))
+        });
+        let Some((trace_id, span_id)) = ids else {
+            return self.inner.format_event(ctx, writer, event);
+        };
+        let mut line = String::new();
+        self.inner
+            .format_event(ctx, Writer::new(&mut line), event)?;
+        if self.json && line.starts_with('{') && line.len() > 2 {
+            write!(
+                writer,
+                "{{\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\",{}",
+                &line[1..]
+            )
+        } else {
+            let body = line.trim_end_matches('\n');
+            writeln!(writer, "{body} trace_id={trace_id} span_id={span_id}")
+        }
     }
 }
 
@@ -134,13 +235,26 @@ pub fn request_span<B>(request: &axum::http::Request<B>) -> Span {
         .get(&REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "request",
         request_id = %request_id,
         method = %request.method(),
         path = %request.uri().path(),
         query = %query,
-    )
+        otel.name = tracing::field::Empty,
+        otel.kind = tracing::field::Empty,
+    );
+    if signalbox::trace::propagator().is_some() {
+        // Traced: named as OpenTelemetry's HTTP server spans, a child of the caller's
+        // `traceparent` if any.
+        span.record(
+            "otel.name",
+            format!("{} {}", request.method(), request.uri().path()),
+        );
+        span.record("otel.kind", "server");
+        crate::telemetry::set_http_parent(&span, request.headers());
+    }
+    span
 }
 
 /// A warning or error kept for the dashboard.
@@ -224,6 +338,70 @@ impl Visit for MessageVisitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn json_lines_in_traced_spans_carry_trace_and_span_ids() {
+        use opentelemetry::trace::TracerProvider as _;
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let dispatch = DispatchCell::default();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")))
+            .with(CaptureDispatch(dispatch.clone()))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .map_event_format(|inner| TraceIds {
+                        inner,
+                        dispatch: Some(dispatch),
+                        json: true,
+                    })
+                    .with_writer(move || writer.clone()),
+            );
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!("outside");
+            let span = tracing::info_span!("traced");
+            let _entered = span.enter();
+            tracing::info!("inside");
+        });
+        let text = String::from_utf8(
+            captured
+                .0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+        )
+        .unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].get("trace_id").is_none(), "{text}");
+        let trace_id = lines[1]["trace_id"].as_str().unwrap_or_default();
+        let span_id = lines[1]["span_id"].as_str().unwrap_or_default();
+        assert_eq!(trace_id.len(), 32, "{text}");
+        assert_eq!(span_id.len(), 16, "{text}");
+        assert_eq!(lines[1]["message"], "inside");
+    }
 
     #[test]
     fn request_ids() {

@@ -11,6 +11,7 @@ use signalbox_server::clock::parse_duration;
 use signalbox_server::config::{Config, ConfigError};
 use signalbox_server::data_dir::{self, SecretSource};
 use signalbox_server::db::Db;
+use signalbox_server::telemetry::{Telemetry, TelemetryConfig};
 use signalbox_server::tokens::{TokenService, claims_from_pairs};
 use signalbox_server::{accounts, server};
 
@@ -23,7 +24,21 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    signalbox_server::logging::init(config.log.format);
+    // Tracing (OTLP) only for the service itself, and only with an `OTEL_EXPORTER_OTLP_*`
+    // endpoint; started outside the runtime (its exporter has a blocking HTTP client).
+    let telemetry = if matches!(cli.command, Command::Serve) {
+        match TelemetryConfig::from_env().and_then(|c| c.as_ref().map(Telemetry::start).transpose())
+        {
+            Ok(telemetry) => telemetry,
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
+    signalbox_server::logging::init_with(config.log.format, telemetry.as_ref());
     signalbox_server::config::report_unknown_env();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -35,7 +50,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli, config)) {
+    let outcome = runtime.block_on(run(cli, config));
+    drop(runtime);
+    if let Some(telemetry) = telemetry {
+        // The last spans, after the service stopped.
+        telemetry.shutdown();
+    }
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");

@@ -270,7 +270,7 @@ impl Metrics {
                 };
                 let now = now_ms();
                 #[allow(clippy::cast_precision_loss)] // a handful of connections per node
-                let connections = hub.lifetime_manager().local_connection_ids().len() as f64;
+                let connections = hub.lifetime_manager().connection_count() as f64;
                 if let Some((before, at)) = &previous {
                     #[allow(clippy::cast_precision_loss)] // milliseconds between samples
                     let seconds = ((now - at) as f64 / 1000.0).max(0.001);

@@ -66,6 +66,7 @@ pub struct Service {
     cluster: Cluster,
     sampler: tokio::task::JoinHandle<()>,
     session_watch: tokio::task::JoinHandle<()>,
+    outbox: Option<crate::outbox::Outbox>,
 }
 
 /// Builds the service from a validated configuration. A missing HS256 secret must have been
@@ -143,6 +144,14 @@ pub async fn build(config: Config) -> Result<Service, StartError> {
     )
     .await?;
     let retention = inbox.spawn_retention(config.inbox.retention, RETENTION_INTERVAL);
+    // Transactional publish (PostgreSQL only): requests applications made with signalbox_publish.
+    let outbox = crate::outbox::Outbox::start(crate::outbox::OutboxServices {
+        db: db.clone(),
+        database_url: config.database.trim().to_owned(),
+        node: config.node.clone(),
+        inbox: inbox.clone(),
+        hub: hub.context(),
+    });
     let metrics = crate::metrics::Metrics::new();
     let sampler = metrics.spawn_sampler(db.clone(), hub.context());
     let readiness = crate::health::Readiness::new(db.clone(), hub.context());
@@ -202,6 +211,7 @@ pub async fn build(config: Config) -> Result<Service, StartError> {
         cluster,
         sampler,
         session_watch,
+        outbox,
     })
 }
 
@@ -281,6 +291,9 @@ impl Service {
         self.session_watch.abort();
         if let Err(error) = self.state.presence.shutdown().await {
             tracing::warn!(%error, "cannot remove this node's presence rows");
+        }
+        if let Some(outbox) = self.outbox {
+            outbox.stop().await;
         }
         self.cluster.stop().await;
         self.state.db.close().await;

@@ -49,7 +49,7 @@ impl HubContext {
         self.shutdown.cancel();
         let until = tokio::time::Instant::now() + deadline;
         loop {
-            let open = self.lifetime.local_connection_ids().len();
+            let open = self.lifetime.connection_count();
             if open == 0 || tokio::time::Instant::now() >= until {
                 return open;
             }

@@ -43,6 +43,7 @@ pub mod lifetime;
 pub mod metrics;
 mod options;
 mod router;
+pub mod trace;
 
 pub use auth::{
     AuthRequest, Authenticated, Authenticator, JwtAuth, Policy, Principal, SharedAuthenticator,

@@ -257,3 +257,116 @@ async fn server_sent_events_stream() {
     let r = http(addr, "POST", &format!("/echo?id={id}"), &[], b"x").await;
     assert_eq!(r.status, 404);
 }
+
+/// Reads until the server's close frame; `None` if the socket ended without one.
+async fn server_close(
+    ws: &mut common::Ws,
+) -> Option<Option<tokio_tungstenite::tungstenite::protocol::CloseFrame>> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    while let Some(message) = ws.next().await {
+        match message {
+            Ok(Message::Close(frame)) => return Some(frame),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// A WebSocket client closing a raw connection with a status code gets the same code back
+/// (RFC 6455 §5.5.1), both negotiated and not: the official functional tests expect a clean
+/// close with 1000, not 1005.
+#[tokio::test]
+async fn websocket_close_codes_are_echoed() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+    let addr =
+        serve(Router::new().map_connection("/echo", echo(ConnectionOptions::default()))).await;
+    for (code, reason) in [(1000u16, ""), (4001, "bye")] {
+        for negotiated in [false, true] {
+            let path = if negotiated {
+                format!("/echo?id={}", negotiate(addr).await)
+            } else {
+                "/echo".to_owned()
+            };
+            let mut ws = common::ws_connect(addr, &path, None).await.unwrap();
+            // The connection works first: a message is echoed.
+            ws.send(Message::text("ping")).await.unwrap();
+            loop {
+                match futures_util::StreamExt::next(&mut ws).await {
+                    Some(Ok(Message::Text(text))) => {
+                        assert_eq!(text.as_str(), "ping");
+                        break;
+                    }
+                    Some(Ok(_)) => {}
+                    other => panic!("no echo: {other:?}"),
+                }
+            }
+            ws.send(Message::Close(Some(CloseFrame {
+                code: CloseCode::from(code),
+                reason: reason.into(),
+            })))
+            .await
+            .unwrap();
+            let frame = server_close(&mut ws)
+                .await
+                .unwrap_or_else(|| panic!("{path}: no close frame from the server"))
+                .unwrap_or_else(|| panic!("{path}: the server's close frame has no code"));
+            assert_eq!(
+                (u16::from(frame.code), frame.reason.as_str()),
+                (code, reason),
+                "{path}"
+            );
+        }
+    }
+}
+
+/// The server answers a client's close frame at once, echoing its code, even while the handler
+/// is still busy after the connection ended (RFC 6455 §5.5.1: "as soon as practical"); the
+/// client would otherwise wait for the handler and give up with 1006.
+#[tokio::test]
+async fn websocket_close_is_echoed_while_the_handler_is_still_running() {
+    use futures_util::SinkExt;
+    use std::sync::Arc;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+    let release = Arc::new(tokio::sync::Notify::new());
+    let ended = Arc::new(tokio::sync::Notify::new());
+    let endpoint = {
+        let (release, ended) = (release.clone(), ended.clone());
+        ConnectionEndpoint::new(move |mut connection| {
+            let (release, ended) = (release.clone(), ended.clone());
+            async move {
+                while connection.recv().await.is_some() {}
+                ended.notify_one();
+                // Still holding the connection (e.g. cleaning up) after the client left.
+                release.notified().await;
+            }
+        })
+    };
+    let addr = serve(Router::new().map_connection("/echo", endpoint)).await;
+    let mut ws = common::ws_connect(addr, "/echo", None).await.unwrap();
+    ws.send(Message::Close(Some(CloseFrame {
+        code: CloseCode::from(4001),
+        reason: "bye".into(),
+    })))
+    .await
+    .unwrap();
+    let frame = tokio::time::timeout(Duration::from_secs(5), server_close(&mut ws))
+        .await
+        .expect("no close frame while the handler runs")
+        .expect("the socket ended without a close frame")
+        .expect("the close frame has no code");
+    assert_eq!(
+        (u16::from(frame.code), frame.reason.as_str()),
+        (4001, "bye")
+    );
+    ended.notified().await;
+    release.notify_one();
+}

@@ -132,7 +132,7 @@ pub async fn stats(
         node: state.config.node.clone(),
         uptime_seconds: state.metrics.uptime().as_secs(),
         database: state.db.backend().to_string(),
-        connections_here: state.hub.lifetime_manager().local_connection_ids().len(),
+        connections_here: state.hub.lifetime_manager().connection_count(),
         connections_total,
         online_count: online.len(),
         online_users: online.into_iter().take(ONLINE_LISTED).collect(),

@@ -6,6 +6,7 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+use tracing::Instrument as _;
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorBody};
@@ -191,6 +192,12 @@ pub async fn publish(
     let stored = state
         .inbox
         .send(&state.hub, Some(&caller.0.user), &recipients, &body.message)
+        .instrument(tracing::info_span!(
+            "publish",
+            otel.name = "publish notification",
+            from = %caller.0.user,
+            recipients = recipients.len()
+        ))
         .await?;
     tracing::info!(from = %caller.0.user, recipients = stored.len(), "notification published");
     let notifications: Vec<StoredNotification> =

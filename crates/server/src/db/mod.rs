@@ -6,6 +6,7 @@ mod cluster;
 mod groups;
 mod migrations;
 mod notifications;
+mod outbox;
 mod presence;
 mod refresh_tokens;
 mod sessions;
@@ -22,6 +23,7 @@ use sqlx::{AnyConnection, AnyPool, Connection};
 
 pub use cluster::Disconnect;
 pub use notifications::NotificationRow;
+pub use outbox::PublishRequestRow;
 pub use presence::{ConnectionRow, PresenceRow};
 pub use refresh_tokens::{RefreshTokenRow, RefreshTokenState};
 pub use sessions::{AccountStatus, AuthEvent};
@@ -143,7 +145,7 @@ impl Db {
             backend,
             display_url,
         };
-        migrations::run(&db.pool).await?;
+        migrations::run(&db.pool, db.backend).await?;
         Ok(db)
     }
 

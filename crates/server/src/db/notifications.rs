@@ -24,7 +24,8 @@ pub struct NotificationRow {
     pub read_at: Option<i64>,
 }
 
-const COLUMNS: &str = "id, recipient, sender, message, created_at, delivered_at, read_at";
+pub(super) const COLUMNS: &str =
+    "id, recipient, sender, message, created_at, delivered_at, read_at";
 
 fn notification_from_row(row: &AnyRow) -> Result<NotificationRow, StoreError> {
     Ok(NotificationRow {
@@ -38,23 +39,30 @@ fn notification_from_row(row: &AnyRow) -> Result<NotificationRow, StoreError> {
     })
 }
 
+/// Binds a row's values, in [`COLUMNS`] order, as `$1`…`$7`.
+pub(super) fn bind_row<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    row: &'q NotificationRow,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    query
+        .bind(&row.id)
+        .bind(&row.recipient)
+        .bind(row.sender.as_deref())
+        .bind(&row.message)
+        .bind(row.created_at)
+        .bind(row.delivered_at)
+        .bind(row.read_at)
+}
+
 impl Db {
     /// Stores notifications (all or none).
     pub async fn insert_notifications(&self, rows: &[NotificationRow]) -> Result<(), StoreError> {
         let mut tx = self.pool().begin().await?;
         for row in rows {
-            sqlx::query(&format!(
+            let sql = format!(
                 "INSERT INTO notifications ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-            ))
-            .bind(&row.id)
-            .bind(&row.recipient)
-            .bind(row.sender.as_deref())
-            .bind(&row.message)
-            .bind(row.created_at)
-            .bind(row.delivered_at)
-            .bind(row.read_at)
-            .execute(&mut *tx)
-            .await?;
+            );
+            bind_row(sqlx::query(&sql), row).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())

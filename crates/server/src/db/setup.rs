@@ -156,8 +156,23 @@ impl Db {
         let claims =
             serde_json::to_string(&admin.claims).map_err(|_| StoreError::Corrupt("claims"))?;
         let mut tx = self.pool().begin().await?;
-        // A write first: on SQLite the transaction holds the write lock from here on, on
-        // PostgreSQL a concurrent spend of the same token waits for this one and finds nothing.
+        // The marker first: it is the one row every submit writes, so it orders them. On SQLite
+        // the transaction holds the write lock from here on; on PostgreSQL a concurrent submit
+        // (of this link or another) waits here for this one and then finds the marker. Taking
+        // the token rows before it would let two submits of two links lock each other's rows.
+        let marked = sqlx::query(
+            "INSERT INTO settings (name, value, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(SETUP_MARKER)
+        .bind(now.to_string())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if marked.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(SetupOutcome::AlreadyDone);
+        }
         let spent =
             sqlx::query("DELETE FROM setup_tokens WHERE token_hash = $1 RETURNING expires_at")
                 .bind(token_hash)
@@ -169,24 +184,12 @@ impl Db {
         };
         let expires_at: i64 = spent.try_get("expires_at")?;
         if expires_at <= now {
-            tx.commit().await?;
+            // Nothing is kept (the marker least of all); the expired row goes at the next issue.
+            tx.rollback().await?;
             return Ok(SetupOutcome::Expired);
         }
         if admin_exists_in(&mut tx, role).await? {
-            tx.commit().await?;
-            return Ok(SetupOutcome::AlreadyDone);
-        }
-        let marked = sqlx::query(
-            "INSERT INTO settings (name, value, updated_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(SETUP_MARKER)
-        .bind(now.to_string())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        if marked.rows_affected() != 1 {
-            tx.commit().await?;
+            tx.rollback().await?;
             return Ok(SetupOutcome::AlreadyDone);
         }
         let inserted = sqlx::query(

@@ -153,6 +153,8 @@ impl SetupLinks {
             {
                 SetupTokenState::Valid => LinkStatus::Ready,
                 SetupTokenState::Expired => LinkStatus::Expired,
+                // Spent a moment ago by the submit that created the administrator?
+                SetupTokenState::Unknown if !self.needed().await? => LinkStatus::Complete,
                 SetupTokenState::Unknown => LinkStatus::Invalid,
             },
         )

@@ -121,6 +121,18 @@ impl TestDb {
     }
 }
 
+impl TestDb {
+    /// Another handle on the same database that does not drop it: for a second node.
+    pub fn share(&self) -> TestDb {
+        TestDb {
+            url: self.url.clone(),
+            backend: self.backend,
+            sqlite_dir: None,
+            pg_name: None,
+        }
+    }
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
         if let Some(dir) = self.sqlite_dir.take() {
@@ -466,6 +478,42 @@ impl HubClient {
         self.try_expect(target, Duration::from_secs(10))
             .await
             .unwrap_or_else(|| panic!("no '{target}' invocation arrived"))
+    }
+
+    /// The whole next invocation message of client method `target` (with its `headers`), or
+    /// `None` after `timeout`; other messages are kept.
+    pub async fn try_expect_message(&mut self, target: &str, timeout: Duration) -> Option<Value> {
+        if let Some(i) = self
+            .pending
+            .iter()
+            .position(|m| m["type"] == 1 && m["target"] == target)
+        {
+            return self.pending.remove(i);
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut other = Vec::new();
+        let found = loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let Some(message) = self.next_record(left).await else {
+                break None;
+            };
+            if message["type"] == 1 && message["target"] == target {
+                break Some(message);
+            }
+            if message["type"] != 6 {
+                other.push(message);
+            }
+        };
+        self.pending.extend(other);
+        found
+    }
+
+    /// Sends a raw hub message (a JSON object) as is.
+    pub async fn send_raw(&mut self, message: Value) {
+        self.ws
+            .send(Message::Text(format!("{message}\u{1e}").into()))
+            .await
+            .unwrap();
     }
 
     /// Like [`HubClient::expect`] but `None` after `timeout`.

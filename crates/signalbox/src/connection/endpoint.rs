@@ -2,6 +2,7 @@
 //! long poll), `POST {path}` (send) and `DELETE {path}` (SignalR's `HttpConnectionDispatcher`).
 
 use std::sync::Arc;
+use tracing::Instrument as _;
 
 use axum::Router;
 use axum::body::Body;
@@ -242,6 +243,24 @@ async fn negotiate(
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
+    if crate::trace::propagator().is_none() {
+        return negotiate_in_span(endpoint, headers, uri).await;
+    }
+    // Traced: a `negotiate` span (a child of the HTTP request's span, when there is one).
+    let span = tracing::info_span!(
+        target: "signalbox::transport",
+        "negotiate",
+        otel.name = %format_args!("{} negotiate", uri.path().trim_end_matches("/negotiate")),
+        otel.kind = "server",
+        rpc.system = "signalr",
+        signalr.connection.id = tracing::field::Empty,
+    );
+    negotiate_in_span(endpoint, headers, uri)
+        .instrument(span)
+        .await
+}
+
+async fn negotiate_in_span(endpoint: Arc<HubEndpoint>, headers: HeaderMap, uri: Uri) -> Response {
     if endpoint.settings.shutdown.is_cancelled() {
         return text(StatusCode::SERVICE_UNAVAILABLE, "Server is shutting down");
     }
@@ -272,6 +291,7 @@ async fn negotiate(
         options.connection_token_secret.as_deref(),
     );
     tracing::debug!(target: "signalbox::transport", connection_id = %entry.id, version, stateful, "negotiated");
+    tracing::Span::current().record("signalr.connection.id", &*entry.id);
     crate::metrics::negotiated();
     json_response(&NegotiateResponse {
         use_stateful_reconnect: stateful,

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
-use signalbox_protocol::{HubMessage, Invocation};
+use signalbox_protocol::{Headers, HubMessage, Invocation};
 
 use super::args::IntoArguments;
 use crate::lifetime::{
@@ -153,6 +153,23 @@ impl ClientProxy {
             method,
             args.into_arguments(),
         )));
+        self.lifetime
+            .send(self.target.clone(), Arc::new(message))
+            .await
+    }
+
+    /// Like [`ClientProxy::send`], with SignalR message `headers` on the invocation (for
+    /// instance the W3C trace context from [`crate::trace::current_headers`], so that clients can
+    /// continue the trace).
+    pub async fn send_with_headers(
+        &self,
+        method: &str,
+        args: impl IntoArguments,
+        headers: Headers,
+    ) -> Result<(), SendError> {
+        let mut invocation = Invocation::new(method, args.into_arguments());
+        invocation.headers = headers;
+        let message = SerializedMessage::new(HubMessage::Invocation(invocation));
         self.lifetime
             .send(self.target.clone(), Arc::new(message))
             .await

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use signalbox_protocol::{
-    CancelInvocation, Completion, CompletionOutcome, HubMessage, Invocation, Payload, Protocol,
-    StreamInvocation, StreamItem,
+    CancelInvocation, Completion, CompletionOutcome, Headers, HubMessage, Invocation, Payload,
+    Protocol, StreamInvocation, StreamItem,
 };
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
@@ -241,17 +241,42 @@ impl Dispatcher {
         }
     }
 
+    /// The span an invocation runs in. Untraced (no [`crate::trace::TracePropagator`]): the
+    /// connection's span, as before. Traced: `{Hub}/{Method}` with the attributes of ASP.NET
+    /// Core's `Microsoft.AspNetCore.SignalR.Server` activity, a child of the `traceparent` in the
+    /// message headers if any, otherwise a root following from the connection's span.
+    fn invocation_span(&self, target: &str, headers: &Headers) -> tracing::Span {
+        if crate::trace::propagator().is_none() {
+            return tracing::Span::current();
+        }
+        let span = tracing::info_span!(
+            target: "signalbox::hub",
+            parent: None,
+            "invocation",
+            otel.name = %format_args!("{}/{}", self.hub.name, target),
+            otel.kind = "server",
+            rpc.system = "signalr",
+            rpc.service = %self.hub.name,
+            rpc.method = %target,
+            signalr.connection.id = %self.caller.connection_id(),
+            signalr.transport = crate::trace::transport_attribute(self.caller.transport()),
+        );
+        span.follows_from(tracing::Span::current());
+        crate::trace::set_parent(&span, headers);
+        span
+    }
+
     fn prefix(target: &str) -> String {
         format!("An unexpected error occurred invoking '{target}' on the server.")
     }
 
     async fn invoke(&mut self, invocation: Invocation) {
         let Invocation {
+            headers,
             invocation_id,
             target,
             arguments,
             stream_ids,
-            ..
         } = invocation;
         let Some(method) = self.method(&target, invocation_id.as_deref()).await else {
             return;
@@ -280,6 +305,8 @@ impl Dispatcher {
             detailed: self.hub.options.enable_detailed_errors,
         };
         let hub_name = self.hub.name.clone();
+        let span = self.invocation_span(&target, &headers);
+        drop(headers);
         self.tasks().spawn(
             async move {
                 let started = tokio::time::Instant::now();
@@ -303,17 +330,17 @@ impl Dispatcher {
                 };
                 send(&outbound, protocol, HubMessage::Completion(completion)).await;
             }
-            .in_current_span(),
+            .instrument(span),
         );
     }
 
     async fn start_stream(&mut self, invocation: StreamInvocation) {
         let StreamInvocation {
+            headers,
             invocation_id,
             target,
             arguments,
             stream_ids,
-            ..
         } = invocation;
         let Some(method) = self.method(&target, Some(&invocation_id)).await else {
             return;
@@ -352,6 +379,8 @@ impl Dispatcher {
             detailed: self.hub.options.enable_detailed_errors,
         };
         let hub_name = self.hub.name.clone();
+        let span = self.invocation_span(&target, &headers);
+        drop(headers);
         self.tasks().spawn(
             async move {
                 crate::metrics::invocation(&hub_name, &target.to_lowercase(), "stream", None);
@@ -388,7 +417,7 @@ impl Dispatcher {
                 }
                 send(&outbound, protocol, HubMessage::Completion(completion)).await;
             }
-            .in_current_span(),
+            .instrument(span),
         );
     }
 }

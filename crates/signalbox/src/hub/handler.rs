@@ -39,7 +39,25 @@ pub(crate) fn run(
         transport = connection.transport.name(),
         protocol = tracing::field::Empty,
         user = tracing::field::Empty,
+        otel.name = tracing::field::Empty,
+        otel.kind = tracing::field::Empty,
+        rpc.system = tracing::field::Empty,
+        rpc.service = tracing::field::Empty,
+        signalr.connection.id = tracing::field::Empty,
+        signalr.transport = tracing::field::Empty,
     );
+    if crate::trace::propagator().is_some() {
+        // Traced: the OpenTelemetry names (recorded only then, so logs stay as they were).
+        span.record("otel.name", format!("{}/connection", hub.name));
+        span.record("otel.kind", "server");
+        span.record("rpc.system", "signalr");
+        span.record("rpc.service", hub.name.as_str());
+        span.record("signalr.connection.id", &*connection.id);
+        span.record(
+            "signalr.transport",
+            crate::trace::transport_attribute(connection.transport),
+        );
+    }
     run_connection(hub, connection).instrument(span)
 }
 

@@ -258,29 +258,37 @@ impl LocalLifetimeManager {
     }
 
     /// Adds a local connection to a group; returns `false` if the connection is not on this node.
+    ///
+    /// The group table is updated while the connection's entry is locked, so a concurrent
+    /// [`on_disconnected`](HubLifetimeManager::on_disconnected) (which takes the entry out of the
+    /// table first, then leaves the groups it lists) either runs after this and sees the group,
+    /// or before and leaves this call nothing to add to: a disconnected id never stays in a group.
+    /// Lock order: connection entry, then group, never the other way round.
     pub fn add_local_to_group(&self, connection_id: &str, group: &str) -> bool {
         let Some(mut entry) = self.connections.get_mut(connection_id) else {
             return false;
         };
-        let id: Arc<str> = Arc::from(entry.handle.id());
+        let id = entry.handle.shared_id();
         entry.groups.insert(group.to_owned());
-        drop(entry);
         self.groups.entry(group.to_owned()).or_default().insert(id);
+        drop(entry);
         true
     }
 
     /// Removes a local connection from a group; returns `false` if the connection is not on this
-    /// node.
+    /// node. Like [`add_local_to_group`](Self::add_local_to_group), under the entry's lock, so
+    /// that concurrent adds and removes of one connection leave its group list and the group
+    /// table in agreement.
     pub fn remove_local_from_group(&self, connection_id: &str, group: &str) -> bool {
         let Some(mut entry) = self.connections.get_mut(connection_id) else {
             return false;
         };
         entry.groups.remove(group);
-        drop(entry);
         self.groups.remove_if_mut(group, |_, members| {
             members.remove(connection_id);
             members.is_empty()
         });
+        drop(entry);
         true
     }
 }
@@ -373,6 +381,10 @@ impl HubLifetimeManager for LocalLifetimeManager {
             .iter()
             .map(|e| e.handle.id().to_owned())
             .collect()
+    }
+
+    fn connection_count(&self) -> usize {
+        self.connections.len()
     }
 
     fn refresh_connection(
@@ -528,6 +540,103 @@ mod tests {
         let fa = a.rx.try_recv().unwrap();
         let fb = b.rx.try_recv().unwrap();
         assert_eq!(fa.as_ptr(), fb.as_ptr());
+    }
+
+    /// Checks that every group member is a live connection, that no group is empty, and that
+    /// each connection's own group list matches the group table; returns the group count.
+    fn assert_groups_consistent(m: &LocalLifetimeManager) -> usize {
+        for group in m.groups.iter() {
+            assert!(
+                !group.is_empty(),
+                "empty group {:?} left behind",
+                group.key()
+            );
+            for id in group.iter() {
+                let entry = m.connections.get(id);
+                assert!(
+                    entry.is_some(),
+                    "dead connection {id} in group {:?}",
+                    group.key()
+                );
+                assert!(
+                    entry.is_some_and(|e| e.groups.contains(group.key())),
+                    "{id} is in group {:?} without knowing it",
+                    group.key()
+                );
+            }
+        }
+        for entry in m.connections.iter() {
+            for group in &entry.groups {
+                assert!(
+                    m.is_in_group(entry.key(), group),
+                    "{} lists group {group:?} but is not in it",
+                    entry.key()
+                );
+            }
+        }
+        m.groups.len()
+    }
+
+    /// Many threads add connections to groups and remove them while half of the connections
+    /// disconnect: afterwards no group holds a disconnected id (nor is left empty), and group
+    /// membership agrees with each connection's own list.
+    #[test]
+    fn group_changes_racing_with_disconnects_leave_no_dead_ids() {
+        const ROUNDS: usize = 300;
+        const CONNECTIONS: usize = 16;
+        const GROUPS: usize = 4;
+        const WORKERS: usize = 3;
+        const OPS: usize = 200;
+        for round in 0..ROUNDS {
+            let m = LocalLifetimeManager::new();
+            let ids: Vec<String> = (0..CONNECTIONS).map(|i| format!("c{i}")).collect();
+            let _conns: Vec<Conn> = ids
+                .iter()
+                .map(|id| connect(&m, id, None, Protocol::Json, 1))
+                .collect();
+            let start = std::sync::Barrier::new(WORKERS + 1);
+            std::thread::scope(|scope| {
+                for worker in 0..WORKERS {
+                    let (m, ids, start) = (&m, &ids, &start);
+                    scope.spawn(move || {
+                        start.wait();
+                        for op in 0..OPS {
+                            let id = &ids[(op * 5 + worker * 3 + round) % CONNECTIONS];
+                            let group = format!("g{}", (op + worker) % GROUPS);
+                            if op % 3 == 2 {
+                                m.remove_local_from_group(id, &group);
+                            } else {
+                                m.add_local_to_group(id, &group);
+                            }
+                        }
+                    });
+                }
+                let (m, ids, start) = (&m, &ids, &start);
+                scope.spawn(move || {
+                    start.wait();
+                    for id in ids.iter().step_by(2) {
+                        m.remove(id);
+                        std::thread::yield_now();
+                    }
+                });
+            });
+            assert_groups_consistent(&m);
+            for id in ids.iter().step_by(2) {
+                assert!(m.connection(id).is_none());
+                for g in 0..GROUPS {
+                    assert!(
+                        !m.is_in_group(id, &format!("g{g}")),
+                        "round {round}: removed {id} is still in g{g}"
+                    );
+                }
+            }
+            // The survivors leave too: nothing may be left behind.
+            for id in ids.iter().skip(1).step_by(2) {
+                m.remove(id);
+            }
+            assert_eq!(assert_groups_consistent(&m), 0, "round {round}");
+            assert_eq!(m.connection_count(), 0);
+        }
     }
 
     #[tokio::test]

@@ -156,6 +156,11 @@ impl ConnectionHandle {
 
     /// A handle that holds what is sent to it until [`ConnectionHandle::open`]: the hub
     /// registers a connection with one before it queues the handshake response.
+    ///
+    /// At most as many frames are held as `outbound` can queue (its capacity,
+    /// [`HubOptions::outbound_queue_capacity`](crate::HubOptions::outbound_queue_capacity) for hub
+    /// connections); a frame past that is dropped and the connection is closed as a slow
+    /// consumer, as when its outbound queue is full.
     pub(crate) fn opening(
         id: Arc<str>,
         user_id: Option<Arc<str>>,
@@ -163,8 +168,9 @@ impl ConnectionHandle {
         outbound: mpsc::Sender<Bytes>,
         abort: CancellationToken,
     ) -> Self {
+        let limit = outbound.max_capacity();
         Self {
-            gate: Arc::new(gate::Gate::default()),
+            gate: Arc::new(gate::Gate::closed(limit)),
             ..Self::new(id, user_id, protocol, outbound, abort)
         }
     }
@@ -205,8 +211,12 @@ impl ConnectionHandle {
     /// closes it; a closed one means the connection is gone. Returns whether the frame was queued.
     pub fn try_send(&self, frame: Bytes) -> bool {
         match self.gate.hold(frame) {
-            Some(frame) => self.queue(frame),
-            None => true,
+            gate::Hold::Pass(frame) => self.queue(frame),
+            gate::Hold::Held => true,
+            gate::Hold::Full => {
+                self.close_slow("handshake gate full; closing slow connection");
+                false
+            }
         }
     }
 
@@ -214,13 +224,18 @@ impl ConnectionHandle {
         match self.outbound.try_send(frame) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                crate::metrics::queue_drop();
-                tracing::warn!(target: "signalbox::hub", connection_id = %self.id, "outbound queue full; closing slow connection");
-                self.abort.cancel();
+                self.close_slow("outbound queue full; closing slow connection");
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
+    }
+
+    /// Counts a dropped frame and closes the connection as a slow consumer.
+    fn close_slow(&self, why: &'static str) {
+        crate::metrics::queue_drop();
+        tracing::warn!(target: "signalbox::hub", connection_id = %self.id, "{why}");
+        self.abort.cancel();
     }
 
     /// Sends a serialised message in this connection's protocol.
@@ -275,6 +290,12 @@ pub trait HubLifetimeManager: Send + Sync + 'static {
     fn on_client_completion(&self, connection_id: &str, completion: Completion) -> bool;
     /// Ids of the connections on this node.
     fn local_connection_ids(&self) -> Vec<String>;
+    /// The number of connections on this node, without listing them. The default counts
+    /// [`local_connection_ids`](Self::local_connection_ids); managers override it with a cheaper
+    /// count.
+    fn connection_count(&self) -> usize {
+        self.local_connection_ids().len()
+    }
     /// Applies an authentication refresh to a connection of *another* node (the refresh endpoint
     /// applies it itself to connections of this node): the node holding `connection_id` replaces
     /// its principal with `principal` (already authenticated and authorized by the caller) if the

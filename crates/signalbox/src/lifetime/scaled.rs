@@ -33,9 +33,10 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use futures_util::StreamExt;
 use futures_util::future::{BoxFuture, FutureExt};
-use signalbox_protocol::{Completion, Payload, Protocol};
+use signalbox_protocol::{Completion, Headers, Payload, Protocol};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+use tracing::Instrument as _;
 
 use super::backplane::{Backplane, BackplaneState};
 use super::{
@@ -630,10 +631,28 @@ fn handle<B: Backplane>(shared: &Arc<Shared<B>>, channel: &str, envelope: Envelo
             excluded,
             json,
             msgpack,
+            trace,
         } => {
             if origin == shared.node_id {
                 return;
             }
+            // Traced by the publisher: deliver in a child of its span.
+            let span = if trace.is_empty() || crate::trace::propagator().is_none() {
+                tracing::Span::none()
+            } else {
+                let span = tracing::info_span!(
+                    target: LOG,
+                    parent: None,
+                    "backplane receive",
+                    otel.kind = "consumer",
+                    messaging.destination.name = channel,
+                    messaging.operation.type = "receive",
+                    signalr.node = %shared.node_id,
+                );
+                crate::trace::set_parent(&span, &trace);
+                span
+            };
+            let _entered = span.enter();
             let target = match shared.channels.route(channel) {
                 Some(Route::All) if excluded.is_empty() => Target::All,
                 Some(Route::All) => Target::AllExcept(excluded),
@@ -867,17 +886,35 @@ impl<B: Backplane> ScaledLifetimeManager<B> {
         if remote.is_empty() {
             return Ok(());
         }
+        // Traced: a `backplane publish` span whose context travels in the envelope.
+        let span = if crate::trace::propagator().is_some() {
+            tracing::info_span!(
+                target: LOG,
+                "backplane publish",
+                otel.kind = "producer",
+                messaging.operation.type = "publish",
+                signalr.node = %shared.node_id,
+                channels = remote.len(),
+            )
+        } else {
+            tracing::Span::none()
+        };
         // Serialised once per protocol: the same cached frames local recipients got.
         let envelope = Envelope::Send {
             origin: shared.node_id.clone(),
             excluded,
             json: message.bytes(Protocol::Json).unwrap_or_default(),
             msgpack: message.bytes(Protocol::MessagePack).unwrap_or_default(),
+            trace: crate::trace::headers_of(&span),
         }
         .encode();
-        for channel in remote {
-            shared.publish(&channel, envelope.clone()).await;
+        async {
+            for channel in remote {
+                shared.publish(&channel, envelope.clone()).await;
+            }
         }
+        .instrument(span)
+        .await;
         Ok(())
     }
 }
@@ -1015,6 +1052,10 @@ impl<B: Backplane> HubLifetimeManager for ScaledLifetimeManager<B> {
         self.shared.local.local_connection_ids()
     }
 
+    fn connection_count(&self) -> usize {
+        self.shared.local.connection_count()
+    }
+
     fn refresh_connection(
         &self,
         connection_id: String,
@@ -1035,6 +1076,9 @@ impl<B: Backplane> HubLifetimeManager for ScaledLifetimeManager<B> {
 // as a `u32` big-endian length and the bytes, ids as `u64` big-endian).
 
 const VERSION: u8 = 1;
+
+/// Marks the optional trace context trailing a `Send` envelope.
+const TRACE_CONTEXT: u8 = 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum GroupAction {
@@ -1057,6 +1101,9 @@ enum Envelope {
         excluded: Vec<String>,
         json: Bytes,
         msgpack: Bytes,
+        /// The publisher's trace context (`traceparent`, `tracestate`); empty when untraced.
+        /// Optional on the wire: a trailing field that older nodes ignore.
+        trace: Headers,
     },
     Group {
         origin: String,
@@ -1180,6 +1227,7 @@ impl Envelope {
                 excluded,
                 json,
                 msgpack,
+                trace,
             } => {
                 w.u8(1);
                 w.str(origin);
@@ -1189,6 +1237,14 @@ impl Envelope {
                 }
                 w.bytes(json);
                 w.bytes(msgpack);
+                if !trace.is_empty() {
+                    w.u8(TRACE_CONTEXT);
+                    w.count(trace.len());
+                    for (key, value) in trace.iter().take(u32::MAX as usize) {
+                        w.str(key);
+                        w.str(value);
+                    }
+                }
             }
             Envelope::Group {
                 origin,
@@ -1311,11 +1367,29 @@ impl Envelope {
                 let origin = r.string()?;
                 let n = r.count()?;
                 let excluded = (0..n).map(|_| r.string()).collect::<Result<_, _>>()?;
+                let json = r.bytes()?;
+                let msgpack = r.bytes()?;
+                // Envelopes of older nodes end here.
+                let trace = if r.buf.is_empty() {
+                    Headers::new()
+                } else {
+                    if r.u8()? != TRACE_CONTEXT {
+                        return Err(DecodeError("unknown trailing field"));
+                    }
+                    let n = r.count()?;
+                    if n == 0 {
+                        return Err(DecodeError("empty trace context"));
+                    }
+                    (0..n)
+                        .map(|_| Ok((r.string()?, r.string()?)))
+                        .collect::<Result<_, DecodeError>>()?
+                };
                 Envelope::Send {
                     origin,
                     excluded,
-                    json: r.bytes()?,
-                    msgpack: r.bytes()?,
+                    json,
+                    msgpack,
+                    trace,
                 }
             }
             2 => Envelope::Group {
@@ -1449,6 +1523,7 @@ mod tests {
                 excluded: vec!["a".into(), "b".into()],
                 json: Bytes::from_static(b"{}\x1e"),
                 msgpack: Bytes::from_static(&[1, 2, 3]),
+                trace: Headers::new(),
             },
             Envelope::Group {
                 origin: "n1".into(),
@@ -1496,6 +1571,60 @@ mod tests {
                     "cut at {cut}"
                 );
             }
+        }
+    }
+
+    fn send_envelope(trace: Headers) -> Envelope {
+        Envelope::Send {
+            origin: "n1".into(),
+            excluded: vec!["a".into()],
+            json: Bytes::from_static(b"{}\x1e"),
+            msgpack: Bytes::from_static(&[1, 2, 3]),
+            trace,
+        }
+    }
+
+    #[test]
+    fn traced_send_envelopes() {
+        let trace: Headers = [
+            (
+                "traceparent".to_owned(),
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_owned(),
+            ),
+            ("tracestate".to_owned(), "congo=t61rcWkgMzE".to_owned()),
+        ]
+        .into();
+        let traced = send_envelope(trace).encode();
+        let untraced = send_envelope(Headers::new()).encode();
+        assert!(traced.starts_with(&untraced), "the trace context trails");
+        let back = Envelope::decode(&traced).unwrap();
+        assert_eq!(
+            format!("{back:?}"),
+            format!("{:?}", send_envelope(trace_of(&back)))
+        );
+        assert_eq!(trace_of(&back).len(), 2);
+        // An envelope of an older node (no trailing field) still decodes, untraced.
+        let old = Envelope::decode(&untraced).unwrap();
+        assert!(trace_of(&old).is_empty());
+        // Any other cut of the trailing field is an error, as are unknown trailing fields.
+        for cut in untraced.len() + 1..traced.len() {
+            assert!(
+                Envelope::decode(&traced.slice(..cut)).is_err(),
+                "cut at {cut}"
+            );
+        }
+        let mut unknown = untraced.to_vec();
+        unknown.push(9);
+        assert!(Envelope::decode(&Bytes::from(unknown)).is_err());
+        let mut empty = untraced.to_vec();
+        empty.extend_from_slice(&[TRACE_CONTEXT, 0, 0, 0, 0]);
+        assert!(Envelope::decode(&Bytes::from(empty)).is_err());
+    }
+
+    fn trace_of(envelope: &Envelope) -> Headers {
+        match envelope {
+            Envelope::Send { trace, .. } => trace.clone(),
+            _ => Headers::new(),
         }
     }
 

@@ -63,15 +63,23 @@ pub(crate) fn connect(socket: WebSocket, session: WebSocketSession) -> Connectio
     let (tx, rx) = mpsc::channel(session.queue_capacity.max(1));
     let binary = Arc::new(AtomicBool::new(false));
     let transport_closed = session.closed;
+    let peer_closed = CancellationToken::new();
     tokio::spawn(write_loop(
         sink,
         rx,
         binary.clone(),
         session.send_timeout,
         transport_closed.clone(),
+        peer_closed.clone(),
     ));
     let inbound = stream
         .map(classify)
+        .inspect(move |item| {
+            if matches!(item, Inbound::Closed) {
+                // Answer the client's close frame now, not once the handler is done.
+                peer_closed.cancel();
+            }
+        })
         .take_while(|item| future::ready(matches!(item, Inbound::Data(_) | Inbound::Skip)))
         .filter_map(|item| {
             future::ready(match item {
@@ -200,9 +208,11 @@ fn attach_socket(
         return;
     }
     let writer_token = token.clone();
+    let peer_closed = CancellationToken::new();
+    let writer_peer_closed = peer_closed.clone();
     tokio::spawn(async move {
         tokio::select! {
-            () = write_loop(sink, writer_rx, binary, send_timeout, CancellationToken::new()) => {}
+            () = write_loop(sink, writer_rx, binary, send_timeout, CancellationToken::new(), writer_peer_closed) => {}
             () = writer_token.cancelled() => {}
         }
     });
@@ -212,6 +222,7 @@ fn attach_socket(
         entry.clone(),
         resumable.clone(),
         token,
+        peer_closed,
     ));
 }
 
@@ -221,6 +232,7 @@ async fn read_loop(
     entry: Arc<ConnectionEntry>,
     resumable: Arc<Resumable>,
     token: CancellationToken,
+    peer_closed: CancellationToken,
 ) {
     loop {
         let message = tokio::select! {
@@ -236,6 +248,7 @@ async fn read_loop(
             }
             Some(Inbound::Skip) => {}
             Some(Inbound::Closed) => {
+                peer_closed.cancel();
                 resumable.disable();
                 entry.dispose();
                 return;
@@ -256,6 +269,12 @@ async fn read_loop(
 /// Writes queued frames, batching what is ready into one flush. A batch that cannot be written
 /// within `send_timeout` (a client that stopped reading) ends the socket and cancels `failed`.
 ///
+/// Once the queue ends, or as soon as the reader saw the client's close frame (`peer_closed`),
+/// the socket is closed: with 1000 when the server closes first, and with the client's own
+/// status code and reason when answering its close (RFC 6455 §5.5.1; tungstenite queues that
+/// echo when it reads the client's frame, and sends it in place of ours). Frames still queued
+/// then are dropped: a closing peer takes no more data.
+///
 /// A function returning an `async move` block rather than an `async fn`, so that the arguments
 /// are not kept twice in the (long-lived) state.
 #[allow(clippy::manual_async_fn)]
@@ -265,6 +284,7 @@ fn write_loop(
     binary: Arc<AtomicBool>,
     send_timeout: Duration,
     failed: CancellationToken,
+    peer_closed: CancellationToken,
 ) -> impl Future<Output = ()> + Send + 'static {
     async move {
         let frame = |data: Bytes| -> Option<Message> {
@@ -280,7 +300,15 @@ fn write_loop(
                 }
             }
         };
-        while let Some(data) = rx.recv().await {
+        loop {
+            let data = tokio::select! {
+                biased;
+                () = peer_closed.cancelled() => break,
+                data = rx.recv() => match data {
+                    Some(data) => data,
+                    None => break,
+                },
+            };
             let batch = async {
                 let mut bytes = data.len();
                 let mut ok = match frame(data) {
@@ -326,7 +354,8 @@ fn write_loop(
                 }
             }
         }
-        // The hub is done with this connection: close normally. The peer may already be gone.
+        // The hub is done with this connection, or the client closed it: close normally, or echo
+        // the client's close frame (see above). The peer may already be gone.
         let _ = sink
             .send(Message::Close(Some(CloseFrame {
                 code: close_code::NORMAL,
