@@ -157,15 +157,22 @@ impl Authenticator {
     }
 }
 
+/// The `reason` labels of `signalbox_auth_failures_total` this service's authenticator adds to
+/// the library's ([`signalbox::metrics::AUTH_FAILURE_REASONS`]).
+pub const AUTH_FAILURE_REASONS: &[&str] = &[EMAIL_UNVERIFIED, STORE_FAILURE];
+
+const EMAIL_UNVERIFIED: &str = "email_unverified";
+const STORE_FAILURE: &str = "store";
+
 impl IdentityError {
     /// The library's error for a refused hub request (its `reason()` labels the metric).
     fn to_auth_error(&self) -> AuthError {
         match self {
             IdentityError::Token(error) => error.clone(),
             IdentityError::NoLocalUser => AuthError::UnknownUser,
-            IdentityError::UnverifiedEmail => AuthError::Rejected("email_unverified"),
+            IdentityError::UnverifiedEmail => AuthError::Rejected(EMAIL_UNVERIFIED),
             IdentityError::Revoked => AuthError::Revoked,
-            IdentityError::Store(_) => AuthError::Rejected("store"),
+            IdentityError::Store(_) => AuthError::Rejected(STORE_FAILURE),
         }
     }
 }

@@ -17,6 +17,13 @@
 //! | `signalbox_backplane_messages_published_total` | counter | — (envelopes published by this node's lifetime managers) |
 //! | `signalbox_backplane_messages_received_total` | counter | — (envelopes received) |
 //! | `signalbox_rate_limited_total` | counter | `endpoint` (see [`crate::rate_limit`]) |
+//! | `signalbox_http_requests_total` | counter | `route` (the route template, or `unmatched`), `method`, `status` (`2xx`…) |
+//! | `signalbox_http_request_duration_seconds` | histogram | `route`, `method` (until the response head) |
+//!
+//! [`register`] (called by [`Metrics::new`]) describes them and registers every series whose
+//! labels are known in advance at zero, so they are exported from the start; the service also
+//! calls [`signalbox::metrics::register_hub`] for its hub. HTTP series appear with the first
+//! request of each route.
 //!
 //! Access: `/metrics` answers anyone when `metrics.public` is set; otherwise it needs either the
 //! static `metrics.token` as a bearer token (for Prometheus' `authorization` setting) or an
@@ -27,8 +34,9 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -45,6 +53,14 @@ pub const NOTIFICATIONS_PUBLISHED: &str = "signalbox_notifications_published_tot
 pub const NOTIFICATION_DELIVERY: &str = "signalbox_notification_delivery_seconds";
 /// Unread notifications in the database.
 pub const INBOX_UNREAD: &str = "signalbox_inbox_unread";
+
+/// HTTP requests, by route template, method and status class.
+pub const HTTP_REQUESTS: &str = "signalbox_http_requests_total";
+/// Time from an HTTP request to its response head, by route template and method.
+pub const HTTP_REQUEST_DURATION: &str = "signalbox_http_request_duration_seconds";
+
+/// The `route` label of requests no route matched.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
 
 /// How often the inbox gauge and the dashboard's samples are refreshed.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
@@ -64,6 +80,11 @@ const INVOCATION_BUCKETS: &[f64] = &[
 const DELIVERY_BUCKETS: &[f64] = &[
     0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0, 3600.0,
     86_400.0,
+];
+
+/// Buckets of the HTTP request duration histogram, seconds (long polls last up to 100 s).
+const HTTP_BUCKETS: &[f64] = &[
+    0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0,
 ];
 
 /// Metric names of the cluster backplane. `CONNECTED` and `LOST` are kept up to date by
@@ -112,6 +133,12 @@ pub fn install() -> Option<PrometheusHandle> {
                         Matcher::Full(NOTIFICATION_DELIVERY.to_owned()),
                         DELIVERY_BUCKETS,
                     )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(HTTP_REQUEST_DURATION.to_owned()),
+                        HTTP_BUCKETS,
+                    )
                 });
             let handle = match builder.map(PrometheusBuilder::install_recorder) {
                 Ok(Ok(handle)) => handle,
@@ -120,36 +147,17 @@ pub fn install() -> Option<PrometheusHandle> {
                     return None;
                 }
             };
-            describe();
             Some(handle)
         })
         .clone()
 }
 
-fn describe() {
-    use signalbox::metrics as lib;
-    metrics::describe_gauge!(lib::CONNECTIONS, "Open connections");
-    metrics::describe_counter!(lib::CONNECTS, "Connections that completed their handshake");
-    metrics::describe_counter!(lib::DISCONNECTS, "Connections that ended, by reason");
-    metrics::describe_counter!(
-        lib::NEGOTIATIONS,
-        "Negotiate requests answered with a connection"
-    );
-    metrics::describe_counter!(lib::AUTH_FAILURES, "Refused bearer tokens, by reason");
-    metrics::describe_counter!(lib::INVOCATIONS, "Hub invocations, by outcome");
-    metrics::describe_histogram!(
-        lib::INVOCATION_DURATION,
-        metrics::Unit::Seconds,
-        "Time spent in hub methods"
-    );
-    metrics::describe_counter!(lib::MESSAGES_RECEIVED, "Hub messages received from clients");
-    metrics::describe_counter!(lib::BYTES_RECEIVED, "Bytes received from clients");
-    metrics::describe_counter!(lib::MESSAGES_SENT, "Frames queued to connections");
-    metrics::describe_counter!(lib::BYTES_SENT, "Bytes written to clients");
-    metrics::describe_counter!(
-        lib::OUTBOUND_QUEUE_DROPS,
-        "Frames dropped because a connection's outbound queue was full"
-    );
+/// Describes the library's and the service's metrics to the installed recorder and registers
+/// every series whose labels are known in advance at zero (gauges keep their value), so they are
+/// exported before the first event. Idempotent: counters are incremented by 0, never reset.
+/// Hub series are registered by [`signalbox::metrics::register_hub`].
+pub fn register() {
+    signalbox::metrics::register();
     metrics::describe_counter!(
         NOTIFICATIONS_PUBLISHED,
         "Notifications stored, one per recipient"
@@ -160,8 +168,6 @@ fn describe() {
         "From a notification's creation to its send to the recipient's connections"
     );
     metrics::describe_gauge!(INBOX_UNREAD, "Unread notifications in the database");
-    metrics::describe_counter!(backplane::PUBLISHED, "Messages published to the backplane");
-    metrics::describe_counter!(backplane::RECEIVED, "Messages received from the backplane");
     metrics::describe_counter!(
         backplane::LOST,
         "Backplane envelopes that could not be published"
@@ -171,11 +177,75 @@ fn describe() {
         crate::rate_limit::RATE_LIMITED,
         "Requests refused by a rate limit, by endpoint"
     );
-    // Registered at zero so they are scraped before the first event.
-    metrics::counter!(NOTIFICATIONS_PUBLISHED).absolute(0);
-    metrics::counter!(backplane::PUBLISHED).absolute(0);
-    metrics::counter!(backplane::RECEIVED).absolute(0);
-    metrics::counter!(lib::OUTBOUND_QUEUE_DROPS).absolute(0);
+    metrics::describe_counter!(
+        HTTP_REQUESTS,
+        "HTTP requests, by route template, method and status class"
+    );
+    metrics::describe_histogram!(
+        HTTP_REQUEST_DURATION,
+        metrics::Unit::Seconds,
+        "Time from an HTTP request to its response head, by route template and method"
+    );
+    metrics::counter!(NOTIFICATIONS_PUBLISHED).increment(0);
+    for path in ["live", "replay"] {
+        // Registering the histogram exports it with a count of 0.
+        let _ = metrics::histogram!(NOTIFICATION_DELIVERY, "path" => path);
+    }
+    // `signalbox_backplane_connected` stays absent without a backplane: 0 would mean "down".
+    metrics::counter!(backplane::LOST).increment(0);
+    for endpoint in crate::rate_limit::ENDPOINTS {
+        metrics::counter!(crate::rate_limit::RATE_LIMITED, "endpoint" => *endpoint).increment(0);
+    }
+    // The reasons the service's authenticator adds to the library's.
+    for reason in crate::identity::AUTH_FAILURE_REASONS {
+        metrics::counter!(signalbox::metrics::AUTH_FAILURES, "reason" => *reason).increment(0);
+    }
+}
+
+/// Middleware counting every request in [`HTTP_REQUESTS`] and timing it in
+/// [`HTTP_REQUEST_DURATION`], labelled by route template ([`MatchedPath`], never the concrete
+/// path; [`UNMATCHED_ROUTE`] when no route matched) and method (`other` for non-standard ones).
+/// Add it with `Router::layer` so it sees the matched path.
+pub async fn track_http(request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map_or_else(
+        || UNMATCHED_ROUTE.to_owned(),
+        |path| path.as_str().to_owned(),
+    );
+    let method = method_label(request.method());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let status = status_class(response.status());
+    metrics::counter!(HTTP_REQUESTS, "route" => route.clone(), "method" => method, "status" => status)
+        .increment(1);
+    metrics::histogram!(HTTP_REQUEST_DURATION, "route" => route, "method" => method)
+        .record(elapsed);
+    response
+}
+
+/// A bounded `method` label.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// `1xx` … `5xx`.
+fn status_class(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
 }
 
 /// One point of the dashboard's charts.
@@ -209,10 +279,12 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Installs the recorder (see [`install`]).
+    /// Installs the recorder (see [`install`]) and [`register`]s the metrics.
     pub fn new() -> Self {
+        let handle = install();
+        register();
         Self {
-            handle: install(),
+            handle,
             samples: Arc::new(Mutex::new(VecDeque::with_capacity(SAMPLES_KEPT))),
             started: SystemTime::now(),
         }
@@ -400,6 +472,19 @@ mod tests {
         assert!((sum_metric(text, "x", None) - 6.0).abs() < 1e-9);
         assert!((sum_metric(text, "x", Some(("outcome", "error"))) - 2.0).abs() < 1e-9);
         assert!((sum_metric(text, "nope", None)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn status_classes() {
+        assert_eq!(status_class(StatusCode::SWITCHING_PROTOCOLS), "1xx");
+        assert_eq!(status_class(StatusCode::CREATED), "2xx");
+        assert_eq!(status_class(StatusCode::NOT_MODIFIED), "3xx");
+        assert_eq!(status_class(StatusCode::TOO_MANY_REQUESTS), "4xx");
+        assert_eq!(status_class(StatusCode::SERVICE_UNAVAILABLE), "5xx");
+        assert_eq!(
+            Method::from_bytes(b"BREW").ok().map(|m| method_label(&m)),
+            Some("other")
+        );
     }
 
     #[test]

@@ -42,6 +42,17 @@ use crate::config::RateLimitConfig;
 /// `login_account`, `negotiate`).
 pub const RATE_LIMITED: &str = "signalbox_rate_limited_total";
 
+/// Every `endpoint` label of [`RATE_LIMITED`] (registered at zero by
+/// [`crate::metrics::register`]).
+pub const ENDPOINTS: &[&str] = &[
+    "login",
+    "register",
+    "refresh",
+    "external",
+    "login_account",
+    "negotiate",
+];
+
 /// Most entries one table keeps (addresses or accounts).
 pub const MAX_TRACKED: usize = 100_000;
 

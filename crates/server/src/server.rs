@@ -153,6 +153,7 @@ pub async fn build(config: Config) -> Result<Service, StartError> {
         hub: hub.context(),
     });
     let metrics = crate::metrics::Metrics::new();
+    signalbox::metrics::register_hub(&hub);
     let sampler = metrics.spawn_sampler(db.clone(), hub.context());
     let readiness = crate::health::Readiness::new(db.clone(), hub.context());
     if let Some(backplane) = &backplane {
@@ -203,7 +204,10 @@ pub async fn build(config: Config) -> Result<Service, StartError> {
     }
     let router = router
         .layer(TraceLayer::new_for_http().make_span_with(crate::logging::request_span))
-        .layer(axum::middleware::from_fn(crate::logging::request_id));
+        .layer(axum::middleware::from_fn(crate::logging::request_id))
+        // Outermost, so refusals by the other layers are counted too; `Router::layer` wraps each
+        // route, so the matched path is known.
+        .layer(axum::middleware::from_fn(crate::metrics::track_http));
     Ok(Service {
         state,
         router,

@@ -235,6 +235,136 @@ async fn metrics_count_known_traffic() {
     first.close().await;
 }
 
+/// Whether a series (name plus rendered labels) is exported, whatever its value.
+fn has(text: &str, series: &str) -> bool {
+    let prefix = format!("{series} ");
+    text.lines().any(|line| line.starts_with(&prefix))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn series_are_exported_from_the_start() {
+    let _serial = SERIAL.lock().await;
+    let app = TestApp::start(Backend::Sqlite).await;
+    let root = admin(&app, "root").await;
+    let (status, text) = scrape(&app, Some(&root)).await;
+    assert_eq!(status, 200, "{text}");
+    // Never counted by these tests: registered at zero.
+    for zero in [
+        "signalbox_rate_limited_total{endpoint=\"login_account\"}",
+        "signalbox_auth_failures_total{reason=\"not_yet_valid\"}",
+        "signalbox_auth_failures_total{reason=\"email_unverified\"}",
+        "signalbox_connects_total{hub=\"notifications\",transport=\"LongPolling\",protocol=\"messagepack\"}",
+        "signalbox_connections{hub=\"notifications\",transport=\"LongPolling\",protocol=\"messagepack\"}",
+        "signalbox_disconnects_total{hub=\"notifications\",reason=\"shutdown\"}",
+        "signalbox_outbound_queue_drops_total",
+        "signalbox_backplane_lost_messages_total",
+        "signalbox_notification_delivery_seconds_count{path=\"replay\"}",
+    ] {
+        assert!(has(&text, zero), "{zero} missing:\n{text}");
+        assert_eq!(series(&text, zero, ""), 0.0, "{zero}");
+    }
+    for present in [
+        "signalbox_negotiations_total",
+        "signalbox_messages_received_total{protocol=\"messagepack\"}",
+        "signalbox_bytes_sent_total{transport=\"ServerSentEvents\"}",
+        "signalbox_invocations_total{hub=\"notifications\",method=\"markread\",outcome=\"ok\"}",
+        "signalbox_invocations_total{hub=\"notifications\",method=\"*\",outcome=\"unknown_method\"}",
+        "signalbox_invocation_duration_seconds_count{hub=\"notifications\",method=\"markread\"}",
+        "signalbox_notifications_published_total",
+    ] {
+        assert!(has(&text, present), "{present} missing:\n{text}");
+    }
+    assert!(
+        text.contains("# TYPE signalbox_connections gauge"),
+        "{text}"
+    );
+    // Server-Sent Events carry text only: no MessagePack series.
+    assert!(
+        !text.contains("transport=\"ServerSentEvents\",protocol=\"messagepack\""),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_requests_by_route_template_and_connections_by_hub() {
+    let _serial = SERIAL.lock().await;
+    let app = TestApp::start(Backend::Sqlite).await;
+    let root = admin(&app, "root").await;
+    app.user("alice", &[]).await;
+    let alice = app.token("alice").await;
+    let (_, before) = scrape(&app, Some(&root)).await;
+
+    let (status, body) = app.get("/api/users/alice/presence", Some(&alice)).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = app.get("/api/users/alice/presence", None).await;
+    assert_eq!(status, 401);
+    let (status, _) = app.get("/no/such/route/alice", None).await;
+    assert_eq!(status, 404);
+    let client = app.connect(&alice).await;
+    app.wait_presence("alice", &alice, |p| {
+        p["connections"].as_array().is_some_and(|c| c.len() == 1)
+    })
+    .await;
+
+    let (_, after) = scrape(&app, Some(&root)).await;
+    let delta =
+        |name: &str, labels: &str| series(&after, name, labels) - series(&before, name, labels);
+    const PRESENCE: &str = "route=\"/api/users/{id}/presence\",method=\"GET\"";
+    assert!(
+        delta(
+            "signalbox_http_requests_total",
+            &format!("{PRESENCE},status=\"2xx\"")
+        ) >= 2.0,
+        "{after}"
+    );
+    assert_eq!(
+        delta(
+            "signalbox_http_requests_total",
+            &format!("{PRESENCE},status=\"4xx\"")
+        ),
+        1.0,
+        "{after}"
+    );
+    assert!(
+        delta("signalbox_http_request_duration_seconds_count", PRESENCE) >= 3.0,
+        "{after}"
+    );
+    assert!(
+        after.contains(&format!(
+            "signalbox_http_request_duration_seconds_bucket{{{PRESENCE},le=\"0.001\"}}"
+        )),
+        "{after}"
+    );
+    assert_eq!(
+        delta(
+            "signalbox_http_requests_total",
+            "route=\"unmatched\",method=\"GET\",status=\"4xx\""
+        ),
+        1.0,
+        "{after}"
+    );
+    // The hub's negotiate and the scrape itself are counted under their templates too.
+    assert!(
+        sum(
+            &after,
+            "signalbox_http_requests_total",
+            &["route=\"/hubs/notifications/negotiate\"", "method=\"POST\""]
+        ) >= 1.0,
+        "{after}"
+    );
+    assert!(has(
+        &after,
+        "signalbox_http_requests_total{route=\"/metrics\",method=\"GET\",status=\"2xx\"}"
+    ));
+    // Connections of the hub, whatever the transport and protocol.
+    let connections = |text: &str| sum(text, "signalbox_connections", &["hub=\"notifications\""]);
+    assert_eq!(connections(&after) - connections(&before), 1.0, "{after}");
+    for line in after.lines().filter(|l| !l.starts_with('#')) {
+        assert!(!line.contains("alice"), "{line}");
+    }
+    client.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inbox_gauge_counts_unread() {
     let _serial = SERIAL.lock().await;

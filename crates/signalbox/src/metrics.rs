@@ -18,10 +18,18 @@
 //! | `signalbox_outbound_queue_drops_total` | counter | — (slow consumers closed) |
 //! | `signalbox_backplane_messages_published_total` | counter | — (envelopes a scaled lifetime manager published) |
 //! | `signalbox_backplane_messages_received_total` | counter | — (envelopes it received) |
+//!
+//! Call [`register`] once the recorder is installed and [`register_hub`] for each hub, so every
+//! series is exported from the start: counters at 0 and the connection gauges at their current
+//! value, for each known label value (transports, protocols, disconnect and auth failure reasons,
+//! the hub's methods).
 
 use std::time::Duration;
 
 use signalbox_protocol::{Protocol, TransportType};
+
+use crate::Hub;
+use crate::hub::method::MethodKind;
 
 /// Open connections.
 pub const CONNECTIONS: &str = "signalbox_connections";
@@ -52,6 +60,136 @@ pub const BACKPLANE_PUBLISHED: &str = "signalbox_backplane_messages_published_to
 /// Envelopes a [`crate::ScaledLifetimeManager`] received from its backplane.
 pub const BACKPLANE_RECEIVED: &str = "signalbox_backplane_messages_received_total";
 
+/// The `reason` labels of [`AUTH_FAILURES`] the library itself records (an authenticator may add
+/// its own through `AuthError::Rejected`).
+pub const AUTH_FAILURE_REASONS: &[&str] = &[
+    "missing",
+    "too_large",
+    "malformed",
+    "algorithm",
+    "unknown_kid",
+    "signature",
+    "expired",
+    "not_yet_valid",
+    "issuer",
+    "audience",
+    "claims",
+    "type",
+    "revoked",
+    "unknown_user",
+    "keys_unavailable",
+    "forbidden",
+];
+
+/// The `outcome` labels of [`INVOCATIONS`] recorded with method `*` (before a method is known).
+const UNKNOWN_METHOD_OUTCOMES: &[&str] = &["unknown_method", "rate_limited"];
+
+/// Describes the library's metrics to the installed recorder and registers every series that does
+/// not depend on a hub at zero (per transport, protocol and auth failure reason), so they are
+/// exported before the first event. Call it after installing the recorder; calling it again is
+/// harmless (counters are incremented by 0, never reset).
+pub fn register() {
+    describe();
+    metrics::counter!(NEGOTIATIONS).increment(0);
+    for reason in AUTH_FAILURE_REASONS {
+        metrics::counter!(AUTH_FAILURES, "reason" => *reason).increment(0);
+    }
+    for protocol in Protocol::ALL {
+        metrics::counter!(MESSAGES_RECEIVED, "protocol" => protocol.name()).increment(0);
+    }
+    metrics::counter!(BYTES_RECEIVED).increment(0);
+    metrics::counter!(MESSAGES_SENT).increment(0);
+    for transport in TransportType::ALL {
+        metrics::counter!(BYTES_SENT, "transport" => transport.name()).increment(0);
+    }
+    metrics::counter!(OUTBOUND_QUEUE_DROPS).increment(0);
+    metrics::counter!(BACKPLANE_PUBLISHED).increment(0);
+    metrics::counter!(BACKPLANE_RECEIVED).increment(0);
+}
+
+/// Registers the series of one hub: [`CONNECTIONS`] (at its current value) and [`CONNECTS`] for
+/// every transport and protocol it can carry, [`DISCONNECTS`] for every reason, and
+/// [`INVOCATIONS`] / [`INVOCATION_DURATION`] for each of its methods (outcomes `ok` and `error`,
+/// or `stream` for streaming methods, plus method `*` with `unknown_method` and `rate_limited`).
+/// Policy refusals (`unauthorized`) appear on the first one. Call it after [`register`].
+pub fn register_hub(hub: &Hub) {
+    let name = hub.name();
+    for transport in TransportType::ALL {
+        for protocol in Protocol::ALL {
+            if !transport
+                .transfer_formats()
+                .contains(&protocol.transfer_format())
+            {
+                continue;
+            }
+            let labels = [
+                ("hub", name.to_owned()),
+                ("transport", transport.name().to_owned()),
+                ("protocol", protocol.name().to_owned()),
+            ];
+            metrics::counter!(CONNECTS, &labels).increment(0);
+            metrics::gauge!(CONNECTIONS, &labels).increment(0.0);
+        }
+    }
+    for reason in DisconnectReason::ALL {
+        metrics::counter!(DISCONNECTS, "hub" => name.to_owned(), "reason" => reason.label())
+            .increment(0);
+    }
+    for outcome in UNKNOWN_METHOD_OUTCOMES {
+        metrics::counter!(INVOCATIONS, "hub" => name.to_owned(), "method" => "*", "outcome" => *outcome)
+            .increment(0);
+    }
+    let mut methods: Vec<(&String, bool)> = hub
+        .inner
+        .methods
+        .iter()
+        .map(|(method, descriptor)| (method, matches!(descriptor.kind, MethodKind::Stream(_))))
+        .collect();
+    methods.sort();
+    for (method, stream) in methods {
+        let outcomes: &[&'static str] = if stream {
+            &["stream"]
+        } else {
+            &["ok", "error"]
+        };
+        for outcome in outcomes {
+            metrics::counter!(INVOCATIONS, "hub" => name.to_owned(), "method" => method.clone(), "outcome" => *outcome)
+                .increment(0);
+        }
+        if !stream {
+            // Registering the histogram exports it with a count of 0.
+            let _ = metrics::histogram!(INVOCATION_DURATION, "hub" => name.to_owned(), "method" => method.clone());
+        }
+    }
+}
+
+fn describe() {
+    metrics::describe_gauge!(CONNECTIONS, "Open connections");
+    metrics::describe_counter!(CONNECTS, "Connections that completed their handshake");
+    metrics::describe_counter!(DISCONNECTS, "Connections that ended, by reason");
+    metrics::describe_counter!(
+        NEGOTIATIONS,
+        "Negotiate requests answered with a connection"
+    );
+    metrics::describe_counter!(AUTH_FAILURES, "Refused bearer tokens, by reason");
+    metrics::describe_counter!(INVOCATIONS, "Hub invocations, by outcome");
+    metrics::describe_histogram!(
+        INVOCATION_DURATION,
+        metrics::Unit::Seconds,
+        "Time spent in hub methods"
+    );
+    metrics::describe_counter!(MESSAGES_RECEIVED, "Hub messages received from clients");
+    metrics::describe_counter!(BYTES_RECEIVED, "Bytes received from clients");
+    metrics::describe_counter!(MESSAGES_SENT, "Frames queued to connections");
+    metrics::describe_counter!(BYTES_SENT, "Bytes written to clients");
+    metrics::describe_counter!(
+        OUTBOUND_QUEUE_DROPS,
+        "Frames dropped because a connection's outbound queue was full"
+    );
+    metrics::describe_counter!(BACKPLANE_PUBLISHED, "Messages published to the backplane");
+    metrics::describe_counter!(BACKPLANE_RECEIVED, "Messages received from the backplane");
+}
+
 /// Why a connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum DisconnectReason {
@@ -66,6 +204,13 @@ pub(crate) enum DisconnectReason {
 }
 
 impl DisconnectReason {
+    const ALL: [DisconnectReason; 4] = [
+        DisconnectReason::ClientClosed,
+        DisconnectReason::Error,
+        DisconnectReason::Aborted,
+        DisconnectReason::Shutdown,
+    ];
+
     fn label(self) -> &'static str {
         match self {
             DisconnectReason::ClientClosed => "client_closed",
@@ -151,4 +296,38 @@ pub(crate) fn backplane_received() {
 
 pub(crate) fn queue_drop() {
     metrics::counter!(OUTBOUND_QUEUE_DROPS).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::AuthError;
+
+    #[test]
+    fn auth_failure_reasons_cover_the_errors() {
+        let errors = [
+            AuthError::Missing,
+            AuthError::TooLarge,
+            AuthError::Malformed,
+            AuthError::AlgorithmNotAllowed,
+            AuthError::UnknownKey,
+            AuthError::InvalidSignature,
+            AuthError::Expired,
+            AuthError::NotYetValid,
+            AuthError::InvalidIssuer,
+            AuthError::InvalidAudience,
+            AuthError::InvalidClaims,
+            AuthError::InvalidType,
+            AuthError::Revoked,
+            AuthError::UnknownUser,
+            AuthError::KeysUnavailable,
+        ];
+        for error in errors {
+            assert!(
+                AUTH_FAILURE_REASONS.contains(&error.reason()),
+                "{}",
+                error.reason()
+            );
+        }
+    }
 }

@@ -7,7 +7,7 @@ mod clients;
 mod dispatcher;
 mod error;
 pub(crate) mod handler;
-mod method;
+pub(crate) mod method;
 mod rate_limit;
 mod upload;
 
