@@ -9,7 +9,7 @@
 //! pending requests (`FOR UPDATE SKIP LOCKED`, so nodes never wait on one another) and completes
 //! each in one transaction: the inbox rows are inserted and the request is marked done together,
 //! so a request is stored in the inbox exactly once. Delivery then goes through
-//! [`Inbox::deliver`], as for `POST /api/notifications`; a node that dies before delivering
+//! `Inbox::deliver`, as for `POST /api/notifications`; a node that dies before delivering
 //! leaves the rows undelivered and the inbox replays them when the recipient connects. A claim
 //! held longer than [`CLAIM_TIMEOUT`] by a request not done belongs to a node presumed dead and
 //! is taken over by the next sweep of another node.

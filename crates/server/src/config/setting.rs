@@ -1,5 +1,5 @@
-//! How a setting is declared: [`Setting`] holds everything about one setting (file key,
-//! environment variable, flag, default, validation, one-line doc), [`Kind`] turns a raw value
+//! How a setting is declared: `Setting` holds everything about one setting (file key,
+//! environment variable, flag, default, validation, one-line doc), `Kind` turns a raw value
 //! from any layer into its typed value, and [`Declared`] lets the registry treat settings of
 //! every type alike (docs, `signalbox config`, the environment and flag layers).
 
