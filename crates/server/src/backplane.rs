@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use signalbox::lifetime::{
-    BackplaneError, BackplaneState, HubLifetimeManager, ScaledLifetimeManager, ScaledOptions,
+    Backplane, BackplaneError, BackplaneState, HubLifetimeManager, ScaledLifetimeManager,
+    ScaledOptions,
 };
 use signalbox_nats::NatsBackplane;
 use signalbox_redis::RedisBackplane;
@@ -74,7 +75,13 @@ struct Inner {
     manager: Manager,
     kind: Kind,
     url: String,
+    /// The URL as configured (with any password), to open more connections.
+    connect_url: String,
+    node_id: String,
 }
+
+/// A backplane driver of either kind, type-erased.
+pub type SharedBackplane = Arc<dyn Backplane>;
 
 impl ClusterBackplane {
     /// Starts the driver for `url` (connecting in the background: a server that is down at
@@ -106,6 +113,8 @@ impl ClusterBackplane {
                 manager,
                 kind,
                 url: crate::db::redact_url(url),
+                connect_url: url.to_owned(),
+                node_id: node_id.to_owned(),
             }),
         })
     }
@@ -148,6 +157,34 @@ impl ClusterBackplane {
         tokio::time::timeout(timeout, health.wait_for(|s| s.is_connected()))
             .await
             .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Opens another connection to the backplane server: each [`ScaledLifetimeManager`] and each
+    /// other consumer of messages needs its own (a driver hands out its message stream once).
+    pub async fn open_driver(&self) -> Result<SharedBackplane, BackplaneError> {
+        let url = &self.inner.connect_url;
+        Ok(match self.inner.kind {
+            Kind::Redis => Arc::new(RedisBackplane::new(url)?),
+            Kind::Nats => Arc::new(NatsBackplane::connect(url).await?),
+        })
+    }
+
+    /// A lifetime manager for another hub over this backplane, on its own connection, with
+    /// channels under `prefix` and this node's id.
+    pub async fn hub_lifetime(
+        &self,
+        prefix: &str,
+    ) -> Result<Arc<ScaledLifetimeManager<SharedBackplane>>, BackplaneError> {
+        let driver = self.open_driver().await?;
+        let options = ScaledOptions::default().node_id(self.inner.node_id.clone());
+        Ok(Arc::new(ScaledLifetimeManager::with_options(
+            driver, prefix, options,
+        )))
+    }
+
+    /// This node's id on the backplane.
+    pub fn node_id(&self) -> &str {
+        &self.inner.node_id
     }
 
     /// The server kind.

@@ -10,6 +10,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod api;
+pub mod azure;
 pub mod backplane;
 pub mod cli;
 pub mod client_ip;
@@ -38,3 +39,4 @@ pub mod state;
 pub mod telemetry;
 pub mod tokens;
 pub mod web;
+pub mod webhooks;

@@ -271,6 +271,12 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
         )),
         None => print_line("Backplane: in-memory"),
     }
+    if let Some(azure) = &service.state().azure {
+        print_line(&format!(
+            "Azure SignalR: {}",
+            azure.connection_string_hint(addr)
+        ));
+    }
     service.serve(listener, shutdown_signal()).await?;
     Ok(())
 }

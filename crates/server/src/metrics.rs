@@ -19,6 +19,9 @@
 //! | `signalbox_rate_limited_total` | counter | `endpoint` (see [`crate::rate_limit`]) |
 //! | `signalbox_http_requests_total` | counter | `route` (the route template, or `unmatched`), `method`, `status` (`2xx`…) |
 //! | `signalbox_http_request_duration_seconds` | histogram | `route`, `method` (until the response head) |
+//! | `signalbox_webhook_deliveries_total` | counter | `event`, `outcome` = `delivered`, `retried`, `failed` (one per attempt; see [`crate::webhooks`]) |
+//! | `signalbox_webhook_debounced_total` | counter | — (offline/online pairs withdrawn within the webhook debounce) |
+//! | `signalbox_webhook_pending` | gauge | — (webhook events waiting for delivery, all nodes) |
 //!
 //! [`register`] (called by [`Metrics::new`]) describes them and registers every series whose
 //! labels are known in advance at zero, so they are exported from the start; the service also
@@ -196,6 +199,8 @@ pub fn register() {
     for endpoint in crate::rate_limit::ENDPOINTS {
         metrics::counter!(crate::rate_limit::RATE_LIMITED, "endpoint" => *endpoint).increment(0);
     }
+    crate::webhooks::register_metrics();
+    crate::azure::upstream::register_metrics();
     // The reasons the service's authenticator adds to the library's.
     for reason in crate::identity::AUTH_FAILURE_REASONS {
         metrics::counter!(signalbox::metrics::AUTH_FAILURES, "reason" => *reason).increment(0);

@@ -3,11 +3,13 @@
 //! `last_connected_at` / `last_disconnected_at` change, and `PresenceChanged` is pushed to every
 //! client, only on the offline→online and online→offline edges. With several nodes on one
 //! database each edge is decided in one transaction (see `db/cluster.rs`), so it is pushed once
-//! across the cluster; the connections of a dead node are removed by `cluster.rs`.
+//! across the cluster; the connections of a dead node are removed by `cluster.rs`. The edges and
+//! the connections opening and closing are also recorded for the lifecycle webhooks
+//! ([`crate::webhooks`]), when they are on.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use serde::Serialize;
 use signalbox::HubContext;
@@ -53,6 +55,8 @@ struct Inner {
     // std mutex: never held across an await.
     local: Mutex<LocalState>,
     stripes: Vec<tokio::sync::Mutex<()>>,
+    /// Told about every connection and presence edge (lifecycle webhooks).
+    webhooks: OnceLock<crate::webhooks::Webhooks>,
 }
 
 impl Presence {
@@ -64,8 +68,22 @@ impl Presence {
                 node: node.into(),
                 local: Mutex::new(LocalState::default()),
                 stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+                webhooks: OnceLock::new(),
             }),
         }
+    }
+
+    /// Tells `webhooks` about connections and presence edges from now on (once; call before
+    /// [`Presence::recover`]).
+    pub fn attach_webhooks(&self, webhooks: crate::webhooks::Webhooks) {
+        if self.inner.webhooks.set(webhooks).is_err() {
+            tracing::warn!("webhooks attached to presence twice; the first stay");
+        }
+    }
+
+    /// The attached webhooks (off when none were).
+    fn webhooks(&self) -> crate::webhooks::Webhooks {
+        self.inner.webhooks.get().cloned().unwrap_or_default()
     }
 
     /// This node's name.
@@ -119,10 +137,17 @@ impl Presence {
     /// Removes the rows a previous process of this node left behind (it crashed or was killed)
     /// and marks their users offline. Call once at start.
     pub async fn recover(&self) -> Result<Vec<String>, StoreError> {
-        self.inner
+        let now = now_ms();
+        let offline = self
+            .inner
             .db
-            .clear_node_connections(&self.inner.node, now_ms())
-            .await
+            .clear_node_connections(&self.inner.node, now)
+            .await?;
+        let webhooks = self.webhooks();
+        for user in &offline {
+            webhooks.presence_changed(user, now).await;
+        }
+        Ok(offline)
     }
 
     /// Records a new connection of `user`; on the offline→online edge sets `last_connected_at`
@@ -158,6 +183,13 @@ impl Presence {
                 .by_connection
                 .insert(connection_id.to_owned(), user.to_owned());
         }
+        // The user's presence event is recorded first: once the connection's event is stored,
+        // what the receivers are told about the user is settled.
+        let webhooks = self.webhooks();
+        if online {
+            webhooks.presence_changed(user, now).await;
+        }
+        webhooks.connection_opened(user, connection_id, now).await;
         if online {
             broadcast(hub, user, true, now).await;
         }
@@ -186,12 +218,17 @@ impl Presence {
             }
         }
         let now = now_ms();
-        if self
+        let offline = self
             .inner
             .db
             .disconnect_edge(&user, Disconnect::Connection(connection_id), now)
-            .await?
-        {
+            .await?;
+        let webhooks = self.webhooks();
+        if offline {
+            webhooks.presence_changed(&user, now).await;
+        }
+        webhooks.connection_closed(&user, connection_id, now).await;
+        if offline {
             broadcast(hub, &user, false, now).await;
         }
         Ok(())
@@ -216,6 +253,7 @@ impl Presence {
             };
             if self.inner.db.connect_edge(&row).await? {
                 online += 1;
+                self.webhooks().presence_changed(&user, now).await;
                 broadcast(hub, &user, true, now).await;
             }
         }
@@ -232,6 +270,7 @@ impl Presence {
             .disconnect_edge(user, Disconnect::Node(node), now)
             .await?;
         if offline {
+            self.webhooks().presence_changed(user, now).await;
             broadcast(hub, user, false, now).await;
         }
         Ok(offline)

@@ -55,6 +55,9 @@ pub enum StartError {
     /// The backplane driver could not be created.
     #[error("cannot start the backplane: {0}")]
     Backplane(#[from] signalbox::lifetime::BackplaneError),
+    /// The webhooks are misconfigured.
+    #[error(transparent)]
+    Webhooks(#[from] crate::webhooks::WebhookError),
 }
 
 /// The assembled service, ready to serve.
@@ -63,10 +66,13 @@ pub struct Service {
     state: AppState,
     router: Router,
     retention: tokio::task::JoinHandle<()>,
+    /// Removes expired group memberships of serverless hubs.
+    azure_purge: Option<tokio::task::JoinHandle<()>>,
     cluster: Cluster,
     sampler: tokio::task::JoinHandle<()>,
     session_watch: tokio::task::JoinHandle<()>,
     outbox: Option<crate::outbox::Outbox>,
+    webhook_worker: Option<crate::webhooks::WebhookWorker>,
 }
 
 /// Builds the service from a validated configuration. A missing HS256 secret must have been
@@ -99,6 +105,8 @@ pub async fn build(config: Config) -> Result<Service, StartError> {
     };
 
     let presence = Presence::new(db.clone(), config.node.clone());
+    let webhooks = crate::webhooks::Webhooks::new(db.clone(), &config.webhooks, &config.node)?;
+    presence.attach_webhooks(webhooks.clone());
     let recovered = presence.recover().await?;
     if !recovered.is_empty() {
         tracing::info!(users = recovered.len(), node = %config.node, "stale connections of a previous run removed");
@@ -159,6 +167,22 @@ pub async fn build(config: Config) -> Result<Service, StartError> {
     if let Some(backplane) = &backplane {
         readiness.register(crate::health::BackplaneCheck(backplane.clone()));
     }
+    // Azure SignalR Service compatibility, when access keys are configured.
+    let azure = crate::azure::Azure::new(&config, &db, backplane.clone());
+    if let (Some(azure), Some(backplane)) = (&azure, &backplane) {
+        // Existence checks, member lists and closes by scope ask the other nodes.
+        let cluster = crate::azure::cluster::AzureCluster::start(
+            backplane,
+            &config.cluster.channel_prefix,
+            db.clone(),
+            config.cluster.node_timeout,
+        )
+        .await?;
+        azure.directory.attach_cluster(cluster);
+    }
+    let azure_purge = azure
+        .as_ref()
+        .map(|azure| azure.store.spawn_purge(RETENTION_INTERVAL));
     let limits = RateLimits::new(
         &config.rate_limit,
         TrustedProxies::new(config.trusted_proxies.clone()),
@@ -179,13 +203,26 @@ pub async fn build(config: Config) -> Result<Service, StartError> {
         backplane,
         metrics,
         readiness,
+        webhooks,
+        azure,
     };
+    let webhook_worker = state.webhooks.start();
     let mut router = crate::api::router(state.clone())
         .merge(crate::health::router(state.clone()))
         .merge(crate::metrics::router(state.clone()))
         .merge(crate::admin::router(state.clone()))
+        .merge(crate::webhooks::admin::router(state.clone()))
         .merge(crate::setup::router(state.clone()))
         .merge(crate::web::router(state.clone()))
+        // Outside the notification hub's origin check and negotiate rate limit (Azure's client
+        // endpoint has neither), inside the request logs and metrics.
+        .merge(
+            state
+                .azure
+                .clone()
+                .map(crate::azure::router)
+                .unwrap_or_default(),
+        )
         .merge(
             // Innermost first: a foreign origin is refused before it costs a negotiate token.
             Router::new()
@@ -212,10 +249,12 @@ pub async fn build(config: Config) -> Result<Service, StartError> {
         state,
         router,
         retention,
+        azure_purge,
         cluster,
         sampler,
         session_watch,
         outbox,
+        webhook_worker,
     })
 }
 
@@ -275,9 +314,17 @@ impl Service {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let hub = self.state.hub.clone();
+        let azure = self.state.azure.clone();
         let signal = async move {
             shutdown.await;
-            let open = hub.shutdown(HUB_SHUTDOWN_DEADLINE).await;
+            let serverless = async {
+                match &azure {
+                    Some(azure) => azure.hubs.shutdown(HUB_SHUTDOWN_DEADLINE).await,
+                    None => 0,
+                }
+            };
+            let (open, serverless) = tokio::join!(hub.shutdown(HUB_SHUTDOWN_DEADLINE), serverless);
+            let open = open + serverless;
             if open > 0 {
                 tracing::warn!(open, "connections still open after the shutdown deadline");
             }
@@ -291,6 +338,9 @@ impl Service {
         .with_graceful_shutdown(signal)
         .await;
         self.retention.abort();
+        if let Some(purge) = &self.azure_purge {
+            purge.abort();
+        }
         self.sampler.abort();
         self.session_watch.abort();
         if let Err(error) = self.state.presence.shutdown().await {
@@ -298,6 +348,9 @@ impl Service {
         }
         if let Some(outbox) = self.outbox {
             outbox.stop().await;
+        }
+        if let Some(worker) = self.webhook_worker {
+            worker.stop().await;
         }
         self.cluster.stop().await;
         self.state.db.close().await;

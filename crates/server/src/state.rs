@@ -48,6 +48,10 @@ pub struct AppState {
     pub readiness: Readiness,
     /// Rate limits of the sign-in endpoints and of negotiate.
     pub limits: RateLimits,
+    /// Azure SignalR Service compatibility; `None` unless access keys are configured.
+    pub azure: Option<crate::azure::Azure>,
+    /// Lifecycle webhooks (a no-op when off).
+    pub webhooks: crate::webhooks::Webhooks,
 }
 
 impl AppState {

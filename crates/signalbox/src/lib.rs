@@ -50,7 +50,7 @@ pub use auth::{
 };
 pub use connection::{ConnectionEndpoint, HttpRequestInfo, RawConnection, redact_query};
 pub use context::HubContext;
-pub use hub::{Caller, Hub, HubBuilder, HubError};
+pub use hub::{Caller, Hub, HubBuilder, HubError, InvocationReply, UnknownInvocation};
 pub use lifetime::{
     Backplane, HubLifetimeManager, LocalLifetimeManager, ScaledLifetimeManager, Target,
 };

@@ -81,6 +81,11 @@ pub const AUTH_FAILURE_REASONS: &[&str] = &[
     "forbidden",
 ];
 
+/// The `method` label of [`INVOCATIONS`] and [`INVOCATION_DURATION`] for invocations handled by a
+/// hub's [`fallback`](crate::HubBuilder::fallback) (whatever their target), with outcomes `ok`
+/// (a result or void) and `error`.
+pub const FALLBACK_METHOD: &str = "*fallback*";
+
 /// The `outcome` labels of [`INVOCATIONS`] recorded with method `*` (before a method is known).
 const UNKNOWN_METHOD_OUTCOMES: &[&str] = &["unknown_method", "rate_limited"];
 
@@ -110,8 +115,9 @@ pub fn register() {
 /// Registers the series of one hub: [`CONNECTIONS`] (at its current value) and [`CONNECTS`] for
 /// every transport and protocol it can carry, [`DISCONNECTS`] for every reason, and
 /// [`INVOCATIONS`] / [`INVOCATION_DURATION`] for each of its methods (outcomes `ok` and `error`,
-/// or `stream` for streaming methods, plus method `*` with `unknown_method` and `rate_limited`).
-/// Policy refusals (`unauthorized`) appear on the first one. Call it after [`register`].
+/// or `stream` for streaming methods, plus method `*` with `unknown_method` and `rate_limited`,
+/// and [`FALLBACK_METHOD`] when the hub has a fallback). Policy refusals (`unauthorized`) appear
+/// on the first one. Call it after [`register`].
 pub fn register_hub(hub: &Hub) {
     let name = hub.name();
     for transport in TransportType::ALL {
@@ -138,6 +144,13 @@ pub fn register_hub(hub: &Hub) {
     for outcome in UNKNOWN_METHOD_OUTCOMES {
         metrics::counter!(INVOCATIONS, "hub" => name.to_owned(), "method" => "*", "outcome" => *outcome)
             .increment(0);
+    }
+    if hub.inner.fallback.is_some() {
+        for outcome in ["ok", "error"] {
+            metrics::counter!(INVOCATIONS, "hub" => name.to_owned(), "method" => FALLBACK_METHOD, "outcome" => outcome)
+                .increment(0);
+        }
+        let _ = metrics::histogram!(INVOCATION_DURATION, "hub" => name.to_owned(), "method" => FALLBACK_METHOD);
     }
     let mut methods: Vec<(&String, bool)> = hub
         .inner

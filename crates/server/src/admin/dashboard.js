@@ -237,6 +237,41 @@ async function loadRegistration() {
   }
 }
 
+function shortTime(iso) {
+  return iso ? iso.replace('T', ' ').replace(/\.\d+Z$/, 'Z') : '';
+}
+
+async function loadWebhooks() {
+  const body = $('webhooks');
+  const status = $('webhooks-status').value;
+  try {
+    const log = await api('GET', `/api/admin/webhooks?limit=50${status ? `&status=${status}` : ''}`);
+    $('webhooks-state').textContent = log.enabled
+      ? `to ${log.url} · ${log.pending} pending`
+      : `off (set webhooks.url) · ${log.pending} pending`;
+    body.replaceChildren(...log.deliveries.map((d) => {
+      let action = '';
+      if (d.status === 'failed') {
+        action = text('button', 'Retry', 'secondary');
+        action.onclick = async () => {
+          action.disabled = true;
+          try { await api('POST', `/api/admin/webhooks/${encodeURIComponent(d.id)}/retry`); } catch (error) { action.title = error.message; }
+          setTimeout(loadWebhooks, 500);
+        };
+      }
+      const error = d.last_error || (d.last_status ? `status ${d.last_status}` : '');
+      const tr = row([shortTime(d.created_at), d.event, d.user, text('span', d.status, `status-${d.status}`),
+        String(d.attempts), error, action]);
+      tr.title = `id ${d.id}${d.connection_id ? ` · connection ${d.connection_id}` : ''} · node ${d.node}` +
+        (d.next_attempt_at ? ` · next attempt ${shortTime(d.next_attempt_at)}` : '');
+      return tr;
+    }));
+    if (log.deliveries.length === 0) body.replaceChildren(row(['', '', '', '', '', 'none', '']));
+  } catch (error) {
+    if (token) body.replaceChildren(row(['', '', '', '', '', error.message, '']));
+  }
+}
+
 function start() {
   $('login').hidden = true;
   $('dashboard').hidden = false;
@@ -246,8 +281,9 @@ function start() {
   refresh();
   loadUsers();
   loadRegistration();
+  loadWebhooks();
   clearInterval(timer);
-  timer = setInterval(refresh, POLL_MS);
+  timer = setInterval(() => { refresh(); loadWebhooks(); }, POLL_MS);
 }
 
 $('login-form').addEventListener('submit', async (event) => {
@@ -330,6 +366,8 @@ $('notify-form').addEventListener('submit', async (event) => {
     $('notify-submit').disabled = false;
   }
 });
+
+$('webhooks-status').addEventListener('change', loadWebhooks);
 
 $('user-form').addEventListener('submit', (event) => {
   event.preventDefault();

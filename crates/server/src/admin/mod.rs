@@ -12,6 +12,8 @@
 //! | `POST /api/admin/users` | `{username, password, notify}`: creates an account |
 //! | `GET`/`PUT /api/admin/registration` | whether `POST /api/auth/register` is open; `{enabled}` sets it |
 //! | `POST /api/admin/notifications` | `{user?, message}`: a notification to anyone (default: the admin) |
+//! | `GET /api/admin/webhooks` | the webhook delivery log (see [`crate::webhooks::admin`]) |
+//! | `POST /api/admin/webhooks/{id}/retry` | one more attempt of a failed webhook event |
 //!
 //! Registration: once an administrator sets it on the dashboard, the stored value (table
 //! `settings`, shared by every node, kept across restarts) decides; until then, or after

@@ -6,6 +6,7 @@
 //! of `docs/configuration.md` (see [`docs::settings_table`]) follow from those declarations.
 
 mod auth;
+mod azure;
 mod cluster;
 mod cors;
 pub mod docs;
@@ -17,12 +18,15 @@ pub mod report;
 pub mod setting;
 pub mod settings;
 mod storage;
+mod upstream;
 mod values;
+mod webhooks;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 pub use auth::{AuthConfig, MIN_SECRET_LENGTH, SigningAlgorithm, check_secret};
+pub use azure::{AzureConfig, MIN_ACCESS_KEY_LENGTH};
 pub use cluster::ClusterConfig;
 pub use cors::CorsConfig;
 pub use env::{OTHER_VARIABLES, UnknownVariable, report_unknown_env, unknown_variables};
@@ -30,7 +34,12 @@ pub use limits::RateLimitConfig;
 pub use oidc::{ClientSecret, OidcClientConfig, OidcConfig};
 pub use ops::{AdminConfig, LogConfig, LogFormat, MetricsConfig};
 pub use storage::{DEFAULT_DATA_DIR, InboxConfig, default_database};
+pub use upstream::{
+    UPSTREAM_INITIAL_BACKOFF, UPSTREAM_MAX_BACKOFF, UpstreamConfig, UpstreamTemplate,
+    redact_upstream_url, replace_ignore_case,
+};
 pub use values::{Origin, Overrides, Values};
+pub use webhooks::WebhooksConfig;
 
 use crate::client_ip::IpBlock;
 use crate::clock::format_duration;
@@ -126,6 +135,12 @@ pub struct Config {
     /// Reverse proxies whose `X-Forwarded-For` gives the client address (addresses or blocks
     /// such as `10.0.0.0/8`). Empty (default): the header is ignored.
     pub trusted_proxies: Vec<IpBlock>,
+    /// Lifecycle webhooks; off unless a URL is configured.
+    pub webhooks: WebhooksConfig,
+    /// Azure SignalR Service compatibility; off unless access keys are configured.
+    pub azure: AzureConfig,
+    /// The webhooks of the Azure-compatible serverless hubs; off unless a template is configured.
+    pub upstream: UpstreamConfig,
 }
 
 impl Default for Config {
@@ -151,6 +166,9 @@ impl Default for Config {
             admin: AdminConfig::default(),
             rate_limit: RateLimitConfig::default(),
             trusted_proxies: Vec::new(),
+            webhooks: WebhooksConfig::default(),
+            azure: AzureConfig::default(),
+            upstream: UpstreamConfig::default(),
         }
     }
 }
@@ -200,13 +218,16 @@ impl Config {
             admin,
             rate_limit,
             trusted_proxies,
+            webhooks: webhooks::resolve(values)?,
+            azure: azure::resolve(values)?,
+            upstream: upstream::resolve(values)?,
         })
     }
 
     /// A short human summary of the effective settings (no secrets).
     pub fn summary(&self) -> String {
         format!(
-            "listen={} database={} node={} backplane={} alg={:?} access_ttl={} refresh_ttl={} registration={} cors_origins={:?} retention={} oidc={} oidc_client_secret={}",
+            "listen={} database={} node={} backplane={} alg={:?} access_ttl={} refresh_ttl={} registration={} cors_origins={:?} retention={} oidc={} oidc_client_secret={} azure_keys={}",
             self.listen,
             crate::db::redact_url(&self.database),
             self.node,
@@ -225,6 +246,7 @@ impl Config {
             } else {
                 "none"
             },
+            self.azure.access_keys.len(),
         )
     }
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::setting::{Declared, Setting};
-use super::{LogFormat, SigningAlgorithm, cluster, cors, limits, oidc, ops, storage};
+use super::{LogFormat, SigningAlgorithm, azure, cluster, cors, limits, oidc, ops, storage};
 use crate::client_ip::IpBlock;
 
 pub(crate) static LISTEN: Setting<SocketAddr> = Setting::new(
@@ -400,6 +400,128 @@ pub(crate) static ADMIN_ROLE: Setting<String> = Setting::new(
 )
     .default("admin");
 
+pub(crate) static AZURE_ACCESS_KEYS: Setting<Vec<String>> = Setting::new(
+    "azure.access_keys",
+    "SIGNALBOX_AZURE_ACCESS_KEYS",
+    "Turns on Azure SignalR Service compatibility: the `AccessKey` values of the connection strings back ends use (`Endpoint=http://HOST:PORT;AccessKey=KEY;Version=1.0;`), primary first, each at least 32 characters (Azure's are 44). Client tokens and REST tokens signed (HS256/HS512, key as UTF-8 bytes) with any of them are accepted; clients connect at `/client/?hub=NAME`, back ends call `/api/hubs/…`. Unset: off, none of these routes exist.",
+)
+    .unset("none (off)")
+    .env_note("comma-separated")
+    .secret()
+    .check(azure::check_access_keys);
+
+pub(crate) static AZURE_CLIENT_ENDPOINT: Setting<String> = Setting::new(
+    "azure.client_endpoint",
+    "SIGNALBOX_AZURE_CLIENT_ENDPOINT",
+    "The public URL of the Azure-compatible endpoint, e.g. `https://signalr.example.com`: the `Endpoint` of the connection string `serve` prints at start (`Azure SignalR: Endpoint=…;AccessKey=…;Version=1.0;`), which back ends also hand to their clients.",
+)
+    .unset("none: `http://LISTEN`")
+    .check(azure::check_client_endpoint);
+
+pub(crate) static AZURE_UPSTREAM: Setting<Vec<super::upstream::UpstreamTemplate>> = Setting::new(
+    "azure.upstream",
+    "SIGNALBOX_AZURE_UPSTREAM",
+    "The serverless upstream: `[[azure.upstream]]` tables `{url_template, hub_pattern, category_pattern, event_pattern}` (also Azure's `UrlTemplate`, `HubPattern`, …), in order; each event (category `connections` with `connected`/`disconnected`, or `messages` with the invocation's target) is POSTed to the first template whose three patterns match (`*`, `a,b` or an exact name, case-sensitive; a missing pattern is `*`), `{hub}`, `{category}` and `{event}` replaced by the percent-encoded values; no match: not sent. Each URL must be absolute `http://` or `https://`; query values are never shown.",
+)
+    .env_note("a JSON array of the same objects")
+    .unset("none (invocations answer `Invocation failed, no upstream is configured`)");
+
+pub(crate) static AZURE_UPSTREAM_URL_TEMPLATE: Setting<super::upstream::UrlTemplate> = Setting::new(
+    "azure.upstream_url_template",
+    "SIGNALBOX_AZURE_UPSTREAM_URL_TEMPLATE",
+    "One more upstream template, after those of `azure.upstream`, that matches every event, e.g. `http://localhost:7071/runtime/webhooks/signalr` for Azure Functions.",
+);
+
+pub(crate) static AZURE_UPSTREAM_TIMEOUT: Setting<Duration> = Setting::new(
+    "azure.upstream_timeout",
+    "SIGNALBOX_AZURE_UPSTREAM_TIMEOUT",
+    "How long one upstream request may take; an invocation whose request times out is answered with the error `Invocation failed, error: …`.",
+)
+    .default(Duration::from_secs(30));
+
+pub(crate) static AZURE_UPSTREAM_RETRIES: Setting<u32> = Setting::new(
+    "azure.upstream_retries",
+    "SIGNALBOX_AZURE_UPSTREAM_RETRIES",
+    "Retries of a failed `connected` or `disconnected` request (transport errors, timeouts, `408`, `429`, `5xx`), after 1 s, then doubling (with jitter) up to 30 s; they run in the background, the connection does not wait for them. Invocations are never retried.",
+)
+    .default(3);
+
+pub(crate) static AZURE_UPSTREAM_REFUSE_CONNECTIONS: Setting<bool> = Setting::new(
+    "azure.upstream_refuse_connections",
+    "SIGNALBOX_AZURE_UPSTREAM_REFUSE_CONNECTIONS",
+    "Whether a `401` or `403` answer to `connected` refuses the connection (the client gets a Close message with the error, `allowReconnect` false); the connection then waits for the first `connected` attempt. Off: the upstream is only told, as Azure's emulator does; transport errors never refuse.",
+)
+    .default(false);
+
+pub(crate) static WEBHOOKS_URL: Setting<String> = Setting::new(
+    "webhooks.url",
+    "SIGNALBOX_WEBHOOKS_URL",
+    "Turns on lifecycle webhooks: every event (`user.online`, `user.offline`, `connection.connected`, `connection.disconnected`) is stored, then POSTed as JSON to this `http://` or `https://` URL, signed with `webhooks.secret`, and retried until the receiver answers `2xx` (at least once, also across restarts; see [webhooks.md](webhooks.md)).",
+)
+    .unset("none (off)")
+    .url()
+    .check(super::webhooks::check_url);
+
+pub(crate) static WEBHOOKS_SECRET: Setting<String> = Setting::new(
+    "webhooks.secret",
+    "SIGNALBOX_WEBHOOKS_SECRET",
+    "Required with `webhooks.url`, at least 32 bytes (`openssl rand -hex 32`): the HMAC-SHA256 key of each request's `X-Signalbox-Signature: sha256=HEX` over `TIMESTAMP.BODY`, which the receiver checks. Never logged, shown as `[redacted]`.",
+)
+    .secret()
+    .check(super::webhooks::check_secret);
+
+pub(crate) static WEBHOOKS_EVENTS: Setting<Vec<String>> = Setting::new(
+    "webhooks.events",
+    "SIGNALBOX_WEBHOOKS_EVENTS",
+    "The events sent, some of `user.online`, `user.offline`, `connection.connected`, `connection.disconnected`.",
+)
+    .default(crate::webhooks::EventType::NAMES)
+    .env_note("comma-separated")
+    .check(super::webhooks::check_events);
+
+pub(crate) static WEBHOOKS_DEBOUNCE: Setting<Duration> = Setting::new(
+    "webhooks.debounce",
+    "SIGNALBOX_WEBHOOKS_DEBOUNCE",
+    "`user.offline` is sent only when the user stayed offline this long: a user who comes back within it (a page reload) causes neither `user.offline` nor `user.online`. `user.online` is sent at once otherwise.",
+)
+    .default(Duration::from_secs(3));
+
+pub(crate) static WEBHOOKS_TIMEOUT: Setting<Duration> = Setting::new(
+    "webhooks.timeout",
+    "SIGNALBOX_WEBHOOKS_TIMEOUT",
+    "How long one attempt waits for the receiver's answer.",
+)
+.default(Duration::from_secs(10));
+
+pub(crate) static WEBHOOKS_MAX_ATTEMPTS: Setting<u32> = Setting::new(
+    "webhooks.max_attempts",
+    "SIGNALBOX_WEBHOOKS_MAX_ATTEMPTS",
+    "Attempts per event, the first included. Transport errors, timeouts, `408`, `429` and `5xx` are retried; other answers fail the event at once. A failed event stays in the delivery log (admin dashboard), from where it can be sent again.",
+)
+    .default(12)
+    .check(super::webhooks::check_max_attempts);
+
+pub(crate) static WEBHOOKS_BACKOFF: Setting<Duration> = Setting::new(
+    "webhooks.backoff",
+    "SIGNALBOX_WEBHOOKS_BACKOFF",
+    "Delay before the first retry; each further retry doubles it (with jitter: between half and all of it).",
+)
+    .default(Duration::from_secs(1));
+
+pub(crate) static WEBHOOKS_BACKOFF_MAX: Setting<Duration> = Setting::new(
+    "webhooks.backoff_max",
+    "SIGNALBOX_WEBHOOKS_BACKOFF_MAX",
+    "The longest delay between two attempts.",
+)
+.default(Duration::from_secs(600));
+
+pub(crate) static WEBHOOKS_RETENTION: Setting<Duration> = Setting::new(
+    "webhooks.retention",
+    "SIGNALBOX_WEBHOOKS_RETENTION",
+    "How long delivered and failed events stay in the delivery log (at most 10000 of them are kept). Pending events are kept until they are delivered or fail.",
+)
+    .default(Duration::from_secs(7 * 86_400));
+
 /// Every setting, in the order of the docs table.
 pub static SETTINGS: &[&dyn Declared] = &[
     &LISTEN,
@@ -454,4 +576,20 @@ pub static SETTINGS: &[&dyn Declared] = &[
     &METRICS_PUBLIC,
     &METRICS_TOKEN,
     &ADMIN_ROLE,
+    &WEBHOOKS_URL,
+    &WEBHOOKS_SECRET,
+    &WEBHOOKS_EVENTS,
+    &WEBHOOKS_DEBOUNCE,
+    &WEBHOOKS_TIMEOUT,
+    &WEBHOOKS_MAX_ATTEMPTS,
+    &WEBHOOKS_BACKOFF,
+    &WEBHOOKS_BACKOFF_MAX,
+    &WEBHOOKS_RETENTION,
+    &AZURE_ACCESS_KEYS,
+    &AZURE_CLIENT_ENDPOINT,
+    &AZURE_UPSTREAM,
+    &AZURE_UPSTREAM_URL_TEMPLATE,
+    &AZURE_UPSTREAM_TIMEOUT,
+    &AZURE_UPSTREAM_RETRIES,
+    &AZURE_UPSTREAM_REFUSE_CONNECTIONS,
 ];

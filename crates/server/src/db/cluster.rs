@@ -65,6 +65,21 @@ impl Db {
             .collect()
     }
 
+    /// The nodes other than `me` whose heartbeat is at or after `cutoff`, sorted.
+    pub async fn live_nodes(&self, me: &str, cutoff: i64) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT node_id AS node FROM nodes WHERE heartbeat_at >= $2 AND node_id <> $1 \
+             ORDER BY node_id",
+        )
+        .bind(me)
+        .bind(cutoff)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| r.try_get("node").map_err(StoreError::from))
+            .collect()
+    }
+
     /// The users with connections on `node`, sorted.
     pub async fn users_of_node(&self, node: &str) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query(

@@ -58,13 +58,25 @@ const PORTABLE: &[(i64, &str, &str)] = &[
 ];
 
 /// Backend-specific migrations, oldest first, numbered after [`PORTABLE`].
-const SPECIFIC: &[(i64, &str, Sql)] = &[(
-    6,
-    "transactional_publish",
-    Sql::PostgresOnly(include_str!(
-        "../../migrations/0006_transactional_publish.postgres.sql"
-    )),
-)];
+const SPECIFIC: &[(i64, &str, Sql)] = &[
+    (
+        6,
+        "transactional_publish",
+        Sql::PostgresOnly(include_str!(
+            "../../migrations/0006_transactional_publish.postgres.sql"
+        )),
+    ),
+    (
+        7,
+        "azure",
+        Sql::Portable(include_str!("../../migrations/0007_azure.sql")),
+    ),
+    (
+        8,
+        "webhooks",
+        Sql::Portable(include_str!("../../migrations/0008_webhooks.sql")),
+    ),
+];
 
 /// Every migration for `backend`, oldest first.
 fn migrations(backend: Backend) -> Vec<(i64, &'static str, &'static str)> {

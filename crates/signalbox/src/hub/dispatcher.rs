@@ -17,7 +17,18 @@ use tracing::Instrument;
 
 use super::args::ArgumentBinder;
 use super::rate_limit::TokenBucket;
-use super::{Arguments, Caller, HubInner, InvokeError, MethodDescriptor, MethodKind, UploadEvent};
+use super::{
+    Arguments, Caller, FallbackHandler, HubInner, InvokeError, MethodDescriptor, MethodKind,
+    UnknownInvocation, UploadEvent,
+};
+
+/// What an invocation's target resolved to.
+enum Resolved {
+    /// A declared method.
+    Method(MethodDescriptor),
+    /// No declared method: the hub's fallback.
+    Fallback(FallbackHandler),
+}
 
 /// What the connection loop does after a message.
 pub(crate) enum Flow {
@@ -136,12 +147,13 @@ impl Dispatcher {
     }
 
     /// Looks up a method and checks the rate limit and its policy; answers the caller when that
-    /// fails.
+    /// fails. Targets no method matches go to the hub's fallback if `fallback` allows it.
     async fn method(
         &mut self,
         target: &str,
         invocation_id: Option<&str>,
-    ) -> Option<MethodDescriptor> {
+        fallback: bool,
+    ) -> Option<Resolved> {
         if let Some(bucket) = &mut self.rate
             && !bucket.try_take()
         {
@@ -159,6 +171,9 @@ impl Dispatcher {
             return None;
         }
         let Some(method) = self.hub.methods.get(&target.to_lowercase()).cloned() else {
+            if fallback && let Some(handler) = &self.hub.fallback {
+                return Some(Resolved::Fallback(handler.clone()));
+            }
             tracing::debug!(target_method = %target, "unknown hub method");
             crate::metrics::invocation(&self.hub.name, "*", "unknown_method", None);
             if let Some(id) = invocation_id {
@@ -189,7 +204,7 @@ impl Dispatcher {
             }
             return None;
         }
-        Some(method)
+        Some(Resolved::Method(method))
     }
 
     /// Opens the upload streams an invocation announces.
@@ -278,8 +293,23 @@ impl Dispatcher {
             arguments,
             stream_ids,
         } = invocation;
-        let Some(method) = self.method(&target, invocation_id.as_deref()).await else {
-            return;
+        // Invocations with upload streams are never handed to the fallback.
+        let method = match self
+            .method(&target, invocation_id.as_deref(), stream_ids.is_empty())
+            .await
+        {
+            Some(Resolved::Method(method)) => method,
+            Some(Resolved::Fallback(handler)) => {
+                let invocation = UnknownInvocation {
+                    target,
+                    invocation_id,
+                    arguments,
+                    headers,
+                };
+                self.invoke_fallback(handler, invocation).await;
+                return;
+            }
+            None => return,
         };
         let handler = match &method.kind {
             MethodKind::Unary(handler) => handler.clone(),
@@ -334,6 +364,45 @@ impl Dispatcher {
         );
     }
 
+    /// Runs the hub's fallback for an invocation of an undeclared method, under the invocation
+    /// slots like a unary method.
+    async fn invoke_fallback(&mut self, handler: FallbackHandler, invocation: UnknownInvocation) {
+        let Ok(permit) = self.slots().acquire_owned().await else {
+            return;
+        };
+        let caller = self.caller.clone();
+        let outbound = self.outbound.clone();
+        let protocol = self.protocol;
+        let hub_name = self.hub.name.clone();
+        let span = self.invocation_span(&invocation.target, &invocation.headers);
+        self.tasks().spawn(
+            async move {
+                let started = tokio::time::Instant::now();
+                let invocation_id = invocation.invocation_id.clone();
+                let target = invocation_id
+                    .is_none()
+                    .then(|| invocation.target.clone());
+                let reply = handler(caller, invocation).await;
+                drop(permit);
+                let outcome = if reply.is_error() { "error" } else { "ok" };
+                crate::metrics::invocation(
+                    &hub_name,
+                    crate::metrics::FALLBACK_METHOD,
+                    outcome,
+                    Some(started.elapsed()),
+                );
+                let Some(id) = invocation_id else {
+                    if let super::InvocationReply::Error(error) = &reply {
+                        tracing::debug!(target_method = target.as_deref().unwrap_or_default(), %error, "non-blocking invocation failed");
+                    }
+                    return;
+                };
+                send(&outbound, protocol, HubMessage::Completion(reply.into_completion(id))).await;
+            }
+            .instrument(span),
+        );
+    }
+
     async fn start_stream(&mut self, invocation: StreamInvocation) {
         let StreamInvocation {
             headers,
@@ -342,7 +411,9 @@ impl Dispatcher {
             arguments,
             stream_ids,
         } = invocation;
-        let Some(method) = self.method(&target, Some(&invocation_id)).await else {
+        let Some(Resolved::Method(method)) =
+            self.method(&target, Some(&invocation_id), false).await
+        else {
             return;
         };
         let MethodKind::Stream(handler) = &method.kind else {

@@ -6,6 +6,7 @@ mod caller;
 mod clients;
 mod dispatcher;
 mod error;
+mod fallback;
 pub(crate) mod handler;
 pub(crate) mod method;
 mod rate_limit;
@@ -22,6 +23,8 @@ pub use args::{ArgumentBinder, BindError, FromArgument, HubArgs, IntoArguments};
 pub use caller::Caller;
 pub use clients::{CallerClients, ClientProxy, Groups, HubClients};
 pub use error::HubError;
+pub(crate) use fallback::FallbackHandler;
+pub use fallback::{InvocationReply, UnknownInvocation};
 pub(crate) use method::{Arguments, InvokeError, MethodDescriptor, MethodKind};
 pub use rate_limit::RateLimit;
 pub(crate) use upload::UploadEvent;
@@ -44,6 +47,8 @@ pub struct Hub {
 pub(crate) struct HubInner {
     pub(crate) name: String,
     pub(crate) methods: HashMap<String, MethodDescriptor>,
+    /// Handles invocations of undeclared methods.
+    pub(crate) fallback: Option<FallbackHandler>,
     pub(crate) on_connected: Option<LifecycleHook>,
     pub(crate) on_disconnected: Option<LifecycleHook>,
     pub(crate) options: HubOptions,
@@ -66,6 +71,7 @@ impl std::fmt::Debug for Hub {
         f.debug_struct("Hub")
             .field("name", &self.inner.name)
             .field("methods", &methods)
+            .field("fallback", &self.inner.fallback.is_some())
             .field("policy", &self.inner.policy)
             .finish_non_exhaustive()
     }
@@ -111,6 +117,7 @@ impl Hub {
 pub struct HubBuilder {
     name: String,
     methods: HashMap<String, MethodDescriptor>,
+    fallback: Option<FallbackHandler>,
     on_connected: Option<LifecycleHook>,
     on_disconnected: Option<LifecycleHook>,
     options: HubOptions,
@@ -134,6 +141,7 @@ impl HubBuilder {
         Self {
             name,
             methods: HashMap::new(),
+            fallback: None,
             on_connected: None,
             on_disconnected: None,
             options: HubOptions::default(),
@@ -173,6 +181,52 @@ impl HubBuilder {
     {
         self.methods
             .insert(name.to_lowercase(), MethodDescriptor::stream(handler));
+        self
+    }
+
+    /// Handles Invocation messages whose target matches no declared method (serverless hubs,
+    /// where another service answers them). The handler gets the [`Caller`] and the invocation
+    /// as received, its arguments unbound ([`UnknownInvocation::arguments`]), and its
+    /// [`InvocationReply`] becomes the Completion: `Result` with the value, `Void` with neither
+    /// result nor error, `Error` with the text verbatim. Non-blocking invocations (no id) get no
+    /// reply.
+    ///
+    /// Like a declared method, it runs for connections the hub's policy admitted, counts towards
+    /// [`HubOptions::invocation_rate_limit`] and
+    /// [`HubOptions::maximum_parallel_invocations_per_client`], and is recorded in the
+    /// invocation metrics under method [`FALLBACK_METHOD`](crate::metrics::FALLBACK_METHOD).
+    /// Declared methods always win. StreamInvocation messages and invocations carrying upload
+    /// streams are not handed to it: an unknown target still gets the "Unknown hub method"
+    /// error. Installing a fallback again replaces the previous one.
+    ///
+    /// ```
+    /// use signalbox::protocol::Payload;
+    /// use signalbox::{Caller, Hub, InvocationReply, UnknownInvocation};
+    ///
+    /// let hub = Hub::builder("serverless")
+    ///     .fallback(|caller: Caller, invocation: UnknownInvocation| async move {
+    ///         match invocation.target.to_lowercase().as_str() {
+    ///             // Echo the first argument back, in the form the client sent it.
+    ///             "echo" => match invocation.arguments.into_iter().next() {
+    ///                 Some(first) => InvocationReply::Result(first),
+    ///                 None => InvocationReply::Result(Payload::null()),
+    ///             },
+    ///             "whoami" => InvocationReply::result(caller.connection_id().to_owned()),
+    ///             "ping" => InvocationReply::Void,
+    ///             _ => InvocationReply::error(format!("No handler for '{}'.", invocation.target)),
+    ///         }
+    ///     })
+    ///     .build();
+    /// assert_eq!(hub.name(), "serverless");
+    /// ```
+    pub fn fallback<F, Fut>(mut self, handler: F) -> Self
+    where
+        F: Fn(Caller, UnknownInvocation) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = InvocationReply> + Send + 'static,
+    {
+        self.fallback = Some(Arc::new(move |caller, invocation| {
+            handler(caller, invocation).boxed()
+        }));
         self
     }
 
@@ -262,6 +316,7 @@ impl HubBuilder {
             inner: Arc::new(HubInner {
                 name: self.name,
                 methods: self.methods,
+                fallback: self.fallback,
                 on_connected: self.on_connected,
                 on_disconnected: self.on_disconnected,
                 options: self.options,
