@@ -534,9 +534,25 @@ export class Scope {
  * @param {object} [options] node:test options (timeout defaults to 30 s)
  */
 export function serverTest(handle, name, fn, options = {}) {
-  return test(name, { timeout: 30_000, ...options }, async (t) => {
+  return scopedTest(name, (t) => {
     if (!handle.server) throw new Error('server is not running (see the before hook failure above)');
-    const scope = new Scope(handle.server, t);
+    return new Scope(handle.server, t);
+  }, fn, options);
+}
+
+/**
+ * A test run with a scope: `makeScope(t)` builds it (or throws when the server is missing), the
+ * scope's diagnostics are printed when the test fails, and it is disposed of afterwards.
+ *
+ * @template S
+ * @param {string} name
+ * @param {(t: import('node:test').TestContext) => S & {diagnostics(): string, dispose(): Promise<void>}} makeScope
+ * @param {(s: S, t: import('node:test').TestContext) => Promise<void>} fn
+ * @param {object} [options] node:test options (timeout defaults to 30 s)
+ */
+export function scopedTest(name, makeScope, fn, options = {}) {
+  return test(name, { timeout: 30_000, ...options }, async (t) => {
+    const scope = makeScope(t);
     try {
       await fn(scope, t);
     } catch (err) {

@@ -28,6 +28,9 @@ pub const BACKPLANE_LOST_MESSAGES: &str = "signalbox_backplane_lost_messages_tot
 /// How often the metrics above are refreshed.
 const METRICS_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How long a new driver connection is awaited before a lifetime manager starts on it.
+pub const DRIVER_CONNECT_WAIT: Duration = Duration::from_secs(5);
+
 /// The supported backplane servers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -176,6 +179,11 @@ impl ClusterBackplane {
         prefix: &str,
     ) -> Result<Arc<ScaledLifetimeManager<SharedBackplane>>, BackplaneError> {
         let driver = self.open_driver().await?;
+        // Wait for the new connection, so that the hub's first sends and subscriptions (often a
+        // REST call made right now) are not lost; past the wait, it catches up on reconnect.
+        let mut state = driver.state();
+        let _ =
+            tokio::time::timeout(DRIVER_CONNECT_WAIT, state.wait_for(|s| s.is_connected())).await;
         let options = ScaledOptions::default().node_id(self.inner.node_id.clone());
         Ok(Arc::new(ScaledLifetimeManager::with_options(
             driver, prefix, options,

@@ -39,9 +39,6 @@ pub const ASK_TIMEOUT: Duration = Duration::from_secs(3);
 
 const LOG: &str = "signalbox::azure";
 
-/// How long start-up waits for the backplane connection of the questions.
-const CONNECT_WAIT: Duration = Duration::from_secs(5);
-
 /// The most answers one question waits for (when the live nodes cannot be listed).
 const MAX_NODES: usize = 1024;
 
@@ -231,7 +228,11 @@ impl AzureCluster {
         // Give the new connection a moment, so that questions are heard from the start; a
         // subscription that fails is remembered and made once the driver connects.
         let mut state = driver.state();
-        let _ = tokio::time::timeout(CONNECT_WAIT, state.wait_for(|s| s.is_connected())).await;
+        let _ = tokio::time::timeout(
+            crate::backplane::DRIVER_CONNECT_WAIT,
+            state.wait_for(|s| s.is_connected()),
+        )
+        .await;
         if let Err(error) = driver
             .subscribe(&[ask_channel.clone(), reply_channel.clone()])
             .await

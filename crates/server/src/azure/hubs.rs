@@ -8,9 +8,10 @@
 //!   `asrs.s.uid`, else `nameid`, else `sub`;
 //! * closes a connection when its token expires only when the token asks for it
 //!   (`asrs.s.coae`, at `asrs.s.aeo` if given, else at `exp`), as the service does;
-//! * on connect, adds the connection to the groups its user was added to through the REST API
-//!   ([`AzureStore::groups_of`]), then tells the upstream (`connections/connected`); an upstream
-//!   refusal closes the connection with `allowReconnect: false`;
+//! * before answering the handshake, adds the connection to the groups its user was added to
+//!   through the REST API ([`AzureStore::groups_of`]); once connected, tells the upstream
+//!   (`connections/connected`); an upstream refusal closes the connection with
+//!   `allowReconnect: false`;
 //! * on disconnect, tells the upstream (`connections/disconnected`) in the background;
 //! * hands every client invocation to the upstream (`messages/{target}`), whose answer becomes the
 //!   completion. Without an upstream, invocations are answered with the error completion
@@ -331,6 +332,7 @@ impl AzureHubs {
 /// Builds hub `name` (see the module documentation).
 fn build_hub(name: &str, services: &AzureHubServices, lifetime: Lifetime) -> AzureHub {
     let hub_name: Arc<str> = Arc::from(name);
+    let on_join = (hub_name.clone(), services.store.clone());
     let on_connect = (hub_name.clone(), services.clone());
     let on_disconnect = (hub_name.clone(), services.upstream.clone());
     let on_invoke = (hub_name.clone(), services.upstream.clone());
@@ -350,6 +352,10 @@ fn build_hub(name: &str, services: &AzureHubServices, lifetime: Lifetime) -> Azu
             hub: hub_name.clone(),
         })
         .authorize(Policy::authenticated())
+        .initial_groups(move |principal| {
+            let (hub, store) = on_join.clone();
+            async move { stored_groups(&hub, &store, principal).await }
+        })
         .on_connected(move |caller: Caller| {
             let (hub, services) = on_connect.clone();
             async move { connected(&hub, &services, &caller).await }
@@ -388,21 +394,13 @@ fn build_hub(name: &str, services: &AzureHubServices, lifetime: Lifetime) -> Azu
     }
 }
 
-/// A new connection: its user's stored groups, then the upstream's `connected`.
+/// A new connection: the upstream's `connected` (its user's stored groups were joined before
+/// the handshake, see [`stored_groups`]).
 async fn connected(
     hub: &str,
     services: &AzureHubServices,
     caller: &Caller,
 ) -> Result<(), HubError> {
-    if let Some(user) = caller.user_id().filter(|user| !user.is_empty()) {
-        for group in services.store.groups_of(hub, user).await {
-            caller
-                .groups()
-                .add(caller.connection_id(), &group)
-                .await
-                .map_err(|e| HubError::internal(e.to_string()))?;
-        }
-    }
     if services.upstream.is_enabled() {
         let info = connection_info(hub, caller);
         services
@@ -412,6 +410,15 @@ async fn connected(
             .map_err(HubError::new)?;
     }
     Ok(())
+}
+
+/// The groups the REST API added the connection's user to: joined before the client sees the
+/// connection open, so a group send right after `start()` reaches it.
+async fn stored_groups(hub: &str, store: &AzureStore, principal: Option<Principal>) -> Vec<String> {
+    match principal.as_ref().and_then(Principal::user_id) {
+        Some(user) if !user.is_empty() => store.groups_of(hub, user).await,
+        _ => Vec::new(),
+    }
 }
 
 /// What the upstream is told about a connection.

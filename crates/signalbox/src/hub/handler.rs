@@ -172,6 +172,13 @@ fn run_connection(
         )
         .with_auth(connection.auth.clone());
         lifetime.on_connected(handle.clone()).await;
+        if let Some(hook) = &hub.initial_groups {
+            for group in hook(connection.principal.clone()).await {
+                if let Err(error) = lifetime.add_to_group(&connection.id, &group).await {
+                    tracing::warn!(%error, group, "cannot join an initial group");
+                }
+            }
+        }
         if connection
             .outbound
             .send(handshake_response(None))

@@ -30,12 +30,16 @@ pub use rate_limit::RateLimit;
 pub(crate) use upload::UploadEvent;
 pub use upload::UploadStream;
 
-use crate::auth::{Authenticator, Policy, SharedAuthenticator};
+use crate::auth::{Authenticator, Policy, Principal, SharedAuthenticator};
 use crate::context::HubContext;
 use crate::lifetime::{HubLifetimeManager, LocalLifetimeManager};
 use crate::options::{ConnectionOptions, HubOptions};
 
 type LifecycleHook = Arc<dyn Fn(Caller) -> BoxFuture<'static, Result<(), HubError>> + Send + Sync>;
+
+/// Names the groups a new connection joins before its handshake is answered.
+pub(crate) type InitialGroups =
+    Arc<dyn Fn(Option<Principal>) -> BoxFuture<'static, Vec<String>> + Send + Sync>;
 
 /// A hub: a named set of methods, its options, authentication and policies. Mount it with
 /// [`HubRouterExt::map_hub`](crate::HubRouterExt::map_hub). Cheap to clone.
@@ -51,6 +55,7 @@ pub(crate) struct HubInner {
     pub(crate) fallback: Option<FallbackHandler>,
     pub(crate) on_connected: Option<LifecycleHook>,
     pub(crate) on_disconnected: Option<LifecycleHook>,
+    pub(crate) initial_groups: Option<InitialGroups>,
     pub(crate) options: HubOptions,
     pub(crate) connection_options: ConnectionOptions,
     pub(crate) policy: Policy,
@@ -120,6 +125,7 @@ pub struct HubBuilder {
     fallback: Option<FallbackHandler>,
     on_connected: Option<LifecycleHook>,
     on_disconnected: Option<LifecycleHook>,
+    initial_groups: Option<InitialGroups>,
     options: HubOptions,
     connection_options: ConnectionOptions,
     policy: Policy,
@@ -144,6 +150,7 @@ impl HubBuilder {
             fallback: None,
             on_connected: None,
             on_disconnected: None,
+            initial_groups: None,
             options: HubOptions::default(),
             connection_options: ConnectionOptions::default(),
             policy: Policy::anonymous(),
@@ -251,6 +258,34 @@ impl HubBuilder {
         self
     }
 
+    /// Names groups each new connection joins before its handshake is answered: when the
+    /// client's `start()` resolves, messages to those groups already reach it (groups joined in
+    /// [`on_connected`](Self::on_connected) are joined after the client sees the connection
+    /// open). The hook gets the connection's principal; it should be quick (it delays the
+    /// handshake), and a group it cannot join is logged and skipped.
+    ///
+    /// ```
+    /// use signalbox::Hub;
+    ///
+    /// let hub = Hub::builder("chat")
+    ///     .initial_groups(|principal| async move {
+    ///         match principal.and_then(|p| p.user_id().map(str::to_owned)) {
+    ///             Some(user) => vec![format!("user-{user}"), "everyone".to_owned()],
+    ///             None => vec!["everyone".to_owned()],
+    ///         }
+    ///     })
+    ///     .build();
+    /// # let _ = hub;
+    /// ```
+    pub fn initial_groups<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(Option<Principal>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Vec<String>> + Send + 'static,
+    {
+        self.initial_groups = Some(Arc::new(move |principal| hook(principal).boxed()));
+        self
+    }
+
     /// Runs when a connection has ended.
     pub fn on_disconnected<F, Fut>(mut self, hook: F) -> Self
     where
@@ -319,6 +354,7 @@ impl HubBuilder {
                 fallback: self.fallback,
                 on_connected: self.on_connected,
                 on_disconnected: self.on_disconnected,
+                initial_groups: self.initial_groups,
                 options: self.options,
                 connection_options: self.connection_options,
                 policy: self.policy,

@@ -58,7 +58,17 @@ pub fn router(azure: Azure) -> Router {
         .route("/api/v1/health", get(health))
         .route("/api/hubs/{*rest}", any(current))
         .route("/api/v1/hubs/{*rest}", any(legacy))
+        .route("/api/auth/accessKey", any(access_key))
+        .route("/api/v1/auth/accessKey", any(access_key))
         .with_state(azure)
+}
+
+/// `GET /api/auth/accessKey`: Entra ID callers fetch a signing key here; access keys are the
+/// only credentials of this service, so it answers `501` with an error body.
+async fn access_key(uri: axum::http::Uri) -> Response {
+    let legacy = uri.path().starts_with("/api/v1/");
+    RestError::NotSupported("Microsoft Entra ID authentication (auth/accessKey)")
+        .into_response_for(legacy)
 }
 
 /// `HEAD|GET /api/health`: the service is up (no token needed).
