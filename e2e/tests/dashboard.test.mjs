@@ -1,10 +1,13 @@
 // The admin dashboard of `signalbox serve` (/admin) in headless Chromium through playwright-core:
 // an admin signs in, sees the live counts, the online users, a group and the rate chart after
 // some traffic, and the page is saved as a screenshot (e2e/artifacts/dashboard.png). A user
-// without the admin role is turned away.
+// without the admin role is turned away. The webhook delivery log shows failed lifecycle events,
+// and its Retry button delivers one once the receiver accepts.
 
 import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import http from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -23,6 +26,12 @@ import {
 const ARTIFACTS = path.join(REPO_ROOT, 'e2e', 'artifacts');
 const PASSWORD = 'e2e password 123';
 
+const WEBHOOK_SECRET = 'e2e-webhook-secret-0123456789abcdef0123';
+
+// Lifecycle webhooks go to this receiver; it refuses (404) until `accept` is set, and records the
+// requests whose signature checks out.
+const receiver = { accept: false, delivered: [], server: null, url: null };
+
 const dir = mkdtempSync(path.join(tmpdir(), 'signalbox-e2e-dashboard-'));
 const env = serviceEnv(dir, { SIGNALBOX_LOG_FORMAT: 'json' });
 const cli = (args, input) => signalboxCli(env, args, input);
@@ -39,7 +48,29 @@ before(async () => {
   cli(['user', 'add', 'alice'], `${PASSWORD}\n`);
   cli(['user', 'add', 'bob'], `${PASSWORD}\n`);
   cli(['user', 'add', 'backend', '--claim', 'permission=notify'], `${PASSWORD}\n`);
-  server = await startSignalbox({ env });
+  receiver.server = http.createServer((req, res) => {
+    let body = '';
+    req.on('data', (chunk) => { body += chunk; });
+    req.on('end', () => {
+      const signed = `${req.headers['x-signalbox-timestamp']}.${body}`;
+      const expected = `sha256=${createHmac('sha256', WEBHOOK_SECRET).update(signed).digest('hex')}`;
+      if (req.headers['x-signalbox-signature'] !== expected) {
+        res.writeHead(401).end();
+        return;
+      }
+      if (!receiver.accept) {
+        res.writeHead(404).end();
+        return;
+      }
+      receiver.delivered.push({ id: req.headers['x-signalbox-delivery'], event: JSON.parse(body) });
+      res.writeHead(204).end();
+    });
+  });
+  await new Promise((resolve) => receiver.server.listen(0, '127.0.0.1', resolve));
+  receiver.url = `http://127.0.0.1:${receiver.server.address().port}/hook`;
+  server = await startSignalbox({
+    env: { ...env, SIGNALBOX_WEBHOOKS_URL: receiver.url, SIGNALBOX_WEBHOOKS_SECRET: WEBHOOK_SECRET },
+  });
   url = server.url;
   browser = await launchChromium();
 });
@@ -48,6 +79,7 @@ after(async () => {
   for (const c of connections) await c.stop().catch(() => {});
   if (browser) await browser.close();
   await server?.stop();
+  receiver.server?.close();
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -141,6 +173,34 @@ describe('admin dashboard', { skip }, () => {
       await page.waitForFunction(() => document.getElementById('t-connections').textContent === '1', null, { timeout: 15_000 });
     } finally {
       clearInterval(traffic);
+      await page.close();
+    }
+  });
+
+  test('the webhook delivery log shows failed events and retries one', { timeout: 60_000 }, async () => {
+    // Before this test, alice's and bob's connections went online: the receiver refused those
+    // events (404 is final), so the log holds failed ones.
+    const page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
+    try {
+      await signIn(page, 'root');
+      await page.waitForSelector('#dashboard:not([hidden])');
+      await page.waitForFunction(
+        (receiverUrl) => document.getElementById('webhooks-state').textContent.includes(receiverUrl),
+        receiver.url,
+      );
+      await page.selectOption('#webhooks-status', 'failed');
+      const failed = '#webhooks tr:has(span.status-failed):has-text("user.online")';
+      await page.waitForSelector(failed, { timeout: 20_000 });
+      const user = await page.textContent(`${failed} >> td:nth-child(3)`);
+      assert.match(user, /^(alice|bob)$/);
+
+      receiver.accept = true;
+      await page.click(`${failed} >> button:has-text("Retry")`);
+      await page.selectOption('#webhooks-status', 'delivered');
+      await page.waitForSelector(`#webhooks tr:has(span.status-delivered):has-text("${user}")`, { timeout: 20_000 });
+      const delivered = receiver.delivered.find((d) => d.event.type === 'user.online' && d.event.user === user);
+      assert.ok(delivered, `the receiver got user.online for ${user}: ${JSON.stringify(receiver.delivered)}`);
+    } finally {
       await page.close();
     }
   });
