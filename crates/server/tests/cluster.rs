@@ -89,20 +89,14 @@ fn free_port() -> u16 {
 }
 
 async fn wait_port(port: u16, up: bool) {
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+    let what = format!("port {port} to be {}", if up { "open" } else { "closed" });
+    common::eventually(&what, || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .is_ok()
             == up
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!(
-        "port {port} never became {}",
-        if up { "open" } else { "closed" }
-    );
+    })
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -174,16 +168,11 @@ impl Node {
 
     /// Waits until `pattern` has been logged at least `count` times.
     async fn wait_log(&self, pattern: &str, count: usize, timeout: Duration) {
-        let deadline = tokio::time::Instant::now() + timeout;
-        while self.log_count(pattern) < count {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{}: {pattern:?} not logged {count} times:\n{}",
-                self.name,
-                self.log.lock().unwrap().join("\n")
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let what = format!("{}: {pattern:?} logged {count} times", self.name);
+        common::eventually_within(timeout, &what, || async {
+            self.log_count(pattern) >= count
+        })
+        .await;
     }
 }
 
@@ -284,17 +273,12 @@ impl Cluster {
     }
 
     async fn wait_presence(&self, user: &str, check: impl Fn(&Value) -> bool) -> Value {
-        for _ in 0..200 {
+        let check = &check;
+        common::eventually_some(&format!("presence of {user} to match"), || async move {
             let body = self.presence(user).await;
-            if check(&body) {
-                return body;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!(
-            "presence of {user} never matched: {}",
-            self.presence(user).await
-        );
+            check(&body).then_some(body)
+        })
+        .await
     }
 
     /// `POST /api/notifications` on node `at` as `sender`.

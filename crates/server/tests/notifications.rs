@@ -464,14 +464,11 @@ async fn retention_deletes_old_notifications(backend: Backend) {
     // The retention task runs at start.
     let config = common::test_config(&db);
     let restarted = TestApp::start_on(db, config).await;
-    for _ in 0..100 {
+    common::eventually("the old notification to be deleted", || async {
         let (_, inbox) = restarted.get("/api/notifications", Some(&token)).await;
-        if inbox == json!([]) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the old notification was not deleted");
+        inbox == json!([])
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -573,10 +570,12 @@ async fn publishing_while_connecting_delivers_each_once(backend: Backend) {
     let kate = app.token("kate").await;
     // Publish 30 notifications while kate's connection comes up: each one is either replayed
     // on connect or delivered live, never both, never neither.
+    let (started_tx, started) = tokio::sync::oneshot::channel();
     let publisher = {
         let http = app.http.clone();
         let url = app.url.clone();
         tokio::spawn(async move {
+            let mut started_tx = Some(started_tx);
             let mut ids = Vec::new();
             for i in 0..30 {
                 let response: Value = http
@@ -590,11 +589,15 @@ async fn publishing_while_connecting_delivers_each_once(backend: Backend) {
                     .await
                     .unwrap();
                 ids.push(response["ids"][0].as_str().unwrap().to_owned());
+                if let Some(tx) = started_tx.take() {
+                    let _ = tx.send(());
+                }
             }
             ids
         })
     };
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Connect once the first notification is stored, while the rest are still being published.
+    started.await.unwrap();
     let mut client = app.connect(&kate).await;
     let sent = publisher.await.unwrap();
     let mut received: Vec<String> = client

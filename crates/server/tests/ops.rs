@@ -133,25 +133,26 @@ async fn metrics_count_known_traffic() {
     .await;
 
     // Delivery is recorded right after the push: poll briefly.
-    let mut after = String::new();
-    for _ in 0..50 {
-        after = scrape(&app, Some(&root)).await.1;
-        let delivered = series(
-            &after,
-            "signalbox_notification_delivery_seconds_count",
-            "path=\"live\"",
-        ) - series(
-            &before,
-            "signalbox_notification_delivery_seconds_count",
-            "path=\"live\"",
-        );
-        let disconnects = sum(&after, "signalbox_disconnects_total", &[])
-            - sum(&before, "signalbox_disconnects_total", &[]);
-        if delivered >= 3.0 && disconnects >= 1.0 {
-            break;
+    let baseline = &before;
+    let after = common::eventually_some("3 deliveries and 1 disconnect in the metrics", || {
+        let (app, root) = (&app, &root);
+        async move {
+            let after = scrape(app, Some(root)).await.1;
+            let delivered = series(
+                &after,
+                "signalbox_notification_delivery_seconds_count",
+                "path=\"live\"",
+            ) - series(
+                baseline,
+                "signalbox_notification_delivery_seconds_count",
+                "path=\"live\"",
+            );
+            let disconnects = sum(&after, "signalbox_disconnects_total", &[])
+                - sum(baseline, "signalbox_disconnects_total", &[]);
+            (delivered >= 3.0 && disconnects >= 1.0).then_some(after)
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     let delta =
         |name: &str, labels: &str| series(&after, name, labels) - series(&before, name, labels);
 
@@ -498,16 +499,15 @@ async fn ready(app: &TestApp) -> (u16, Value) {
 }
 
 async fn wait_ready(app: &TestApp, want: u16) -> Value {
-    let mut last = Value::Null;
-    for _ in 0..60 {
-        let (status, body) = ready(app).await;
-        if status == want {
-            return body;
-        }
-        last = body;
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!("/health/ready never answered {want}: {last}");
+    common::eventually_some_within(
+        Duration::from_secs(15),
+        &format!("/health/ready to answer {want}"),
+        || async move {
+            let (status, body) = ready(app).await;
+            (status == want).then_some(body)
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -101,30 +101,20 @@ async fn wait_span(
     name: &str,
     check: impl Fn(&SpanRecord) -> bool,
 ) -> SpanRecord {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(span) = received
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|s| (trace.is_empty() || s.trace_id == trace) && s.name == name && check(s))
-        {
-            return span.clone();
-        }
-        if tokio::time::Instant::now() > deadline {
-            let all: Vec<String> = received
+    let check = &check;
+    common::eventually_some_within(
+        Duration::from_secs(15),
+        &format!("a span '{name}' in trace {trace:?}"),
+        || async move {
+            received
                 .lock()
                 .unwrap()
                 .iter()
-                .map(|s| format!("{} {} {}<-{}", s.name, s.trace_id, s.span_id, s.parent))
-                .collect();
-            panic!(
-                "no span '{name}' in trace {trace}; got:\n{}",
-                all.join("\n")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+                .find(|s| (trace.is_empty() || s.trace_id == trace) && s.name == name && check(s))
+                .cloned()
+        },
+    )
+    .await
 }
 
 fn free_port() -> u16 {

@@ -20,22 +20,12 @@ use sqlx::{Connection, Row};
 const DEADLINE: Duration = Duration::from_secs(20);
 
 /// Polls `check` until it holds, or panics after [`DEADLINE`].
-async fn eventually<F, Fut>(what: &str, mut check: F)
+async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::eventually_within(DEADLINE, what, check).await;
 }
 
 async fn pool(app: &TestApp) -> PgPool {

@@ -147,6 +147,7 @@ async fn receive(
     let concurrent = !state.in_flight.lock().unwrap().insert(delivery.clone());
     let delay = state.delay_ms.load(Ordering::SeqCst);
     if delay > 0 {
+        // A slow receiver is the behaviour under test (timeouts, no concurrent deliveries).
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
     state.in_flight.lock().unwrap().remove(&delivery);
@@ -281,15 +282,16 @@ async fn entry(app: &TestApp, admin: &str, id: &str) -> Value {
 
 /// Polls the entry of event `id` until `check` holds.
 async fn wait_entry(app: &TestApp, admin: &str, id: &str, check: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let entry = entry(app, admin, id).await;
-        if check(&entry) {
-            return entry;
-        }
-        assert!(Instant::now() < deadline, "entry never matched: {entry}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let check = &check;
+    common::eventually_some_within(
+        WAIT,
+        &format!("the entry of {id} to match"),
+        || async move {
+            let entry = entry(app, admin, id).await;
+            check(&entry).then_some(entry)
+        },
+    )
+    .await
 }
 
 /// `user.online` at once with the connection's events; a second tab sends no second
@@ -569,25 +571,21 @@ async fn pending_events_survive_a_restart(backend: Backend) {
         })
         .await;
     let admin = admin_token(&app).await;
-    let deadline = Instant::now() + WAIT;
-    loop {
+    let body = common::eventually_some_within(WAIT, "no event pending", || async {
         let body = log(&app, &admin, "").await;
-        if body["pending"] == 0 {
-            let ids: HashMap<&str, &Value> = body["deliveries"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|d| (d["id"].as_str().unwrap(), &d["status"]))
-                .collect();
-            assert_eq!(
-                ids.get(online.delivery.as_str()).copied(),
-                Some(&Value::from("delivered"))
-            );
-            break;
-        }
-        assert!(Instant::now() < deadline, "events still pending: {body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        (body["pending"] == 0).then_some(body)
+    })
+    .await;
+    let ids: HashMap<&str, &Value> = body["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["id"].as_str().unwrap(), &d["status"]))
+        .collect();
+    assert_eq!(
+        ids.get(online.delivery.as_str()).copied(),
+        Some(&Value::from("delivered"))
+    );
 }
 
 /// Two nodes on one PostgreSQL database: a user connected to both goes online and offline once

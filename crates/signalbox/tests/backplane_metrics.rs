@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::cell::Cell;
 use std::sync::Arc;
 
 use axum::Router;
@@ -71,15 +72,27 @@ async fn published_and_received_envelopes_are_counted() {
     }
     assert_eq!(got, [0, 1, 2]);
     // Both nodes subscribe to the all-channel, so each envelope is received twice (the sender
-    // then ignores its own). Wait for the sender's copies too, then make sure nothing more comes.
-    let (mut published, mut received) = (0, 0);
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-    while received < 6 && tokio::time::Instant::now() < deadline {
-        let (p, r) = drain(&snapshotter);
-        (published, received) = (published + p, received + r);
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    // then ignores its own). A fourth message marks the end: once it has been received by both
+    // nodes and the client, anything more from the first three would have been counted already.
+    context_a
+        .clients()
+        .all()
+        .send("Hello", (3u32,))
+        .await
+        .unwrap();
+    loop {
+        if let HubMessage::Invocation(inv) = client.recv_non_ping().await.expect("closed") {
+            assert_eq!(inv.arguments[0].deserialize::<u32>().unwrap(), 3);
+            break;
+        }
     }
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    let (p, r) = drain(&snapshotter);
-    assert_eq!((published + p, received + r), (3, 6));
+    let totals = Cell::new((0, 0));
+    common::eventually("both nodes to receive all four envelopes", || async {
+        let (p, r) = drain(&snapshotter);
+        let (published, received) = totals.get();
+        totals.set((published + p, received + r));
+        received + r >= 8
+    })
+    .await;
+    assert_eq!(totals.get(), (4, 8));
 }

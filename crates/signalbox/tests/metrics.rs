@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use axum::Router;
 use common::{Client, SECRET, http, serve, token};
@@ -161,22 +160,24 @@ async fn counters_follow_known_traffic() {
 
     // Snapshots hand out what changed since the previous one, so sum them up.
     drop(json_client);
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let (mut closed, mut gauge) = (0.0, 0.0);
-    while closed < 1.0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the disconnect was never counted"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let sums = std::cell::Cell::new((0.0, 0.0));
+    common::eventually("the disconnect to be counted", || async {
         let series = snapshot(&snapshotter);
-        closed += get(
-            &series,
-            "signalbox_disconnects_total",
-            &[("hub", "metered"), ("reason", "client_closed")],
-        );
-        gauge += get(&series, "signalbox_connections", &ws_json);
-    }
+        let (closed, gauge) = sums.get();
+        let closed = closed
+            + get(
+                &series,
+                "signalbox_disconnects_total",
+                &[("hub", "metered"), ("reason", "client_closed")],
+            );
+        sums.set((
+            closed,
+            gauge + get(&series, "signalbox_connections", &ws_json),
+        ));
+        closed >= 1.0
+    })
+    .await;
+    let (closed, gauge) = sums.get();
     assert_eq!(closed, 1.0);
     assert_eq!(gauge, -1.0, "the connection gauge went down by one");
 }

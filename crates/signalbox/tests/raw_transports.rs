@@ -8,15 +8,27 @@ mod common;
 use std::time::Duration;
 
 use axum::Router;
+use bytes::Bytes;
 use common::{http, serve};
 use signalbox::{ConnectionEndpoint, ConnectionOptions, HubRouterExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
 
 fn echo(options: ConnectionOptions) -> ConnectionEndpoint {
-    ConnectionEndpoint::new(|mut connection| async move {
-        while let Some(data) = connection.recv().await {
-            if !connection.send(data).await {
-                break;
+    echo_reporting(options, mpsc::channel(1).0)
+}
+
+/// [`echo`] that reports each chunk on `echoed` once it is queued back to the client (reports
+/// that find the channel full or closed are dropped).
+fn echo_reporting(options: ConnectionOptions, echoed: mpsc::Sender<Bytes>) -> ConnectionEndpoint {
+    ConnectionEndpoint::new(move |mut connection| {
+        let echoed = echoed.clone();
+        async move {
+            while let Some(data) = connection.recv().await {
+                if !connection.send(data.clone()).await {
+                    break;
+                }
+                let _ = echoed.try_send(data);
             }
         }
     })
@@ -30,12 +42,17 @@ async fn negotiate(addr: std::net::SocketAddr) -> String {
 
 #[tokio::test]
 async fn long_polling_lifecycle() {
+    // Room for every chunk this test posts.
+    let (echoed_tx, mut echoed) = mpsc::channel(16);
     let addr = serve(Router::new().map_connection(
         "/echo",
-        echo(ConnectionOptions {
-            long_poll_timeout: Duration::from_millis(300),
-            ..ConnectionOptions::default()
-        }),
+        echo_reporting(
+            ConnectionOptions {
+                long_poll_timeout: Duration::from_millis(300),
+                ..ConnectionOptions::default()
+            },
+            echoed_tx,
+        ),
     ))
     .await;
     let id = negotiate(addr).await;
@@ -54,7 +71,8 @@ async fn long_polling_lifecycle() {
     // Sends are echoed on the next poll, several chunks in one body.
     assert_eq!(http(addr, "POST", &path, &[], b"hello ").await.status, 200);
     assert_eq!(http(addr, "POST", &path, &[], b"world").await.status, 200);
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(&echoed.recv().await.unwrap()[..], b"hello ");
+    assert_eq!(&echoed.recv().await.unwrap()[..], b"world");
     let poll = http(addr, "GET", &path, &[], b"").await;
     assert_eq!((poll.status, poll.text().as_str()), (200, "hello world"));
 
@@ -66,6 +84,7 @@ async fn long_polling_lifecycle() {
     // A newer poll supersedes the waiting one, which answers 204.
     let older =
         tokio::spawn(async move { http(addr, "GET", &format!("/echo?id={id}"), &[], b"").await });
+    // Kept: the server exposes nothing that says the older poll is parked; this orders the two.
     tokio::time::sleep(Duration::from_millis(50)).await;
     let path2 = path.clone();
     let newer = tokio::spawn(async move { http(addr, "GET", &path2, &[], b"").await });
@@ -75,13 +94,11 @@ async fn long_polling_lifecycle() {
     // DELETE ends the connection: 202, then polls get 204 or 404.
     let delete = http(addr, "DELETE", &path, &[], b"").await;
     assert_eq!(delete.status, 202);
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let after = http(addr, "GET", &path, &[], b"").await;
-    assert!(
-        after.status == 204 || after.status == 404,
-        "{}",
-        after.status
-    );
+    common::eventually("polls to get 204 or 404 after DELETE", || async {
+        let after = http(addr, "GET", &path, &[], b"").await;
+        after.status == 204 || after.status == 404
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -194,11 +211,15 @@ async fn abandoned_negotiations_and_polls_are_reaped() {
     let pending = negotiate(addr).await;
     let polling = negotiate(addr).await;
     http(addr, "GET", &format!("/echo?id={polling}"), &[], b"").await;
-    tokio::time::sleep(Duration::from_millis(1600)).await;
-    for id in [pending, polling] {
-        let r = http(addr, "POST", &format!("/echo?id={id}"), &[], b"x").await;
-        assert_eq!(r.status, 404, "connection {id} was reaped");
-    }
+    // The reaper runs once a second. Probe the polling connection only (its echo consumes what
+    // is posted); the pending one, negotiated earlier, goes in the same pass.
+    common::eventually("the polling connection to be reaped", || async {
+        let r = http(addr, "POST", &format!("/echo?id={polling}"), &[], b"x").await;
+        r.status == 404
+    })
+    .await;
+    let r = http(addr, "POST", &format!("/echo?id={pending}"), &[], b"x").await;
+    assert_eq!(r.status, 404, "connection {pending} was reaped");
 }
 
 #[tokio::test]
@@ -253,9 +274,13 @@ async fn server_sent_events_stream() {
 
     // Closing the stream ends the connection.
     drop(stream);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let r = http(addr, "POST", &format!("/echo?id={id}"), &[], b"x").await;
-    assert_eq!(r.status, 404);
+    common::eventually("the connection to end with its stream", || async {
+        http(addr, "POST", &format!("/echo?id={id}"), &[], b"x")
+            .await
+            .status
+            == 404
+    })
+    .await;
 }
 
 /// Reads until the server's close frame; `None` if the socket ended without one.

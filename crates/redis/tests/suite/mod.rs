@@ -458,8 +458,10 @@ pub async fn every_target_delivers_exactly_once<D: Driver>() {
     // A client that leaves takes its subscriptions with it.
     let gone = c.remove(2);
     drop(gone);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(nodes[1].manager.local().connection_count(), 1);
+    eventually("the departed client to be unregistered", || async {
+        nodes[1].manager.local().connection_count() == 1
+    })
+    .await;
     send(&nodes[0], User("bob".into()), "bob-gone").await;
     send(&nodes[0], All, "all-again").await;
     let expected = expect(&[("all-again", &[0, 1, 2])], 3);
@@ -587,13 +589,12 @@ fn free_port() -> u16 {
 
 async fn start_private<D: Driver>(port: u16) -> tokio::process::Child {
     let child = D::spawn_server(port);
-    for _ in 0..100 {
-        if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            return child;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the private server on port {port} did not start");
+    eventually(
+        &format!("the private server on port {port} to start"),
+        || async { TcpStream::connect(("127.0.0.1", port)).await.is_ok() },
+    )
+    .await;
+    child
 }
 
 pub async fn recovers_after_server_restart<D: Driver>() {
@@ -670,4 +671,22 @@ pub async fn recovers_after_server_restart<D: Driver>() {
 
     server.kill().await.unwrap();
     server.wait().await.unwrap();
+}
+
+/// Polls `check` every few milliseconds until it holds; panics with `what` after 10 s.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Duration::from_secs(10);
+    let until = tokio::time::Instant::now() + deadline;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        // The poll interval: the one place this suite waits on the clock.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }

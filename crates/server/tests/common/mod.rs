@@ -340,17 +340,12 @@ impl TestApp {
         token: &str,
         check: impl Fn(&Value) -> bool,
     ) -> Value {
-        for _ in 0..100 {
+        let check = &check;
+        eventually_some(&format!("presence of {user} to match"), || async move {
             let body = self.presence(user, token).await;
-            if check(&body) {
-                return body;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!(
-            "presence of {user} never matched: {}",
-            self.presence(user, token).await
-        );
+            check(&body).then_some(body)
+        })
+        .await
     }
 
     pub async fn connect(&self, token: &str) -> HubClient {
@@ -624,5 +619,59 @@ impl HubClient {
             while let Some(Ok(_)) = self.ws.next().await {}
         })
         .await;
+    }
+}
+
+/// How long [`eventually`] waits before failing.
+pub const EVENTUALLY: Duration = Duration::from_secs(10);
+
+/// Polls `check` every few milliseconds until it holds; panics with `what` after [`EVENTUALLY`].
+pub async fn eventually<F, Fut>(what: &str, check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    eventually_within(EVENTUALLY, what, check).await;
+}
+
+/// [`eventually`] with another deadline, for conditions that take long by design.
+pub async fn eventually_within<F, Fut>(deadline: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    eventually_some_within(deadline, what, || {
+        let attempt = check();
+        async move { attempt.await.then_some(()) }
+    })
+    .await;
+}
+
+/// Polls `probe` until it returns `Some`; panics with `what` after [`EVENTUALLY`].
+pub async fn eventually_some<T, F, Fut>(what: &str, probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    eventually_some_within(EVENTUALLY, what, probe).await
+}
+
+/// [`eventually_some`] with another deadline.
+pub async fn eventually_some_within<T, F, Fut>(deadline: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        if let Some(found) = probe().await {
+            return found;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        // The poll interval: the one place these tests wait on the clock.
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

@@ -313,7 +313,7 @@ mod tests {
         assert_eq!(&r.replay()[0][..], b"{\"type\":9,\"sequenceId\":4}\x1e");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_full_buffer_waits_for_acks() {
         use signalbox_protocol::{Invocation, Payload};
         let r = std::sync::Arc::new(Resumable::new(10));
@@ -326,6 +326,7 @@ mod tests {
         let r2 = r.clone();
         let f2 = frame.clone();
         let waiting = tokio::spawn(async move { r2.record(&f2, false).await });
+        // On the paused clock this ends once the spawned send is idle (blocked on the buffer).
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!waiting.is_finished(), "over the limit, sends wait");
         r.ack(1);

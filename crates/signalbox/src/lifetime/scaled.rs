@@ -1506,8 +1506,15 @@ mod tests {
         )))
     }
 
-    async fn count(conn: &mut Conn) -> usize {
+    /// Returns once the bus and both nodes have nothing left to do. The tests using it run on
+    /// tokio's paused clock, which only moves on when every task is idle, so this virtual sleep
+    /// ends exactly then.
+    async fn settle() {
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    async fn count(conn: &mut Conn) -> usize {
+        settle().await;
         let mut n = 0;
         while conn.rx.try_recv().is_ok() {
             n += 1;
@@ -1649,7 +1656,7 @@ mod tests {
         assert!(principal_from(b"[1]", None).is_none());
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn refresh_is_forwarded_to_the_owning_node() {
         let bus = MemoryBus::new();
         let options = ScaledOptions::default().ack_timeout(Duration::from_millis(300));
@@ -1670,7 +1677,7 @@ mod tests {
             .with_auth(Some(cell.clone())),
         )
         .await;
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        settle().await;
 
         let newer = principal(serde_json::json!({"sub": "alice", "v": 2}));
         a.refresh_connection("b1".into(), newer.clone())
@@ -1699,7 +1706,7 @@ mod tests {
         assert!(a.shared.refreshes.is_empty());
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn two_nodes_over_a_memory_bus() {
         let bus = MemoryBus::new();
         let a = ScaledLifetimeManager::new(bus.backplane(), "t");
@@ -1707,7 +1714,7 @@ mod tests {
         let mut a1 = connect(&a, "a1", Some("u"), Protocol::Json).await;
         let mut b1 = connect(&b, "b1", Some("u"), Protocol::MessagePack).await;
         let mut b2 = connect(&b, "b2", None, Protocol::Json).await;
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        settle().await;
 
         a.send(Target::All, msg("x")).await.unwrap();
         assert_eq!(
