@@ -9,11 +9,11 @@ use futures_util::future::{BoxFuture, FutureExt};
 
 use super::{Hub, HubInner, handler};
 use crate::auth::Principal;
-use crate::connection::RefreshError;
+use crate::connection::{Connection, RefreshError};
 use crate::connection::endpoint::{self, ConnectionHandler, EndpointSettings};
 
 impl ConnectionHandler for HubInner {
-    fn run(self: Arc<Self>, connection: crate::connection::Connection) -> BoxFuture<'static, ()> {
+    fn run(self: Arc<Self>, connection: Connection) -> BoxFuture<'static, ()> {
         handler::run(self, connection).boxed()
     }
 
