@@ -9,8 +9,8 @@ use futures_util::future::{BoxFuture, FutureExt};
 
 use super::{Hub, HubInner, handler};
 use crate::auth::Principal;
-use crate::connection::{Connection, RefreshError};
 use crate::connection::endpoint::{self, ConnectionHandler, EndpointSettings};
+use crate::connection::{Connection, RefreshError};
 
 impl ConnectionHandler for HubInner {
     fn run(self: Arc<Self>, connection: Connection) -> BoxFuture<'static, ()> {
