@@ -41,10 +41,7 @@ fn msg(p: Publish) -> Msg {
 pub fn bench_hub(auth: Option<JwtAuth>, options: HubOptions) -> Hub {
     let builder = Hub::builder("bench")
         .options(options)
-        .connection_options(ConnectionOptions {
-            transports: vec![TransportType::WebSockets],
-            ..ConnectionOptions::default()
-        });
+        .connection_options(ConnectionOptions::default().transports([TransportType::WebSockets]));
     let builder = match auth {
         Some(auth) => builder
             .authentication(auth)

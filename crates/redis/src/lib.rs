@@ -69,6 +69,38 @@ impl Default for RedisOptions {
     }
 }
 
+impl RedisOptions {
+    /// Sets [`connect_timeout`](Self::connect_timeout).
+    pub fn connect_timeout(mut self, connect_timeout: Duration) -> Self {
+        self.connect_timeout = connect_timeout;
+        self
+    }
+
+    /// Sets [`response_timeout`](Self::response_timeout).
+    pub fn response_timeout(mut self, response_timeout: Duration) -> Self {
+        self.response_timeout = response_timeout;
+        self
+    }
+
+    /// Sets [`reconnect_min_delay`](Self::reconnect_min_delay).
+    pub fn reconnect_min_delay(mut self, reconnect_min_delay: Duration) -> Self {
+        self.reconnect_min_delay = reconnect_min_delay;
+        self
+    }
+
+    /// Sets [`reconnect_max_delay`](Self::reconnect_max_delay).
+    pub fn reconnect_max_delay(mut self, reconnect_max_delay: Duration) -> Self {
+        self.reconnect_max_delay = reconnect_max_delay;
+        self
+    }
+
+    /// Sets [`queue_capacity`](Self::queue_capacity).
+    pub fn queue_capacity(mut self, queue_capacity: usize) -> Self {
+        self.queue_capacity = queue_capacity;
+        self
+    }
+}
+
 /// A [`Backplane`] over Redis pub/sub. Create it inside a Tokio runtime; dropping it closes its
 /// connections.
 pub struct RedisBackplane {

@@ -7,6 +7,10 @@
 //! connections, and every envelope that could not be published is counted in the
 //! `signalbox_backplane_lost_messages_total` metric; the inbox holds back notifications for users
 //! connected to other nodes and delivers them when the backplane is back (see `cluster.rs`).
+//!
+//! Each driver is a Cargo feature of the binary (`redis`, `nats`, both on by default); a backplane
+//! whose driver is compiled out is refused when the configuration is loaded (see
+//! [`Kind::is_compiled`]).
 
 use std::fmt;
 use std::sync::Arc;
@@ -16,7 +20,9 @@ use signalbox::lifetime::{
     Backplane, BackplaneError, BackplaneState, HubLifetimeManager, ScaledLifetimeManager,
     ScaledOptions,
 };
+#[cfg(feature = "nats")]
 use signalbox_nats::NatsBackplane;
+#[cfg(feature = "redis")]
 use signalbox_redis::RedisBackplane;
 use tokio::sync::watch;
 
@@ -52,6 +58,23 @@ impl Kind {
     }
 }
 
+impl Kind {
+    /// Whether this binary has the driver of this kind (Cargo features `redis` and `nats`).
+    pub fn is_compiled(self) -> bool {
+        match self {
+            Kind::Redis => cfg!(feature = "redis"),
+            Kind::Nats => cfg!(feature = "nats"),
+        }
+    }
+
+    /// Why a backplane of this kind cannot be used when its driver is compiled out.
+    pub fn not_compiled(self) -> String {
+        format!(
+            "backplane '{self}' is not compiled into this binary; rebuild with --features {self}"
+        )
+    }
+}
+
 impl fmt::Display for Kind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -61,10 +84,59 @@ impl fmt::Display for Kind {
     }
 }
 
+/// The lifetime manager over the driver of one kind (no variant when no driver is compiled in).
 #[derive(Debug)]
 enum Manager {
+    #[cfg(feature = "redis")]
     Redis(Arc<ScaledLifetimeManager<RedisBackplane>>),
+    #[cfg(feature = "nats")]
     Nats(Arc<ScaledLifetimeManager<NatsBackplane>>),
+}
+
+impl Manager {
+    /// Starts the driver of `kind` for `url` and a lifetime manager on it.
+    async fn start(
+        kind: Kind,
+        url: &str,
+        prefix: &str,
+        options: ScaledOptions,
+    ) -> Result<Self, BackplaneError> {
+        #[cfg(not(any(feature = "redis", feature = "nats")))]
+        let _ = (url, prefix, options);
+        match kind {
+            #[cfg(feature = "redis")]
+            Kind::Redis => {
+                let driver = RedisBackplane::new(url)?;
+                Ok(Manager::Redis(Arc::new(
+                    ScaledLifetimeManager::with_options(driver, prefix, options),
+                )))
+            }
+            #[cfg(feature = "nats")]
+            Kind::Nats => {
+                let driver = NatsBackplane::connect(url).await?;
+                Ok(Manager::Nats(Arc::new(
+                    ScaledLifetimeManager::with_options(driver, prefix, options),
+                )))
+            }
+            #[cfg(not(feature = "redis"))]
+            Kind::Redis => Err(not_compiled(kind)),
+            #[cfg(not(feature = "nats"))]
+            Kind::Nats => Err(not_compiled(kind)),
+        }
+    }
+}
+
+/// The error of a backplane whose driver is compiled out (the configuration check refuses it
+/// first).
+#[cfg_attr(
+    all(feature = "redis", feature = "nats"),
+    allow(dead_code, reason = "every driver is compiled in")
+)]
+fn not_compiled(kind: Kind) -> BackplaneError {
+    BackplaneError::driver(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        kind.not_compiled(),
+    ))
 }
 
 /// The hub's scaled lifetime manager over the configured backplane; cheap to clone.
@@ -97,20 +169,7 @@ impl ClusterBackplane {
             ))
         })?;
         let options = ScaledOptions::default().node_id(node_id);
-        let manager = match kind {
-            Kind::Redis => {
-                let driver = RedisBackplane::new(url)?;
-                Manager::Redis(Arc::new(ScaledLifetimeManager::with_options(
-                    driver, prefix, options,
-                )))
-            }
-            Kind::Nats => {
-                let driver = NatsBackplane::connect(url).await?;
-                Manager::Nats(Arc::new(ScaledLifetimeManager::with_options(
-                    driver, prefix, options,
-                )))
-            }
-        };
+        let manager = Manager::start(kind, url, prefix, options).await?;
         Ok(Self {
             inner: Arc::new(Inner {
                 manager,
@@ -124,33 +183,41 @@ impl ClusterBackplane {
 
     /// The lifetime manager to build the hub with.
     pub fn lifetime_manager(&self) -> Arc<dyn HubLifetimeManager> {
-        match &self.inner.manager {
-            Manager::Redis(m) => m.clone(),
-            Manager::Nats(m) => m.clone(),
+        match self.inner.manager {
+            #[cfg(feature = "redis")]
+            Manager::Redis(ref m) => m.clone(),
+            #[cfg(feature = "nats")]
+            Manager::Nats(ref m) => m.clone(),
         }
     }
 
     /// Whether the backplane is connected (with every subscription in place).
     pub fn is_healthy(&self) -> bool {
-        match &self.inner.manager {
-            Manager::Redis(m) => m.is_healthy(),
-            Manager::Nats(m) => m.is_healthy(),
+        match self.inner.manager {
+            #[cfg(feature = "redis")]
+            Manager::Redis(ref m) => m.is_healthy(),
+            #[cfg(feature = "nats")]
+            Manager::Nats(ref m) => m.is_healthy(),
         }
     }
 
     /// Watches the connection state.
     pub fn health(&self) -> watch::Receiver<BackplaneState> {
-        match &self.inner.manager {
-            Manager::Redis(m) => m.health(),
-            Manager::Nats(m) => m.health(),
+        match self.inner.manager {
+            #[cfg(feature = "redis")]
+            Manager::Redis(ref m) => m.health(),
+            #[cfg(feature = "nats")]
+            Manager::Nats(ref m) => m.health(),
         }
     }
 
     /// Envelopes that could not be published since start.
     pub fn lost_messages(&self) -> u64 {
-        match &self.inner.manager {
-            Manager::Redis(m) => m.lost_messages(),
-            Manager::Nats(m) => m.lost_messages(),
+        match self.inner.manager {
+            #[cfg(feature = "redis")]
+            Manager::Redis(ref m) => m.lost_messages(),
+            #[cfg(feature = "nats")]
+            Manager::Nats(ref m) => m.lost_messages(),
         }
     }
 
@@ -166,10 +233,24 @@ impl ClusterBackplane {
     /// other consumer of messages needs its own (a driver hands out its message stream once).
     pub async fn open_driver(&self) -> Result<SharedBackplane, BackplaneError> {
         let url = &self.inner.connect_url;
-        Ok(match self.inner.kind {
-            Kind::Redis => Arc::new(RedisBackplane::new(url)?),
-            Kind::Nats => Arc::new(NatsBackplane::connect(url).await?),
-        })
+        #[cfg(not(any(feature = "redis", feature = "nats")))]
+        let _ = url;
+        match self.inner.kind {
+            #[cfg(feature = "redis")]
+            Kind::Redis => {
+                let driver: SharedBackplane = Arc::new(RedisBackplane::new(url)?);
+                Ok(driver)
+            }
+            #[cfg(feature = "nats")]
+            Kind::Nats => {
+                let driver: SharedBackplane = Arc::new(NatsBackplane::connect(url).await?);
+                Ok(driver)
+            }
+            #[cfg(not(feature = "redis"))]
+            Kind::Redis => Err(not_compiled(Kind::Redis)),
+            #[cfg(not(feature = "nats"))]
+            Kind::Nats => Err(not_compiled(Kind::Nats)),
+        }
     }
 
     /// A lifetime manager for another hub over this backplane, on its own connection, with
@@ -252,5 +333,31 @@ mod tests {
         assert_eq!(Kind::of("NATS://h:4222"), Some(Kind::Nats));
         assert_eq!(Kind::of("amqp://h"), None);
         assert_eq!(Kind::of("redis"), None);
+    }
+
+    #[test]
+    fn a_compiled_out_driver_is_named_with_its_feature() {
+        assert_eq!(Kind::Redis.is_compiled(), cfg!(feature = "redis"));
+        assert_eq!(Kind::Nats.is_compiled(), cfg!(feature = "nats"));
+        assert_eq!(
+            Kind::Nats.not_compiled(),
+            "backplane 'nats' is not compiled into this binary; rebuild with --features nats"
+        );
+        assert_eq!(
+            Kind::Redis.not_compiled(),
+            "backplane 'redis' is not compiled into this binary; rebuild with --features redis"
+        );
+    }
+
+    #[cfg(not(feature = "nats"))]
+    #[tokio::test]
+    async fn connecting_to_a_compiled_out_driver_fails() {
+        let error = ClusterBackplane::connect("nats://127.0.0.1:4222", "test", "node")
+            .await
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("rebuild with --features nats"),
+            "{error}"
+        );
     }
 }

@@ -28,15 +28,12 @@ struct Args {
 
 fn features_hub(transports: Vec<TransportType>) -> Hub {
     Hub::builder("features")
-        .options(HubOptions {
-            enable_detailed_errors: true,
-            ..HubOptions::default()
-        })
-        .connection_options(ConnectionOptions {
-            transports,
-            allow_stateful_reconnect: true,
-            ..ConnectionOptions::default()
-        })
+        .options(HubOptions::default().enable_detailed_errors(true))
+        .connection_options(
+            ConnectionOptions::default()
+                .transports(transports)
+                .allow_stateful_reconnect(true),
+        )
         .method("Echo", |_c: Caller, (value,): (Value,)| async move {
             Ok::<_, HubError>(value)
         })

@@ -1,11 +1,28 @@
 //! Options for hubs and for the HTTP connection layer, with the ASP.NET Core SignalR defaults.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use signalbox_protocol::{Protocol, TransportType};
 
-/// Per-hub options (ASP.NET Core `HubOptions`).
+use crate::hub::RateLimit;
+
+/// Per-hub options (ASP.NET Core `HubOptions`): start from [`HubOptions::default`] and change
+/// what differs with the chainable setters (or assign the public fields).
+///
+/// ```
+/// use std::time::Duration;
+/// use signalbox::{Hub, HubOptions};
+///
+/// let options = HubOptions::default()
+///     .enable_detailed_errors(true)
+///     .keep_alive_interval(Duration::from_secs(10))
+///     .maximum_receive_message_size(64 * 1024);
+/// let hub = Hub::builder("chat").options(options).build();
+/// assert!(hub.options().enable_detailed_errors);
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct HubOptions {
     /// Interval between server pings. Defaults to 15 seconds.
     pub keep_alive_interval: Duration,
@@ -30,7 +47,7 @@ pub struct HubOptions {
     pub stream_buffer_capacity: usize,
     /// How often one connection may invoke methods; over it, invocations get an error
     /// completion (non-blocking ones are dropped). Defaults to `None` (no limit).
-    pub invocation_rate_limit: Option<crate::hub::RateLimit>,
+    pub invocation_rate_limit: Option<RateLimit>,
 }
 
 impl Default for HubOptions {
@@ -50,9 +67,93 @@ impl Default for HubOptions {
     }
 }
 
+impl HubOptions {
+    /// Sets [`keep_alive_interval`](Self::keep_alive_interval).
+    pub fn keep_alive_interval(mut self, keep_alive_interval: Duration) -> Self {
+        self.keep_alive_interval = keep_alive_interval;
+        self
+    }
+
+    /// Sets [`client_timeout_interval`](Self::client_timeout_interval).
+    pub fn client_timeout_interval(mut self, client_timeout_interval: Duration) -> Self {
+        self.client_timeout_interval = client_timeout_interval;
+        self
+    }
+
+    /// Sets [`handshake_timeout`](Self::handshake_timeout).
+    pub fn handshake_timeout(mut self, handshake_timeout: Duration) -> Self {
+        self.handshake_timeout = handshake_timeout;
+        self
+    }
+
+    /// Sets [`maximum_receive_message_size`](Self::maximum_receive_message_size): a size in bytes,
+    /// or `None` for no limit.
+    pub fn maximum_receive_message_size(
+        mut self,
+        maximum_receive_message_size: impl Into<Option<usize>>,
+    ) -> Self {
+        self.maximum_receive_message_size = maximum_receive_message_size.into();
+        self
+    }
+
+    /// Sets [`enable_detailed_errors`](Self::enable_detailed_errors).
+    pub fn enable_detailed_errors(mut self, enable_detailed_errors: bool) -> Self {
+        self.enable_detailed_errors = enable_detailed_errors;
+        self
+    }
+
+    /// Sets [`maximum_parallel_invocations_per_client`](Self::maximum_parallel_invocations_per_client).
+    pub fn maximum_parallel_invocations_per_client(
+        mut self,
+        maximum_parallel_invocations_per_client: usize,
+    ) -> Self {
+        self.maximum_parallel_invocations_per_client = maximum_parallel_invocations_per_client;
+        self
+    }
+
+    /// Sets [`supported_protocols`](Self::supported_protocols).
+    pub fn supported_protocols(mut self, supported_protocols: impl Into<Vec<Protocol>>) -> Self {
+        self.supported_protocols = supported_protocols.into();
+        self
+    }
+
+    /// Sets [`outbound_queue_capacity`](Self::outbound_queue_capacity).
+    pub fn outbound_queue_capacity(mut self, outbound_queue_capacity: usize) -> Self {
+        self.outbound_queue_capacity = outbound_queue_capacity;
+        self
+    }
+
+    /// Sets [`stream_buffer_capacity`](Self::stream_buffer_capacity).
+    pub fn stream_buffer_capacity(mut self, stream_buffer_capacity: usize) -> Self {
+        self.stream_buffer_capacity = stream_buffer_capacity;
+        self
+    }
+
+    /// Sets [`invocation_rate_limit`](Self::invocation_rate_limit): a limit, or `None` for none.
+    pub fn invocation_rate_limit(
+        mut self,
+        invocation_rate_limit: impl Into<Option<RateLimit>>,
+    ) -> Self {
+        self.invocation_rate_limit = invocation_rate_limit.into();
+        self
+    }
+}
+
 /// Options of the HTTP connection layer of one hub endpoint (ASP.NET Core
-/// `HttpConnectionDispatcherOptions`).
+/// `HttpConnectionDispatcherOptions`): start from [`ConnectionOptions::default`] and change what
+/// differs with the chainable setters (or assign the public fields).
+///
+/// ```
+/// use signalbox::{ConnectionOptions, Hub, TransportType};
+///
+/// let options = ConnectionOptions::default()
+///     .transports([TransportType::WebSockets, TransportType::LongPolling])
+///     .allow_stateful_reconnect(true);
+/// let hub = Hub::builder("chat").connection_options(options).build();
+/// # let _ = hub;
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ConnectionOptions {
     /// Transports offered, in the order clients should try them. Defaults to WebSockets,
     /// Server-Sent Events and long polling.
@@ -104,7 +205,7 @@ pub struct ConnectionOptions {
     /// self-describing, so a WebSocket may connect to any node, not only the one that negotiated
     /// (no sticky sessions for WebSockets; SSE and long polling still need them). Tokens are
     /// accepted on other nodes for `disconnect_timeout` after negotiate. Defaults to `None`.
-    pub connection_token_secret: Option<std::sync::Arc<[u8]>>,
+    pub connection_token_secret: Option<Arc<[u8]>>,
 }
 
 impl Default for ConnectionOptions {
@@ -129,5 +230,98 @@ impl Default for ConnectionOptions {
             enable_authentication_refresh: false,
             connection_token_secret: None,
         }
+    }
+}
+
+impl ConnectionOptions {
+    /// Sets [`transports`](Self::transports), in the order clients should try them.
+    pub fn transports(mut self, transports: impl Into<Vec<TransportType>>) -> Self {
+        self.transports = transports.into();
+        self
+    }
+
+    /// Sets [`minimum_negotiate_version`](Self::minimum_negotiate_version).
+    pub fn minimum_negotiate_version(mut self, minimum_negotiate_version: u32) -> Self {
+        self.minimum_negotiate_version = minimum_negotiate_version;
+        self
+    }
+
+    /// Sets [`disconnect_timeout`](Self::disconnect_timeout).
+    pub fn disconnect_timeout(mut self, disconnect_timeout: Duration) -> Self {
+        self.disconnect_timeout = disconnect_timeout;
+        self
+    }
+
+    /// Sets [`websocket_read_buffer_size`](Self::websocket_read_buffer_size).
+    pub fn websocket_read_buffer_size(mut self, websocket_read_buffer_size: usize) -> Self {
+        self.websocket_read_buffer_size = websocket_read_buffer_size;
+        self
+    }
+
+    /// Sets [`websocket_write_buffer_size`](Self::websocket_write_buffer_size).
+    pub fn websocket_write_buffer_size(mut self, websocket_write_buffer_size: usize) -> Self {
+        self.websocket_write_buffer_size = websocket_write_buffer_size;
+        self
+    }
+
+    /// Sets [`websocket_max_message_size`](Self::websocket_max_message_size).
+    pub fn websocket_max_message_size(mut self, websocket_max_message_size: usize) -> Self {
+        self.websocket_max_message_size = websocket_max_message_size;
+        self
+    }
+
+    /// Sets [`transport_send_timeout`](Self::transport_send_timeout).
+    pub fn transport_send_timeout(mut self, transport_send_timeout: Duration) -> Self {
+        self.transport_send_timeout = transport_send_timeout;
+        self
+    }
+
+    /// Sets [`max_request_body_size`](Self::max_request_body_size).
+    pub fn max_request_body_size(mut self, max_request_body_size: usize) -> Self {
+        self.max_request_body_size = max_request_body_size;
+        self
+    }
+
+    /// Sets [`long_poll_timeout`](Self::long_poll_timeout).
+    pub fn long_poll_timeout(mut self, long_poll_timeout: Duration) -> Self {
+        self.long_poll_timeout = long_poll_timeout;
+        self
+    }
+
+    /// Sets [`allow_stateful_reconnect`](Self::allow_stateful_reconnect).
+    pub fn allow_stateful_reconnect(mut self, allow_stateful_reconnect: bool) -> Self {
+        self.allow_stateful_reconnect = allow_stateful_reconnect;
+        self
+    }
+
+    /// Sets [`stateful_reconnect_buffer_size`](Self::stateful_reconnect_buffer_size).
+    pub fn stateful_reconnect_buffer_size(mut self, stateful_reconnect_buffer_size: usize) -> Self {
+        self.stateful_reconnect_buffer_size = stateful_reconnect_buffer_size;
+        self
+    }
+
+    /// Sets [`close_on_authentication_expiration`](Self::close_on_authentication_expiration).
+    pub fn close_on_authentication_expiration(
+        mut self,
+        close_on_authentication_expiration: bool,
+    ) -> Self {
+        self.close_on_authentication_expiration = close_on_authentication_expiration;
+        self
+    }
+
+    /// Sets [`enable_authentication_refresh`](Self::enable_authentication_refresh).
+    pub fn enable_authentication_refresh(mut self, enable_authentication_refresh: bool) -> Self {
+        self.enable_authentication_refresh = enable_authentication_refresh;
+        self
+    }
+
+    /// Sets [`connection_token_secret`](Self::connection_token_secret): the cluster's shared secret,
+    /// or `None` for unsigned tokens.
+    pub fn connection_token_secret(
+        mut self,
+        connection_token_secret: impl Into<Option<Arc<[u8]>>>,
+    ) -> Self {
+        self.connection_token_secret = connection_token_secret.into();
+        self
     }
 }

@@ -2,8 +2,8 @@
 
 use axum::Router;
 
-use crate::connection::{ConnectionEndpoint, endpoint};
-use crate::hub::Hub;
+use crate::connection::ConnectionEndpoint;
+use crate::hub::{self, Hub};
 
 /// Adds `map_hub` to axum routers.
 pub trait HubRouterExt<S> {
@@ -20,7 +20,7 @@ where
     S: Clone + Send + Sync + 'static,
 {
     fn map_hub(self, path: &str, hub: Hub) -> Self {
-        endpoint::mount(self, path, hub)
+        hub::endpoint::mount(self, path, hub)
     }
 
     fn map_connection(self, path: &str, endpoint: ConnectionEndpoint) -> Self {

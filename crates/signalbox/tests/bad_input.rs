@@ -119,10 +119,7 @@ fn hub(options: HubOptions) -> (Hub, HubContext) {
 }
 
 async fn server() -> (SocketAddr, HubContext) {
-    let (hub, context) = hub(HubOptions {
-        handshake_timeout: HANDSHAKE_TIMEOUT,
-        ..HubOptions::default()
-    });
+    let (hub, context) = hub(HubOptions::default().handshake_timeout(HANDSHAKE_TIMEOUT));
     (serve(Router::new().map_hub("/hub", hub)).await, context)
 }
 

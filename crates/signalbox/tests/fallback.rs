@@ -263,13 +263,7 @@ async fn hub_policy_applies() {
 
 #[tokio::test]
 async fn rate_limit_applies() {
-    let options = HubOptions {
-        invocation_rate_limit: Some(RateLimit {
-            per_second: 0.001,
-            burst: 2,
-        }),
-        ..HubOptions::default()
-    };
+    let options = HubOptions::default().invocation_rate_limit(RateLimit::new(0.001, 2));
     let (hub, mut seen) = hub("limited", options, Policy::authenticated());
     let addr = serve(Router::new().map_hub("/hub", hub)).await;
     for protocol in PROTOCOLS {

@@ -47,10 +47,7 @@ async fn long_polling_lifecycle() {
     let addr = serve(Router::new().map_connection(
         "/echo",
         echo_reporting(
-            ConnectionOptions {
-                long_poll_timeout: Duration::from_millis(300),
-                ..ConnectionOptions::default()
-            },
+            ConnectionOptions::default().long_poll_timeout(Duration::from_millis(300)),
             echoed_tx,
         ),
     ))
@@ -164,10 +161,7 @@ async fn transport_errors() {
 
     let lp_only = serve(Router::new().map_connection(
         "/echo",
-        echo(ConnectionOptions {
-            transports: vec![signalbox::TransportType::LongPolling],
-            ..ConnectionOptions::default()
-        }),
+        echo(ConnectionOptions::default().transports([signalbox::TransportType::LongPolling])),
     ))
     .await;
     let n = http(
@@ -202,10 +196,7 @@ async fn transport_errors() {
 async fn abandoned_negotiations_and_polls_are_reaped() {
     let addr = serve(Router::new().map_connection(
         "/echo",
-        echo(ConnectionOptions {
-            disconnect_timeout: Duration::from_millis(200),
-            ..ConnectionOptions::default()
-        }),
+        echo(ConnectionOptions::default().disconnect_timeout(Duration::from_millis(200))),
     ))
     .await;
     let pending = negotiate(addr).await;

@@ -40,10 +40,7 @@ fn hub(options: ConnectionOptions, lifetime: Option<Arc<dyn HubLifetimeManager>>
 }
 
 fn enabled() -> ConnectionOptions {
-    ConnectionOptions {
-        enable_authentication_refresh: true,
-        ..ConnectionOptions::default()
-    }
+    ConnectionOptions::default().enable_authentication_refresh(true)
 }
 
 async fn server(options: ConnectionOptions) -> SocketAddr {
@@ -259,11 +256,7 @@ async fn every_error_code() {
 
 #[tokio::test]
 async fn a_refreshed_connection_outlives_its_first_token_and_closes_at_the_new_expiry() {
-    let addr = server(ConnectionOptions {
-        close_on_authentication_expiration: true,
-        ..enabled()
-    })
-    .await;
+    let addr = server(enabled().close_on_authentication_expiration(true)).await;
     let first_expiry = now() + 2;
     let first = user_token("alice", json!({"v": 1, "level": "1", "exp": first_expiry}));
     let (mut client, connection_token) = connect(addr, &first).await;
@@ -306,10 +299,8 @@ async fn a_refreshed_connection_outlives_its_first_token_and_closes_at_the_new_e
 #[tokio::test]
 async fn a_refresh_reaching_another_node_is_forwarded_to_the_owner() {
     let bus = MemoryBus::new();
-    let options = ConnectionOptions {
-        connection_token_secret: Some(Arc::from(&b"a connection token secret shared by nodes"[..])),
-        ..enabled()
-    };
+    let options = enabled()
+        .connection_token_secret(Arc::from(&b"a connection token secret shared by nodes"[..]));
     let scaled = || -> Arc<dyn HubLifetimeManager> {
         Arc::new(ScaledLifetimeManager::with_options(
             bus.backplane(),

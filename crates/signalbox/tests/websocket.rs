@@ -256,11 +256,7 @@ async fn error_completions_keep_the_connection() {
 
 #[tokio::test]
 async fn detailed_errors_include_the_exception() {
-    let addr = server(HubOptions {
-        enable_detailed_errors: true,
-        ..HubOptions::default()
-    })
-    .await;
+    let addr = server(HubOptions::default().enable_detailed_errors(true)).await;
     let t = token(json!({"sub": "alice"}));
     let mut c = Client::connect(addr, "/hub", Some(&t), Protocol::Json).await;
     assert_eq!(
@@ -632,11 +628,11 @@ async fn graceful_client_close_and_hub_abort() {
 
 #[tokio::test]
 async fn keep_alive_pings_and_client_timeout() {
-    let addr = server(HubOptions {
-        keep_alive_interval: Duration::from_millis(100),
-        client_timeout_interval: Duration::from_millis(400),
-        ..HubOptions::default()
-    })
+    let addr = server(
+        HubOptions::default()
+            .keep_alive_interval(Duration::from_millis(100))
+            .client_timeout_interval(Duration::from_millis(400)),
+    )
     .await;
     let t = token(json!({"sub": "a"}));
     let mut c = Client::connect(addr, "/hub", Some(&t), Protocol::Json).await;
@@ -658,10 +654,10 @@ async fn keep_alive_pings_and_client_timeout() {
 
 fn node(secret: Option<&[u8]>) -> Hub {
     Hub::builder("test")
-        .connection_options(signalbox::ConnectionOptions {
-            connection_token_secret: secret.map(std::sync::Arc::from),
-            ..signalbox::ConnectionOptions::default()
-        })
+        .connection_options(
+            signalbox::ConnectionOptions::default()
+                .connection_token_secret(secret.map(std::sync::Arc::from)),
+        )
         .method("Echo", |_c: Caller, (v,): (Value,)| async move {
             Ok::<_, HubError>(v)
         })
@@ -767,14 +763,11 @@ async fn graceful_shutdown_closes_with_allow_reconnect() {
 #[tokio::test]
 async fn a_client_that_stops_reading_is_closed_and_others_are_unaffected() {
     let hub = Hub::builder("test")
-        .options(HubOptions {
-            outbound_queue_capacity: 32,
-            ..HubOptions::default()
-        })
-        .connection_options(signalbox::ConnectionOptions {
-            transport_send_timeout: Duration::from_millis(500),
-            ..signalbox::ConnectionOptions::default()
-        })
+        .options(HubOptions::default().outbound_queue_capacity(32))
+        .connection_options(
+            signalbox::ConnectionOptions::default()
+                .transport_send_timeout(Duration::from_millis(500)),
+        )
         .method("Id", |c: Caller, ()| async move {
             Ok::<_, HubError>(c.connection_id().to_owned())
         })
@@ -827,13 +820,9 @@ async fn a_client_that_stops_reading_is_closed_and_others_are_unaffected() {
 #[tokio::test]
 async fn invocations_over_the_rate_limit_get_an_error_completion() {
     let hub = Hub::builder("test")
-        .options(HubOptions {
-            invocation_rate_limit: Some(signalbox::hub::RateLimit {
-                per_second: 1.0,
-                burst: 3,
-            }),
-            ..HubOptions::default()
-        })
+        .options(
+            HubOptions::default().invocation_rate_limit(signalbox::hub::RateLimit::new(1.0, 3)),
+        )
         .method("Echo", |_c: Caller, (v,): (Value,)| async move {
             Ok::<_, HubError>(v)
         })

@@ -10,8 +10,5 @@ use signalbox::HubOptions;
 
 /// The options of every hub: `EnableDetailedErrors = true`, the rest ASP.NET Core's defaults.
 pub(crate) fn hub_options() -> HubOptions {
-    HubOptions {
-        enable_detailed_errors: true,
-        ..HubOptions::default()
-    }
+    HubOptions::default().enable_detailed_errors(true)
 }

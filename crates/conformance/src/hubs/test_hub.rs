@@ -41,19 +41,19 @@ impl TestHubs {
     /// `/testhub`: every transport, stateful reconnect allowed (the official app's
     /// `options.AllowStatefulReconnects = true`).
     pub(crate) fn all_transports(&self) -> Hub {
-        self.build(ConnectionOptions {
-            transports: TransportType::ALL.to_vec(),
-            allow_stateful_reconnect: true,
-            ..ConnectionOptions::default()
-        })
+        self.build(
+            ConnectionOptions::default()
+                .transports(TransportType::ALL)
+                .allow_stateful_reconnect(true),
+        )
     }
 
     /// `/testhub-nowebsockets`: Server-Sent Events and long polling only.
     pub(crate) fn without_websockets(&self) -> Hub {
-        self.build(ConnectionOptions {
-            transports: vec![TransportType::ServerSentEvents, TransportType::LongPolling],
-            ..ConnectionOptions::default()
-        })
+        self.build(
+            ConnectionOptions::default()
+                .transports([TransportType::ServerSentEvents, TransportType::LongPolling]),
+        )
     }
 
     fn build(&self, connection_options: ConnectionOptions) -> Hub {

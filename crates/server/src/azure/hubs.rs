@@ -338,15 +338,17 @@ fn build_hub(name: &str, services: &AzureHubServices, lifetime: Lifetime) -> Azu
     let on_invoke = (hub_name.clone(), services.upstream.clone());
     let hub = Hub::builder(name)
         .lifetime_manager(lifetime.manager())
-        .connection_options(ConnectionOptions {
-            // Only tokens whose principal kept `exp` (see `principal`) close when it passes.
-            close_on_authentication_expiration: true,
-            connection_token_secret: services
-                .connection_token_secret
-                .as_ref()
-                .map(|secret| Arc::from(secret.as_bytes())),
-            ..ConnectionOptions::default()
-        })
+        .connection_options(
+            ConnectionOptions::default()
+                // Only tokens whose principal kept `exp` (see `principal`) close when it passes.
+                .close_on_authentication_expiration(true)
+                .connection_token_secret(
+                    services
+                        .connection_token_secret
+                        .as_ref()
+                        .map(|secret| Arc::from(secret.as_bytes())),
+                ),
+        )
         .authentication(ClientTokens {
             keys: services.keys.clone(),
             hub: hub_name.clone(),

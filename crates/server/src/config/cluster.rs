@@ -80,8 +80,13 @@ fn is_none(backplane: &str) -> bool {
     reason = "a rule takes a reference to its setting's type"
 )]
 pub(super) fn check_backplane(backplane: &String) -> Result<(), String> {
-    if is_none(backplane) || crate::backplane::Kind::of(backplane.trim()).is_some() {
+    if is_none(backplane) {
         return Ok(());
+    }
+    match crate::backplane::Kind::of(backplane.trim()) {
+        Some(kind) if kind.is_compiled() => return Ok(()),
+        Some(kind) => return Err(kind.not_compiled()),
+        None => {}
     }
     Err(format!(
         "{:?} is not supported: use redis://HOST:PORT, rediss://…, nats://HOST:PORT or none",
@@ -149,4 +154,33 @@ pub(super) fn resolve(
         )));
     }
     Ok((node, backplane, connection_token_secret, cluster))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_backplane;
+
+    #[test]
+    fn a_backplane_needs_its_driver_compiled_in() {
+        for (url, compiled, feature) in [
+            ("redis://127.0.0.1:6379", cfg!(feature = "redis"), "redis"),
+            ("nats://127.0.0.1:4222", cfg!(feature = "nats"), "nats"),
+        ] {
+            match check_backplane(&url.to_owned()) {
+                Ok(()) => assert!(compiled, "{url} accepted without its driver"),
+                Err(error) => {
+                    assert!(!compiled, "{url} refused: {error}");
+                    assert_eq!(
+                        error,
+                        format!(
+                            "backplane '{feature}' is not compiled into this binary; \
+                             rebuild with --features {feature}"
+                        )
+                    );
+                }
+            }
+        }
+        assert!(check_backplane(&"none".to_owned()).is_ok());
+        assert!(check_backplane(&"amqp://h".to_owned()).is_err());
+    }
 }

@@ -79,14 +79,16 @@ pub fn notifications_hub(
     if let Some(lifetime) = scaling.lifetime {
         builder = builder.lifetime_manager(lifetime);
     }
-    builder = builder.connection_options(ConnectionOptions {
-        close_on_authentication_expiration: true,
-        enable_authentication_refresh: true,
-        connection_token_secret: scaling
-            .connection_token_secret
-            .map(|secret| Arc::from(secret.into_bytes().into_boxed_slice())),
-        ..ConnectionOptions::default()
-    });
+    builder = builder.connection_options(
+        ConnectionOptions::default()
+            .close_on_authentication_expiration(true)
+            .enable_authentication_refresh(true)
+            .connection_token_secret(
+                scaling
+                    .connection_token_secret
+                    .map(|secret| Arc::from(secret.into_bytes().into_boxed_slice())),
+            ),
+    );
     builder
         .authentication(auth)
         .authorize(Policy::authenticated())

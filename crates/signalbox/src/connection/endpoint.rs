@@ -1,5 +1,7 @@
-//! The HTTP endpoint of one hub: `POST {path}/negotiate`, `GET {path}` (WebSocket upgrade, SSE,
-//! long poll), `POST {path}` (send) and `DELETE {path}` (SignalR's `HttpConnectionDispatcher`).
+//! The HTTP endpoint of one connection handler (a hub, or a raw handler): `POST {path}/negotiate`,
+//! `GET {path}` (WebSocket upgrade, SSE, long poll), `POST {path}` (send) and `DELETE {path}`
+//! (SignalR's `HttpConnectionDispatcher`). It knows nothing of hubs: what runs on a connection is
+//! a [`ConnectionHandler`].
 
 use std::sync::Arc;
 use tracing::Instrument as _;
@@ -13,57 +15,47 @@ use axum::routing::{get, post};
 use http::header::{ACCEPT, CONTENT_TYPE, UPGRADE, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use signalbox_protocol::{
-    AvailableTransport, NegotiateError, NegotiateResponse, TransferFormat, TransportType,
-    select_negotiate_version,
+    AvailableTransport, NegotiateError, NegotiateRedirect, NegotiateResponse, TransferFormat,
+    TransportType, select_negotiate_version,
 };
 
 use super::manager::{AttachError, Attached, ConnectionEntry, ConnectionManager, ConnectionState};
 use super::transport::websocket::{self, WebSocketSession};
 use super::transport::{long_polling, sse};
-use super::{Connection, HttpRequestInfo};
-use futures_util::future::{BoxFuture, FutureExt};
+use super::{Connection, HttpRequestInfo, RefreshError};
+use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{AuthError, AuthRequest, Policy, Principal, SharedAuthenticator};
-use crate::hub::{Hub, HubInner, NegotiateRedirectHook, handler};
 use crate::options::ConnectionOptions;
 
-/// What runs on a connection once a transport is attached: the hub layer, or a raw handler.
+/// What runs on a connection once a transport is attached: a hub, or a raw handler. The one seam
+/// between this layer and the layer above it.
 pub(crate) trait ConnectionHandler: Send + Sync + 'static {
     /// Runs the connection until it ends.
     fn run(self: Arc<Self>, connection: Connection) -> BoxFuture<'static, ()>;
 
     /// Forwards an authentication refresh to the node holding the connection (see `refresh.rs`).
+    /// By default no other node is asked.
     fn refresh_remote(
         &self,
         connection_id: String,
         principal: Principal,
-    ) -> BoxFuture<'_, Result<(), crate::lifetime::RefreshError>> {
+    ) -> BoxFuture<'_, Result<(), RefreshError>> {
         super::refresh::not_forwarded(connection_id, principal)
     }
 }
 
-impl ConnectionHandler for HubInner {
-    fn run(self: Arc<Self>, connection: Connection) -> BoxFuture<'static, ()> {
-        handler::run(self, connection).boxed()
-    }
-
-    fn refresh_remote(
-        &self,
-        connection_id: String,
-        principal: Principal,
-    ) -> BoxFuture<'_, Result<(), crate::lifetime::RefreshError>> {
-        self.context
-            .lifetime_manager()
-            .refresh_connection(connection_id, principal)
-    }
-}
+/// Decides whether a negotiate request is redirected elsewhere (`{"url": …, "accessToken": …}`).
+pub(crate) type NegotiateRedirectHook =
+    Arc<dyn Fn(&HttpRequestInfo) -> Option<NegotiateRedirect> + Send + Sync>;
 
 /// Authentication, authorization and transport settings of one endpoint.
 pub(crate) struct EndpointSettings {
     pub(crate) auth: Option<SharedAuthenticator>,
     pub(crate) policy: Policy,
     pub(crate) options: ConnectionOptions,
+    /// Frames queued for one connection before it counts as a slow consumer.
     pub(crate) queue_capacity: usize,
     pub(crate) negotiate_redirect: Option<NegotiateRedirectHook>,
     /// Cancelled when the endpoint stops taking connections.
@@ -71,31 +63,15 @@ pub(crate) struct EndpointSettings {
 }
 
 /// The state shared by the routes of one endpoint.
-pub(crate) struct HubEndpoint {
+struct Endpoint {
     settings: EndpointSettings,
     handler: Arc<dyn ConnectionHandler>,
     manager: Arc<ConnectionManager>,
 }
 
-/// Adds a hub's routes to `router`.
-pub(crate) fn mount<S>(router: Router<S>, path: &str, hub: Hub) -> Router<S>
-where
-    S: Clone + Send + Sync + 'static,
-{
-    let inner = hub.inner;
-    let settings = EndpointSettings {
-        auth: inner.auth.clone(),
-        policy: inner.policy.clone(),
-        options: inner.connection_options.clone(),
-        queue_capacity: inner.options.outbound_queue_capacity,
-        negotiate_redirect: inner.negotiate_redirect.clone(),
-        shutdown: inner.context.shutdown_token().clone(),
-    };
-    mount_handler(router, path, settings, inner)
-}
-
-/// Adds the routes of an endpoint running `handler` on each connection.
-pub(crate) fn mount_handler<S>(
+/// Adds the routes of an endpoint running `handler` on each connection: `POST {path}/negotiate`,
+/// `POST {path}/refresh` and the transports at `{path}`.
+pub(crate) fn mount<S>(
     router: Router<S>,
     path: &str,
     settings: EndpointSettings,
@@ -105,7 +81,7 @@ where
     S: Clone + Send + Sync + 'static,
 {
     let path = path.trim_end_matches('/');
-    let endpoint = Arc::new(HubEndpoint {
+    let endpoint = Arc::new(Endpoint {
         settings,
         handler,
         manager: Arc::new(ConnectionManager::default()),
@@ -155,9 +131,9 @@ fn query_param(uri: &Uri, key: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-impl HubEndpoint {
-    /// Authenticates the request (header, or `access_token` on hub routes) and applies the hub's
-    /// policy: 401 with an empty body when unauthenticated, 403 when the policy fails.
+impl Endpoint {
+    /// Authenticates the request (header, or `access_token` on hub routes) and applies the
+    /// endpoint's policy: 401 with an empty body when unauthenticated, 403 when the policy fails.
     #[allow(clippy::result_large_err)]
     async fn authorize(
         &self,
@@ -239,7 +215,7 @@ impl HubEndpoint {
 }
 
 async fn negotiate(
-    State(endpoint): State<Arc<HubEndpoint>>,
+    State(endpoint): State<Arc<Endpoint>>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
@@ -260,7 +236,7 @@ async fn negotiate(
         .await
 }
 
-async fn negotiate_in_span(endpoint: Arc<HubEndpoint>, headers: HeaderMap, uri: Uri) -> Response {
+async fn negotiate_in_span(endpoint: Arc<Endpoint>, headers: HeaderMap, uri: Uri) -> Response {
     if endpoint.settings.shutdown.is_cancelled() {
         return text(StatusCode::SERVICE_UNAVAILABLE, "Server is shutting down");
     }
@@ -304,11 +280,7 @@ async fn negotiate_in_span(endpoint: Arc<HubEndpoint>, headers: HeaderMap, uri: 
 }
 
 /// `POST {path}/refresh?id={token}`: authentication refresh (see `refresh.rs`).
-async fn refresh(
-    State(endpoint): State<Arc<HubEndpoint>>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
+async fn refresh(State(endpoint): State<Arc<Endpoint>>, headers: HeaderMap, uri: Uri) -> Response {
     let options = &endpoint.settings.options;
     let target = match super::refresh::find(options, &endpoint.manager, &uri) {
         Ok(target) => target,
@@ -343,8 +315,8 @@ fn attach_error(error: AttachError) -> Response {
     }
 }
 
-/// Runs the hub on a connection until it ends, then removes it from the table.
-fn spawn_hub(endpoint: &Arc<HubEndpoint>, entry: Arc<ConnectionEntry>, connection: Connection) {
+/// Runs the handler on a connection until it ends, then removes it from the table.
+fn spawn_handler(endpoint: &Arc<Endpoint>, entry: Arc<ConnectionEntry>, connection: Connection) {
     let connection = super::refresh::track(&endpoint.settings.options, &entry, connection);
     let endpoint = endpoint.clone();
     tokio::spawn(async move {
@@ -354,7 +326,7 @@ fn spawn_hub(endpoint: &Arc<HubEndpoint>, entry: Arc<ConnectionEntry>, connectio
     });
 }
 
-async fn connect(State(endpoint): State<Arc<HubEndpoint>>, request: Request) -> Response {
+async fn connect(State(endpoint): State<Arc<Endpoint>>, request: Request) -> Response {
     let (mut parts, _body) = request.into_parts();
     let wants_sse = parts
         .headers
@@ -408,13 +380,13 @@ async fn connect(State(endpoint): State<Arc<HubEndpoint>>, request: Request) -> 
         (TransportType::ServerSentEvents, _) => {
             let (connection, response) =
                 sse::connect(&entry, principal, request_info, queue_capacity);
-            spawn_hub(&endpoint, entry, connection);
+            spawn_handler(&endpoint, entry, connection);
             response
         }
         (TransportType::LongPolling, Attached::First) => {
             let (connection, response) =
                 long_polling::connect(&entry, principal, request_info, queue_capacity);
-            spawn_hub(&endpoint, entry, connection);
+            spawn_handler(&endpoint, entry, connection);
             response
         }
         (TransportType::LongPolling, Attached::Again) => {
@@ -435,7 +407,7 @@ async fn connect(State(endpoint): State<Arc<HubEndpoint>>, request: Request) -> 
 }
 
 async fn upgrade_websocket(
-    endpoint: &Arc<HubEndpoint>,
+    endpoint: &Arc<Endpoint>,
     parts: &mut http::request::Parts,
     entry: Arc<ConnectionEntry>,
     attached: Attached,
@@ -484,19 +456,19 @@ async fn upgrade_websocket(
                 send_timeout,
                 closed: entry.closed.clone(),
             };
-            // The hub runs in a task of its own so that this (larger) upgrade task ends now.
+            // The handler runs in a task of its own so that this (larger) upgrade task ends now.
             let connection = if entry.stateful {
                 websocket::connect_resumable(socket, session, &entry, buffer_size)
             } else {
-                // The writer ends by itself once it has flushed what the hub queued and closed
-                // the socket.
+                // The writer ends by itself once it has flushed what the handler queued and
+                // closed the socket.
                 websocket::connect(socket, session)
             };
-            spawn_hub(&endpoint, entry, connection);
+            spawn_handler(&endpoint, entry, connection);
         })
 }
 
-async fn send(State(endpoint): State<Arc<HubEndpoint>>, request: Request) -> Response {
+async fn send(State(endpoint): State<Arc<Endpoint>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let Some(token) = query_param(&parts.uri, "id") else {
         return text(StatusCode::BAD_REQUEST, "Connection ID required");
@@ -526,11 +498,7 @@ async fn send(State(endpoint): State<Arc<HubEndpoint>>, request: Request) -> Res
     text(StatusCode::OK, "")
 }
 
-async fn delete(
-    State(endpoint): State<Arc<HubEndpoint>>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
+async fn delete(State(endpoint): State<Arc<Endpoint>>, headers: HeaderMap, uri: Uri) -> Response {
     let Some(token) = query_param(&uri, "id") else {
         return text(StatusCode::BAD_REQUEST, "Connection ID required");
     };

@@ -6,6 +6,7 @@ mod id;
 pub(crate) mod manager;
 mod raw;
 pub(crate) mod refresh;
+mod refresh_error;
 mod request;
 pub(crate) mod resume;
 mod token;
@@ -22,6 +23,7 @@ use tokio::sync::{Notify, mpsc};
 use crate::auth::Principal;
 
 pub use raw::{ConnectionEndpoint, RawConnection};
+pub use refresh_error::RefreshError;
 pub use request::{HttpRequestInfo, redact_query};
 
 /// A transport connection handed to the hub layer: inbound byte chunks (not aligned with
@@ -79,14 +81,14 @@ impl AuthCell {
 
     /// Replaces the principal with `new`, which must have the same user id: a refresh never
     /// changes the user (an anonymous connection cannot become an authenticated one either).
-    pub(crate) fn refresh(&self, new: Principal) -> Result<(), crate::lifetime::RefreshError> {
+    pub(crate) fn refresh(&self, new: Principal) -> Result<(), RefreshError> {
         let mut current = match self.principal.write() {
             Ok(current) => current,
             Err(poisoned) => poisoned.into_inner(),
         };
         match current.as_ref() {
             Some(old) if old.user_id() == new.user_id() => {}
-            _ => return Err(crate::lifetime::RefreshError::PermissionChangeRejected),
+            _ => return Err(RefreshError::PermissionChangeRejected),
         }
         *current = Some(new);
         drop(current);

@@ -183,6 +183,6 @@ impl ConnectionEndpoint {
             negotiate_redirect: None,
             shutdown: CancellationToken::new(),
         };
-        endpoint::mount_handler(router, path, settings, Arc::new(Runner(self.handler)))
+        endpoint::mount(router, path, settings, Arc::new(Runner(self.handler)))
     }
 }

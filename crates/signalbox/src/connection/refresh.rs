@@ -36,9 +36,8 @@ use signalbox_protocol::RefreshResponse;
 
 use super::endpoint::ConnectionHandler;
 use super::manager::{ConnectionEntry, ConnectionManager};
-use super::{AuthCell, Connection};
+use super::{AuthCell, Connection, RefreshError};
 use crate::auth::Principal;
-use crate::lifetime::RefreshError;
 use crate::options::ConnectionOptions;
 
 const LOG: &str = "signalbox::transport";

@@ -5,6 +5,7 @@ mod args;
 mod caller;
 mod clients;
 mod dispatcher;
+pub(crate) mod endpoint;
 mod error;
 mod fallback;
 pub(crate) mod handler;
@@ -31,6 +32,7 @@ pub(crate) use upload::UploadEvent;
 pub use upload::UploadStream;
 
 use crate::auth::{Authenticator, Policy, Principal, SharedAuthenticator};
+use crate::connection::endpoint::NegotiateRedirectHook;
 use crate::context::HubContext;
 use crate::lifetime::{HubLifetimeManager, LocalLifetimeManager};
 use crate::options::{ConnectionOptions, HubOptions};
@@ -63,11 +65,6 @@ pub(crate) struct HubInner {
     pub(crate) context: HubContext,
     pub(crate) negotiate_redirect: Option<NegotiateRedirectHook>,
 }
-
-/// Decides whether a negotiate request is redirected elsewhere.
-pub(crate) type NegotiateRedirectHook = Arc<
-    dyn Fn(&crate::HttpRequestInfo) -> Option<signalbox_protocol::NegotiateRedirect> + Send + Sync,
->;
 
 impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -3,12 +3,28 @@
 use tokio::time::Instant;
 
 /// A limit on how often one connection may invoke hub methods.
+///
+/// ```
+/// use signalbox::HubOptions;
+/// use signalbox::hub::RateLimit;
+///
+/// let options = HubOptions::default().invocation_rate_limit(RateLimit::new(5.0, 10));
+/// assert_eq!(options.invocation_rate_limit.map(|l| l.burst), Some(10));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub struct RateLimit {
     /// Sustained invocations per second.
     pub per_second: f64,
     /// Invocations allowed in a burst above the sustained rate.
     pub burst: u32,
+}
+
+impl RateLimit {
+    /// `per_second` invocations sustained, `burst` more allowed at once.
+    pub const fn new(per_second: f64, burst: u32) -> Self {
+        Self { per_second, burst }
+    }
 }
 
 /// The bucket of one connection.

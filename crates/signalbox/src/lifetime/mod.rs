@@ -27,6 +27,8 @@ pub use local::LocalLifetimeManager;
 pub use scaled::{ScaledLifetimeManager, ScaledOptions};
 pub use serialized::SerializedMessage;
 
+pub use crate::connection::RefreshError;
+
 use crate::auth::Principal;
 use crate::connection::AuthCell;
 
@@ -67,33 +69,6 @@ pub enum SendError {
     /// The backplane failed.
     #[error("backplane error: {0}")]
     Backplane(String),
-}
-
-/// Why an authentication refresh (`POST {hub}/refresh`) was not applied to a connection.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum RefreshError {
-    /// No node holds the connection (or it does not take refreshes).
-    #[error("connection not found")]
-    NotFound,
-    /// The new token's user differs from the connection's: a refresh may never change the user.
-    #[error("a refresh may not change the connection's user")]
-    PermissionChangeRejected,
-    /// The refresh could not be forwarded to the node holding the connection.
-    #[error("backplane error: {0}")]
-    Backplane(String),
-}
-
-impl RefreshError {
-    /// The `error` code of the refresh endpoint's JSON answer (as ASP.NET Core 11):
-    /// `connection_not_found`, `permission_change_rejected` or `internal_server_error`.
-    pub fn code(&self) -> &'static str {
-        match self {
-            RefreshError::NotFound => "connection_not_found",
-            RefreshError::PermissionChangeRejected => "permission_change_rejected",
-            RefreshError::Backplane(_) => "internal_server_error",
-        }
-    }
 }
 
 /// What the lifetime manager knows of one local connection: where to write its frames.
