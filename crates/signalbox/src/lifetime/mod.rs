@@ -24,9 +24,9 @@ pub use backplane::{
 };
 pub use client_results::{ClientResultError, ClientResults, PendingGuard};
 pub use local::LocalLifetimeManager;
-pub use scaled::{ScaledLifetimeManager, ScaledOptions};
 #[doc(hidden)]
 pub use scaled::{EnvelopeRoundTrip as __EnvelopeRoundTrip, fuzz_round_trip as __fuzz_envelope};
+pub use scaled::{ScaledLifetimeManager, ScaledOptions};
 pub use serialized::SerializedMessage;
 
 use crate::auth::Principal;

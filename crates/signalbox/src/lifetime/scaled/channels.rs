@@ -72,15 +72,22 @@ mod tests {
 
     #[test]
     fn names_route_back() {
-        let c = Channels {
-            prefix: "p".into(),
-        };
+        let c = Channels { prefix: "p".into() };
         assert!(matches!(c.route(&c.all()), Some(Route::All)));
-        assert!(matches!(c.route(&c.group("g:1")), Some(Route::Group("g:1"))));
+        assert!(matches!(
+            c.route(&c.group("g:1")),
+            Some(Route::Group("g:1"))
+        ));
         assert!(matches!(c.route(&c.user("u")), Some(Route::User("u"))));
-        assert!(matches!(c.route(&c.connection("c")), Some(Route::Connection("c"))));
+        assert!(matches!(
+            c.route(&c.connection("c")),
+            Some(Route::Connection("c"))
+        ));
         for internal in [c.internal_groups(), c.ack("n"), c.ret("n")] {
-            assert!(matches!(c.route(&internal), Some(Route::Internal)), "{internal}");
+            assert!(
+                matches!(c.route(&internal), Some(Route::Internal)),
+                "{internal}"
+            );
         }
         assert!(c.route("q:all").is_none());
         assert!(c.route("pall").is_none());

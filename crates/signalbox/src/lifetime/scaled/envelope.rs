@@ -179,7 +179,8 @@ impl Reader {
         self.take(len)
     }
     fn string(&mut self) -> Result<String, DecodeError> {
-        String::from_utf8(self.bytes()?.to_vec()).map_err(|_| DecodeError::Malformed("invalid UTF-8"))
+        String::from_utf8(self.bytes()?.to_vec())
+            .map_err(|_| DecodeError::Malformed("invalid UTF-8"))
     }
     fn count(&mut self) -> Result<usize, DecodeError> {
         let n = self.u32()? as usize;
@@ -640,7 +641,10 @@ mod tests {
                 format!("envelope version {version} is not supported (this node reads version 1)")
             );
         }
-        assert_eq!(Envelope::decode(&Bytes::new()).unwrap_err(), DecodeError::Empty);
+        assert_eq!(
+            Envelope::decode(&Bytes::new()).unwrap_err(),
+            DecodeError::Empty
+        );
         // Only the first byte decides: version 2 with a version-1 body is still refused.
         assert!(matches!(
             Envelope::decode(&Bytes::from_static(&[2, 3, 0, 0, 0, 0, 0, 0, 0, 1])),
@@ -722,8 +726,10 @@ mod tests {
             },
             Envelope::Return {
                 id: 3,
-                outcome: ReturnOutcome::Done(Payload::from_json_text("{\"a\":1}".to_owned())
-                    .map_err(|e| ClientResultError::InvalidResult(e.to_string()))),
+                outcome: ReturnOutcome::Done(
+                    Payload::from_json_text("{\"a\":1}".to_owned())
+                        .map_err(|e| ClientResultError::InvalidResult(e.to_string())),
+                ),
             },
             Envelope::Return {
                 id: 3,

@@ -22,6 +22,15 @@
 //! Live delivery is at-most-once. While the backplane is down, local delivery goes on; failed
 //! publishes are counted ([`ScaledLifetimeManager::lost_messages`]) and logged, and the driver
 //! reconnects and subscribes again by itself.
+//!
+//! Received envelopes that need work on this node (a group change, a client-result invocation or
+//! a refresh answer for one of its connections) are handled at most
+//! [`ScaledOptions::max_envelopes_in_flight`] at a time; while all slots are busy the node does not
+//! read from the backplane, whose driver then buffers or drops as its server does.
+//!
+//! The parts: `channels` (names and routing), `envelope` (the versioned binary format, documented
+//! byte by byte there), `subscriptions` (the subscription task), `receive` (the receive loop),
+//! `remote` (requests to other nodes that wait for answers) and `options`.
 
 mod channels;
 mod envelope;
@@ -59,7 +68,6 @@ use remote::Pending;
 use subscriptions::SubscriptionChange;
 
 const LOG: &str = "signalbox::backplane";
-
 
 /// A [`HubLifetimeManager`] for one hub spread over several nodes joined by a [`Backplane`].
 ///
@@ -174,7 +182,10 @@ impl<B: Backplane> ScaledLifetimeManager<B> {
         let _ = shared
             .subscriptions
             .try_send(SubscriptionChange::new(permanent, 1, None));
-        let mut tasks = vec![tokio::spawn(subscriptions::run_subscriptions(shared.clone(), sub_rx))];
+        let mut tasks = vec![tokio::spawn(subscriptions::run_subscriptions(
+            shared.clone(),
+            sub_rx,
+        ))];
         match messages {
             Some(stream) => tasks.push(tokio::spawn(receive::receive_loop(shared.clone(), stream))),
             None => tracing::error!(

@@ -107,14 +107,19 @@ impl SeenVersions {
 }
 
 /// Reads the backplane's messages until the stream ends.
-pub(super) async fn receive_loop<B: Backplane>(shared: Arc<Shared<B>>, mut stream: BackplaneStream) {
+pub(super) async fn receive_loop<B: Backplane>(
+    shared: Arc<Shared<B>>,
+    mut stream: BackplaneStream,
+) {
     let mut seen = SeenVersions([false; 256]);
     while let Some(message) = stream.next().await {
         crate::metrics::backplane_received();
         let envelope = match Envelope::decode(&message.payload) {
             Ok(envelope) => envelope,
             Err(DecodeError::UnknownVersion(version)) => {
-                crate::metrics::backplane_envelope_rejected(crate::metrics::REJECTED_UNKNOWN_VERSION);
+                crate::metrics::backplane_envelope_rejected(
+                    crate::metrics::REJECTED_UNKNOWN_VERSION,
+                );
                 if seen.first(version) {
                     tracing::warn!(
                         target: LOG,

@@ -17,7 +17,11 @@ pub(super) struct SubscriptionChange {
 }
 
 impl SubscriptionChange {
-    pub(super) fn new(channels: Vec<String>, delta: i64, done: Option<oneshot::Sender<()>>) -> Self {
+    pub(super) fn new(
+        channels: Vec<String>,
+        delta: i64,
+        done: Option<oneshot::Sender<()>>,
+    ) -> Self {
         Self {
             channels,
             delta,
@@ -102,7 +106,6 @@ impl<B: Backplane> Shared<B> {
             let _ = rx.await;
         }
     }
-
 
     /// Adds a connection of this node to a group, joining the group's channel for its first
     /// local member.
