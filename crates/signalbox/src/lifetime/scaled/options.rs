@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-/// Settings of a [`ScaledLifetimeManager`].
+/// Settings of a [`ScaledLifetimeManager`](super::ScaledLifetimeManager).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ScaledOptions {
