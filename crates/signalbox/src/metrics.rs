@@ -18,6 +18,9 @@
 //! | `signalbox_outbound_queue_drops_total` | counter | — (slow consumers closed) |
 //! | `signalbox_backplane_messages_published_total` | counter | — (envelopes a scaled lifetime manager published) |
 //! | `signalbox_backplane_messages_received_total` | counter | — (envelopes it received) |
+//! | `signalbox_backplane_envelopes_rejected_total` | counter | `reason` (`unknown_version`, `malformed`) |
+//! | `signalbox_backplane_envelopes_in_flight` | gauge | — (received envelopes being handled) |
+//! | `signalbox_backplane_envelopes_waited_total` | counter | — (times the receive loop waited for a free slot) |
 //!
 //! Call [`register`] once the recorder is installed and [`register_hub`] for each hub, so every
 //! series is exported from the start: counters at 0 and the connection gauges at their current
@@ -59,6 +62,26 @@ pub const OUTBOUND_QUEUE_DROPS: &str = "signalbox_outbound_queue_drops_total";
 pub const BACKPLANE_PUBLISHED: &str = "signalbox_backplane_messages_published_total";
 /// Envelopes a [`crate::ScaledLifetimeManager`] received from its backplane.
 pub const BACKPLANE_RECEIVED: &str = "signalbox_backplane_messages_received_total";
+/// Envelopes a [`crate::ScaledLifetimeManager`] received but ignored, by reason
+/// ([`BACKPLANE_REJECT_REASONS`]).
+pub const BACKPLANE_ENVELOPES_REJECTED: &str = "signalbox_backplane_envelopes_rejected_total";
+/// Received envelopes a [`crate::ScaledLifetimeManager`] is handling right now (group changes,
+/// client-result invocations and refresh answers for its connections); at most
+/// [`ScaledOptions::max_envelopes_in_flight`](crate::lifetime::ScaledOptions::max_envelopes_in_flight)
+/// per manager.
+pub const BACKPLANE_ENVELOPES_IN_FLIGHT: &str = "signalbox_backplane_envelopes_in_flight";
+/// Times a [`crate::ScaledLifetimeManager`]'s receive loop found every handling slot taken and
+/// stopped reading from the backplane until one was free.
+pub const BACKPLANE_ENVELOPES_WAITED: &str = "signalbox_backplane_envelopes_waited_total";
+
+/// The `reason` label of [`BACKPLANE_ENVELOPES_REJECTED`] for an envelope whose version byte this
+/// node does not read.
+pub const REJECTED_UNKNOWN_VERSION: &str = "unknown_version";
+/// The `reason` label of [`BACKPLANE_ENVELOPES_REJECTED`] for an envelope that does not follow
+/// the layout of its version.
+pub const REJECTED_MALFORMED: &str = "malformed";
+/// Every `reason` label of [`BACKPLANE_ENVELOPES_REJECTED`].
+pub const BACKPLANE_REJECT_REASONS: &[&str] = &[REJECTED_UNKNOWN_VERSION, REJECTED_MALFORMED];
 
 /// The `reason` labels of [`AUTH_FAILURES`] the library itself records (an authenticator may add
 /// its own through `AuthError::Rejected`).
@@ -110,6 +133,11 @@ pub fn register() {
     metrics::counter!(OUTBOUND_QUEUE_DROPS).increment(0);
     metrics::counter!(BACKPLANE_PUBLISHED).increment(0);
     metrics::counter!(BACKPLANE_RECEIVED).increment(0);
+    for reason in BACKPLANE_REJECT_REASONS {
+        metrics::counter!(BACKPLANE_ENVELOPES_REJECTED, "reason" => *reason).increment(0);
+    }
+    metrics::gauge!(BACKPLANE_ENVELOPES_IN_FLIGHT).increment(0.0);
+    metrics::counter!(BACKPLANE_ENVELOPES_WAITED).increment(0);
 }
 
 /// Registers the series of one hub: [`CONNECTIONS`] (at its current value) and [`CONNECTS`] for
@@ -201,6 +229,18 @@ fn describe() {
     );
     metrics::describe_counter!(BACKPLANE_PUBLISHED, "Messages published to the backplane");
     metrics::describe_counter!(BACKPLANE_RECEIVED, "Messages received from the backplane");
+    metrics::describe_counter!(
+        BACKPLANE_ENVELOPES_REJECTED,
+        "Messages from the backplane ignored, by reason"
+    );
+    metrics::describe_gauge!(
+        BACKPLANE_ENVELOPES_IN_FLIGHT,
+        "Messages from the backplane being handled"
+    );
+    metrics::describe_counter!(
+        BACKPLANE_ENVELOPES_WAITED,
+        "Times the backplane receive loop waited for a free handling slot"
+    );
 }
 
 /// Why a connection ended.
@@ -305,6 +345,19 @@ pub(crate) fn backplane_published() {
 
 pub(crate) fn backplane_received() {
     metrics::counter!(BACKPLANE_RECEIVED).increment(1);
+}
+
+pub(crate) fn backplane_envelope_rejected(reason: &'static str) {
+    metrics::counter!(BACKPLANE_ENVELOPES_REJECTED, "reason" => reason).increment(1);
+}
+
+/// Adds `delta` (1 or -1) to [`BACKPLANE_ENVELOPES_IN_FLIGHT`].
+pub(crate) fn backplane_envelopes_in_flight(delta: f64) {
+    metrics::gauge!(BACKPLANE_ENVELOPES_IN_FLIGHT).increment(delta);
+}
+
+pub(crate) fn backplane_envelopes_waited() {
+    metrics::counter!(BACKPLANE_ENVELOPES_WAITED).increment(1);
 }
 
 pub(crate) fn queue_drop() {

@@ -24,6 +24,8 @@ pub use backplane::{
 };
 pub use client_results::{ClientResultError, ClientResults, PendingGuard};
 pub use local::LocalLifetimeManager;
+#[doc(hidden)]
+pub use scaled::{EnvelopeRoundTrip as __EnvelopeRoundTrip, fuzz_round_trip as __fuzz_envelope};
 pub use scaled::{ScaledLifetimeManager, ScaledOptions};
 pub use serialized::SerializedMessage;
 
