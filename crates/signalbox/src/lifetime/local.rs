@@ -237,6 +237,22 @@ impl LocalLifetimeManager {
         target: String,
         arguments: Vec<Payload>,
     ) -> Result<Payload, ClientResultError> {
+        self.start_invoke_local(connection_id, target, arguments)?
+            .await
+    }
+
+    /// Queues a client-result invocation on a local connection without waiting: the returned
+    /// future resolves to the client's answer (or [`ClientResultError::Disconnected`] when the
+    /// connection ends first). Errors when the connection is not on this node or its queue is full.
+    pub fn start_invoke_local(
+        &self,
+        connection_id: &str,
+        target: String,
+        arguments: Vec<Payload>,
+    ) -> Result<
+        impl Future<Output = Result<Payload, ClientResultError>> + Send + '_,
+        ClientResultError,
+    > {
         let handle = self
             .connection(connection_id)
             .ok_or_else(|| ClientResultError::NotFound(connection_id.to_owned()))?;
@@ -252,9 +268,11 @@ impl LocalLifetimeManager {
         if !handle.try_send(frame) {
             return Err(ClientResultError::Disconnected);
         }
-        let result = rx.await.unwrap_or(Err(ClientResultError::Disconnected));
-        drop(guard);
-        result
+        Ok(async move {
+            let result = rx.await.unwrap_or(Err(ClientResultError::Disconnected));
+            drop(guard);
+            result
+        })
     }
 
     /// Adds a local connection to a group; returns `false` if the connection is not on this node.

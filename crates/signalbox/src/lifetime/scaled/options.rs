@@ -13,7 +13,8 @@ pub struct ScaledOptions {
     /// client-result invocation on another node, are awaited. Defaults to 10 seconds.
     pub ack_timeout: Duration,
     /// How many received envelopes are handled at once, at most: group changes, client-result
-    /// invocations (until the client answers) and refresh answers for connections of this node.
+    /// invocations (until they are queued to the client; waiting for its answer takes no slot)
+    /// and refresh answers for connections of this node.
     /// When that many are running, the node stops reading from the backplane until one finishes,
     /// and the backplane buffers (or, past its own limits, drops) what arrives meanwhile. Sends to
     /// this node's connections, and answers to its own requests, are handled as they are read and

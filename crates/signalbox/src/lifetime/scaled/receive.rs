@@ -184,12 +184,18 @@ async fn run<B: Backplane>(shared: Arc<Shared<B>>, work: Work, slot: Slot) {
             if !shared.publish(&reply, accepted.encode()).await {
                 return;
             }
-            let result = match args_for(protocol, args) {
-                Ok(arguments) => {
-                    shared
-                        .local
-                        .invoke_local(&connection_id, target, arguments)
-                        .await
+            let started = args_for(protocol, args).and_then(|arguments| {
+                shared
+                    .local
+                    .start_invoke_local(&connection_id, target, arguments)
+            });
+            let result = match started {
+                Ok(answer) => {
+                    // Waiting for the client may take as long as the client likes: the slot is
+                    // for the work of queuing the invocation, so that slow clients never stop
+                    // this node from reading the backplane.
+                    drop(slot);
+                    answer.await
                 }
                 Err(error) => Err(error),
             };
@@ -203,7 +209,7 @@ async fn run<B: Backplane>(shared: Arc<Shared<B>>, work: Work, slot: Slot) {
             shared.publish(&channel, envelope).await;
         }
     }
-    drop(slot);
+    // Otherwise `slot` is released here, when the work is done.
 }
 
 /// Handles an envelope as far as it can be without waiting; returns what is left to do.
