@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{FromRequestParts as _, MatchedPath, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -46,6 +46,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::Serialize;
 use signalbox::HubContext;
 
+use crate::api::extract::Admin;
 use crate::clock::now_ms;
 use crate::db::Db;
 use crate::state::AppState;
@@ -425,10 +426,11 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn scrape(State(state): State<AppState>, headers: HeaderMap) -> Response {
+async fn scrape(State(state): State<AppState>, request: Request) -> Response {
+    let (mut parts, _body) = request.into_parts();
     if !state.config.metrics.public
-        && !has_metrics_token(&state, &headers)
-        && let Err(error) = crate::admin::require_admin(&state, &headers).await
+        && !has_metrics_token(&state, &parts.headers)
+        && let Err(error) = Admin::from_request_parts(&mut parts, &state).await
     {
         return error.into_response();
     }

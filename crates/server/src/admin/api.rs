@@ -4,13 +4,13 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use sqlx::Row as _;
 
-use super::require_admin;
 use crate::accounts::NewUser;
 use crate::api::ApiError;
+use crate::api::extract::Admin;
 use crate::clock::rfc3339;
 use crate::inbox::MAX_MESSAGE_LENGTH;
 use crate::logging::LoggedEvent;
@@ -89,11 +89,7 @@ pub struct ConnectionInfo {
 }
 
 /// `GET /api/admin/stats`.
-pub async fn stats(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Json<Stats>, ApiError> {
-    require_admin(&state, &headers).await?;
+pub async fn stats(State(state): State<AppState>, _admin: Admin) -> Result<Json<Stats>, ApiError> {
     let online = state.db.online_users().await?;
     let pool = state.db.pool();
     let connections_total: i64 = sqlx::query("SELECT COUNT(*) AS n FROM connections")
@@ -146,10 +142,9 @@ pub async fn stats(
 /// `GET /api/admin/users/{user}/connections`: 404 for an unknown user.
 pub async fn user_connections(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _admin: Admin,
     Path(user): Path<String>,
 ) -> Result<Json<Vec<ConnectionInfo>>, ApiError> {
-    require_admin(&state, &headers).await?;
     let presence = state
         .db
         .presence(&user)
@@ -173,10 +168,9 @@ pub async fn user_connections(
 /// know it.
 pub async fn disconnect(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Admin(admin): Admin,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let admin = require_admin(&state, &headers).await?;
     let known = sqlx::query("SELECT user_name FROM connections WHERE connection_id = $1")
         .bind(&id)
         .fetch_optional(state.db.pool())
@@ -194,10 +188,9 @@ pub async fn disconnect(
 /// `PUT /api/admin/groups/{group}/members/{user}` (idempotent).
 pub async fn add_member(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _admin: Admin,
     Path((group, user)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    require_admin(&state, &headers).await?;
     if group.is_empty() || group.len() > 128 {
         return Err(ApiError::BadRequest(
             "group names are 1 to 128 bytes".to_owned(),
@@ -213,10 +206,9 @@ pub async fn add_member(
 /// `DELETE /api/admin/groups/{group}/members/{user}`: 404 if not a member.
 pub async fn remove_member(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _admin: Admin,
     Path((group, user)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    require_admin(&state, &headers).await?;
     if state.db.remove_group_member(&group, &user).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -306,9 +298,8 @@ pub struct SentNotification {
 /// `GET /api/admin/users`: the accounts, sorted by name (the first 500).
 pub async fn list_users(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _admin: Admin,
 ) -> Result<Json<Vec<UserSummary>>, ApiError> {
-    require_admin(&state, &headers).await?;
     let rows = sqlx::query(
         "SELECT name, roles, claims, created_at, disabled_at FROM users ORDER BY name LIMIT $1",
     )
@@ -343,10 +334,9 @@ pub async fn list_users(
 /// when the name is taken).
 pub async fn create_user(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Admin(admin): Admin,
     Json(body): Json<NewUserRequest>,
 ) -> Result<(StatusCode, Json<CreatedUser>), ApiError> {
-    let admin = require_admin(&state, &headers).await?;
     let mut claims = BTreeMap::new();
     if body.notify {
         claims.insert(
@@ -376,9 +366,8 @@ pub async fn create_user(
 /// `GET /api/admin/registration`.
 pub async fn get_registration(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _admin: Admin,
 ) -> Result<Json<RegistrationState>, ApiError> {
-    require_admin(&state, &headers).await?;
     Ok(Json(super::registration(&state).await?))
 }
 
@@ -387,10 +376,9 @@ pub async fn get_registration(
 /// decision back to the configuration.
 pub async fn set_registration(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Admin(admin): Admin,
     Json(body): Json<RegistrationChange>,
 ) -> Result<Json<RegistrationState>, ApiError> {
-    let admin = require_admin(&state, &headers).await?;
     match body.enabled {
         Some(enabled) => {
             state
@@ -415,10 +403,9 @@ pub async fn set_registration(
 /// none is named) and delivers it if they are online, like the publish API.
 pub async fn send_notification(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Admin(admin): Admin,
     Json(body): Json<TestNotification>,
 ) -> Result<(StatusCode, Json<SentNotification>), ApiError> {
-    let admin = require_admin(&state, &headers).await?;
     let user = body
         .user
         .map(|u| u.trim().to_owned())

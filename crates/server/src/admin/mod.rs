@@ -22,13 +22,11 @@
 pub mod api;
 
 use axum::Router;
-use axum::http::{HeaderMap, header};
+use axum::http::header;
 use axum::response::{Html, IntoResponse};
 use axum::routing::{delete, get, post, put};
 
-use crate::api::ApiError;
 use crate::db::StoreError;
-use crate::identity::Identity;
 use crate::state::AppState;
 
 /// The `settings` row of the dashboard's registration switch (`true` / `false`).
@@ -55,20 +53,6 @@ pub async fn registration(state: &AppState) -> Result<api::RegistrationState, St
 const DASHBOARD_HTML: &str = include_str!("dashboard.html");
 const DASHBOARD_JS: &str = include_str!("dashboard.js");
 const DASHBOARD_CSS: &str = include_str!("dashboard.css");
-
-/// Authenticates the request's bearer token and requires the admin role: 401 without a valid
-/// token, 403 without the role.
-pub async fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<Identity, ApiError> {
-    let identity = state.identity.authenticate(headers).await?;
-    if identity.principal.is_in_role(&state.config.admin.role) {
-        Ok(identity)
-    } else {
-        Err(ApiError::Forbidden(format!(
-            "the '{}' role is required",
-            state.config.admin.role
-        )))
-    }
-}
 
 /// The dashboard page and the admin API.
 pub fn router(state: AppState) -> Router {

@@ -1,4 +1,4 @@
-//! Extractors: the authenticated caller of a REST route.
+//! Extractors: the authenticated caller of a REST route, and the administrator.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -28,6 +28,27 @@ impl Caller {
             Err(ApiError::Forbidden(format!(
                 "the '{}' claim with value '{}' is required",
                 state.config.auth.permission_claim, state.config.auth.notify_permission
+            )))
+        }
+    }
+}
+
+/// An administrator: the caller, authenticated like [`Caller`], holding the admin role
+/// (`admin.role`). Rejects with 401 without a valid bearer token and 403 without the role.
+#[derive(Debug, Clone)]
+pub struct Admin(pub Identity);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let identity = state.identity.authenticate(&parts.headers).await?;
+        if identity.principal.is_in_role(&state.config.admin.role) {
+            Ok(Admin(identity))
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "the '{}' role is required",
+                state.config.admin.role
             )))
         }
     }

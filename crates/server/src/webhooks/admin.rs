@@ -6,14 +6,14 @@
 //! | `POST /api/admin/webhooks/{id}/retry` | one more attempt of a failed event, at once (409 unless it failed) |
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::store::{self, DeliveryRow, Status};
-use crate::admin::require_admin;
 use crate::api::ApiError;
+use crate::api::extract::Admin;
 use crate::clock::{now_ms, rfc3339};
 use crate::state::AppState;
 
@@ -114,10 +114,9 @@ pub fn router(state: AppState) -> Router {
 /// `GET /api/admin/webhooks`.
 pub async fn log(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _admin: Admin,
     Query(query): Query<LogQuery>,
 ) -> Result<Json<WebhookLog>, ApiError> {
-    require_admin(&state, &headers).await?;
     let status = match query.status.as_deref().map(str::trim) {
         None | Some("" | "all") => None,
         Some(name) => Some(Status::parse(name).ok_or_else(|| {
@@ -146,10 +145,9 @@ pub async fn log(
 /// event; 409 unless it failed.
 pub async fn retry(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Admin(admin): Admin,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<DeliveryView>), ApiError> {
-    let admin = require_admin(&state, &headers).await?;
     if !store::retry(&state.db, &id, now_ms()).await? {
         return Err(match store::find(&state.db, &id).await? {
             None => ApiError::NotFound(format!("no webhook event '{id}'")),
