@@ -26,6 +26,7 @@ use serde_json::{Map, Value, json};
 use signalbox::HubContext;
 
 use crate::backplane::ClusterBackplane;
+use crate::config::Config;
 use crate::db::Db;
 use crate::state::AppState;
 
@@ -207,8 +208,8 @@ async fn live() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-async fn ready(State(state): State<AppState>) -> Response {
-    let (ok, checks) = state.readiness.evaluate().await;
+async fn ready(State(readiness): State<Readiness>, State(config): State<Arc<Config>>) -> Response {
+    let (ok, checks) = readiness.evaluate().await;
     if !ok {
         let detail = Value::Object(checks.clone());
         tracing::warn!(checks = %detail, "not ready");
@@ -222,7 +223,7 @@ async fn ready(State(state): State<AppState>) -> Response {
         status,
         Json(json!({
             "status": if ok { "ok" } else { "fail" },
-            "node": state.config.node,
+            "node": config.node,
             "checks": checks,
         })),
     )

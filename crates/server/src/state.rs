@@ -1,7 +1,9 @@
-//! The state every HTTP handler shares.
+//! The state every HTTP handler shares, and its substates: a handler takes `State<Inbox>`,
+//! `State<Db>`, … for just the services it uses (axum's [`FromRef`]).
 
 use std::sync::Arc;
 
+use axum::extract::FromRef;
 use signalbox::{HubContext, Policy};
 
 use crate::accounts::Accounts;
@@ -61,4 +63,34 @@ impl AppState {
             .as_ref()
             .is_none_or(ClusterBackplane::is_healthy)
     }
+}
+
+/// `FromRef<AppState>` for each service, so handlers and extractors take only what they use.
+macro_rules! substates {
+    ($($field:ident: $service:ty),* $(,)?) => {
+        $(
+            impl FromRef<AppState> for $service {
+                fn from_ref(state: &AppState) -> Self {
+                    state.$field.clone()
+                }
+            }
+        )*
+    };
+}
+
+substates! {
+    config: Arc<Config>,
+    db: Db,
+    accounts: Accounts,
+    tokens: Arc<TokenService>,
+    refresh: RefreshTokens,
+    identity: Authenticator,
+    presence: Presence,
+    inbox: Inbox,
+    hub: HubContext,
+    notify: Policy,
+    metrics: Metrics,
+    readiness: Readiness,
+    limits: RateLimits,
+    webhooks: crate::webhooks::Webhooks,
 }

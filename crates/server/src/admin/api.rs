@@ -8,10 +8,17 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use sqlx::Row as _;
 
-use crate::accounts::NewUser;
+use std::sync::Arc;
+
+use signalbox::HubContext;
+
+use crate::accounts::{Accounts, NewUser};
 use crate::api::ApiError;
 use crate::api::extract::Admin;
 use crate::clock::rfc3339;
+use crate::config::Config;
+use crate::db::Db;
+use crate::inbox::Inbox;
 use crate::inbox::MAX_MESSAGE_LENGTH;
 use crate::logging::LoggedEvent;
 use crate::metrics::{Sample, sum_metric};
@@ -141,12 +148,11 @@ pub async fn stats(State(state): State<AppState>, _admin: Admin) -> Result<Json<
 
 /// `GET /api/admin/users/{user}/connections`: 404 for an unknown user.
 pub async fn user_connections(
-    State(state): State<AppState>,
+    State(db): State<Db>,
     _admin: Admin,
     Path(user): Path<String>,
 ) -> Result<Json<Vec<ConnectionInfo>>, ApiError> {
-    let presence = state
-        .db
+    let presence = db
         .presence(&user)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("unknown user '{user}'")))?;
@@ -167,13 +173,14 @@ pub async fn user_connections(
 /// `DELETE /api/admin/connections/{id}`: closes a live connection; 404 if presence does not
 /// know it.
 pub async fn disconnect(
-    State(state): State<AppState>,
+    State(db): State<Db>,
+    State(hub): State<HubContext>,
     Admin(admin): Admin,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let known = sqlx::query("SELECT user_name FROM connections WHERE connection_id = $1")
         .bind(&id)
-        .fetch_optional(state.db.pool())
+        .fetch_optional(db.pool())
         .await
         .map_err(ApiError::internal)?;
     let Some(row) = known else {
@@ -181,13 +188,13 @@ pub async fn disconnect(
     };
     let user: String = row.try_get("user_name").map_err(ApiError::internal)?;
     tracing::info!(admin = %admin.user, %user, connection_id = %id, "connection closed by an admin");
-    state.hub.abort_connection(&id).await;
+    hub.abort_connection(&id).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// `PUT /api/admin/groups/{group}/members/{user}` (idempotent).
 pub async fn add_member(
-    State(state): State<AppState>,
+    State(db): State<Db>,
     _admin: Admin,
     Path((group, user)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
@@ -196,20 +203,20 @@ pub async fn add_member(
             "group names are 1 to 128 bytes".to_owned(),
         ));
     }
-    if state.db.user(&user).await?.is_none() {
+    if db.user(&user).await?.is_none() {
         return Err(ApiError::NotFound(format!("unknown user '{user}'")));
     }
-    state.db.add_group_member(&group, &user).await?;
+    db.add_group_member(&group, &user).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// `DELETE /api/admin/groups/{group}/members/{user}`: 404 if not a member.
 pub async fn remove_member(
-    State(state): State<AppState>,
+    State(db): State<Db>,
     _admin: Admin,
     Path((group, user)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    if state.db.remove_group_member(&group, &user).await? {
+    if db.remove_group_member(&group, &user).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound(format!(
@@ -297,18 +304,19 @@ pub struct SentNotification {
 
 /// `GET /api/admin/users`: the accounts, sorted by name (the first 500).
 pub async fn list_users(
-    State(state): State<AppState>,
+    State(db): State<Db>,
+    State(config): State<Arc<Config>>,
     _admin: Admin,
 ) -> Result<Json<Vec<UserSummary>>, ApiError> {
     let rows = sqlx::query(
         "SELECT name, roles, claims, created_at, disabled_at FROM users ORDER BY name LIMIT $1",
     )
     .bind(USERS_LISTED)
-    .fetch_all(state.db.pool())
+    .fetch_all(db.pool())
     .await
     .map_err(ApiError::internal)?;
-    let claim = &state.config.auth.permission_claim;
-    let permission = &state.config.auth.notify_permission;
+    let claim = &config.auth.permission_claim;
+    let permission = &config.auth.notify_permission;
     let mut users = Vec::with_capacity(rows.len());
     for row in &rows {
         let roles: String = row.try_get("roles").map_err(ApiError::internal)?;
@@ -333,19 +341,19 @@ pub async fn list_users(
 /// `POST /api/admin/users`: creates an account (201; 400 for an invalid name or password, 409
 /// when the name is taken).
 pub async fn create_user(
-    State(state): State<AppState>,
+    State(config): State<Arc<Config>>,
+    State(accounts): State<Accounts>,
     Admin(admin): Admin,
     Json(body): Json<NewUserRequest>,
 ) -> Result<(StatusCode, Json<CreatedUser>), ApiError> {
     let mut claims = BTreeMap::new();
     if body.notify {
         claims.insert(
-            state.config.auth.permission_claim.clone(),
-            vec![state.config.auth.notify_permission.clone()],
+            config.auth.permission_claim.clone(),
+            vec![config.auth.notify_permission.clone()],
         );
     }
-    let user = state
-        .accounts
+    let user = accounts
         .create(NewUser {
             name: body.username.trim().to_owned(),
             password: Some(body.password),
@@ -365,36 +373,36 @@ pub async fn create_user(
 
 /// `GET /api/admin/registration`.
 pub async fn get_registration(
-    State(state): State<AppState>,
+    State(db): State<Db>,
+    State(config): State<Arc<Config>>,
     _admin: Admin,
 ) -> Result<Json<RegistrationState>, ApiError> {
-    Ok(Json(super::registration(&state).await?))
+    Ok(Json(super::registration(&db, &config).await?))
 }
 
 /// `PUT /api/admin/registration`: `{"enabled": true|false}` opens or closes registration (kept
 /// in the database, so across restarts and for every node); `{"enabled": null}` hands the
 /// decision back to the configuration.
 pub async fn set_registration(
-    State(state): State<AppState>,
+    State(db): State<Db>,
+    State(config): State<Arc<Config>>,
     Admin(admin): Admin,
     Json(body): Json<RegistrationChange>,
 ) -> Result<Json<RegistrationState>, ApiError> {
     match body.enabled {
         Some(enabled) => {
-            state
-                .db
-                .set_setting(
-                    super::REGISTRATION_SETTING,
-                    if enabled { "true" } else { "false" },
-                    crate::clock::now_ms(),
-                )
-                .await?;
+            db.set_setting(
+                super::REGISTRATION_SETTING,
+                if enabled { "true" } else { "false" },
+                crate::clock::now_ms(),
+            )
+            .await?;
         }
         None => {
-            state.db.delete_setting(super::REGISTRATION_SETTING).await?;
+            db.delete_setting(super::REGISTRATION_SETTING).await?;
         }
     }
-    let now = super::registration(&state).await?;
+    let now = super::registration(&db, &config).await?;
     tracing::info!(admin = %admin.user, enabled = now.enabled, source = now.source, "registration changed by an admin");
     Ok(Json(now))
 }
@@ -402,7 +410,9 @@ pub async fn set_registration(
 /// `POST /api/admin/notifications`: stores a notification for one user (the administrator when
 /// none is named) and delivers it if they are online, like the publish API.
 pub async fn send_notification(
-    State(state): State<AppState>,
+    State(db): State<Db>,
+    State(inbox): State<Inbox>,
+    State(hub): State<HubContext>,
     Admin(admin): Admin,
     Json(body): Json<TestNotification>,
 ) -> Result<(StatusCode, Json<SentNotification>), ApiError> {
@@ -419,13 +429,12 @@ pub async fn send_notification(
             "the message is longer than {MAX_MESSAGE_LENGTH} bytes"
         )));
     }
-    if state.db.user(&user).await?.is_none() {
+    if db.user(&user).await?.is_none() {
         return Err(ApiError::NotFound(format!("unknown user '{user}'")));
     }
-    let stored = state
-        .inbox
+    let stored = inbox
         .send(
-            &state.hub,
+            &hub,
             Some(&admin.user),
             std::slice::from_ref(&user),
             &body.message,

@@ -26,7 +26,8 @@ use axum::http::header;
 use axum::response::{Html, IntoResponse};
 use axum::routing::{delete, get, post, put};
 
-use crate::db::StoreError;
+use crate::config::Config;
+use crate::db::{Db, StoreError};
 use crate::state::AppState;
 
 /// The `settings` row of the dashboard's registration switch (`true` / `false`).
@@ -34,9 +35,9 @@ pub const REGISTRATION_SETTING: &str = "auth.registration";
 
 /// Whether registration is open: the dashboard's stored value when there is one, else the
 /// configuration's `auth.registration`.
-pub async fn registration(state: &AppState) -> Result<api::RegistrationState, StoreError> {
-    let configured = state.config.auth.registration;
-    Ok(match state.db.setting(REGISTRATION_SETTING).await? {
+pub async fn registration(db: &Db, config: &Config) -> Result<api::RegistrationState, StoreError> {
+    let configured = config.auth.registration;
+    Ok(match db.setting(REGISTRATION_SETTING).await? {
         Some(value) => api::RegistrationState {
             enabled: value == "true",
             source: "dashboard",

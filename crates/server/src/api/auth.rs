@@ -1,5 +1,7 @@
 //! Accounts and tokens: register, login, refresh (rotating), logout, and the public keys.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -7,10 +9,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
-use crate::accounts::{NewUser, token_claims};
-use crate::db::{AccountStatus, AuthEvent, UserRow};
-use crate::refresh::IssuedRefreshToken;
+use crate::accounts::{Accounts, NewUser, token_claims};
+use crate::config::Config;
+use crate::db::{AccountStatus, AuthEvent, Db, UserRow};
+use crate::identity::Authenticator;
+use crate::refresh::{IssuedRefreshToken, RefreshTokens};
 use crate::state::AppState;
+use crate::tokens::TokenService;
 
 /// Name and password.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -91,15 +96,16 @@ pub(crate) async fn session(
     )
 )]
 pub async fn register(
-    State(state): State<AppState>,
+    State(db): State<Db>,
+    State(config): State<Arc<Config>>,
+    State(accounts): State<Accounts>,
     Json(body): Json<Credentials>,
 ) -> Result<(StatusCode, Json<RegisteredUser>), ApiError> {
     // The dashboard's switch when an administrator set it, else `auth.registration`.
-    if !crate::admin::registration(&state).await?.enabled {
+    if !crate::admin::registration(&db, &config).await?.enabled {
         return Err(ApiError::Forbidden("registration is disabled".to_owned()));
     }
-    let user = state
-        .accounts
+    let user = accounts
         .create(NewUser {
             name: body.username,
             password: Some(body.password),
@@ -171,12 +177,12 @@ pub async fn refresh(
     responses((status = 204, description = "Signed out"))
 )]
 pub async fn logout(
-    State(state): State<AppState>,
+    State(refresh): State<RefreshTokens>,
+    State(identity): State<Authenticator>,
     Json(body): Json<RefreshRequest>,
 ) -> Result<StatusCode, ApiError> {
-    if let Some(family) = state.refresh.revoke(&body.refresh_token).await? {
-        let closed = state
-            .identity
+    if let Some(family) = refresh.revoke(&body.refresh_token).await? {
+        let closed = identity
             .sessions()
             .end(&AuthEvent::SessionEnded(family))
             .await;
@@ -190,6 +196,6 @@ pub async fn logout(
     get, path = "/.well-known/jwks.json", tag = "auth",
     responses((status = 200, description = "JSON Web Key Set", content_type = "application/json", body = Object))
 )]
-pub async fn jwks(State(state): State<AppState>) -> Json<jsonwebtoken::jwk::JwkSet> {
-    Json(state.tokens.jwks().clone())
+pub async fn jwks(State(tokens): State<Arc<TokenService>>) -> Json<jsonwebtoken::jwk::JwkSet> {
+    Json(tokens.jwks().clone())
 }

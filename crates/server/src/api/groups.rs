@@ -6,8 +6,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::Caller;
-use crate::state::AppState;
+use super::extract::Notifier;
+use crate::db::Db;
 
 /// The members of a group.
 #[utoipa::path(
@@ -21,12 +21,11 @@ use crate::state::AppState;
     )
 )]
 pub async fn members(
-    State(state): State<AppState>,
-    caller: Caller,
+    State(db): State<Db>,
+    _notifier: Notifier,
     Path(group): Path<String>,
 ) -> Result<Json<Vec<String>>, ApiError> {
-    caller.require_notify(&state)?;
-    Ok(Json(state.db.group_members(&group).await?))
+    Ok(Json(db.group_members(&group).await?))
 }
 
 /// Adds a user to a group (idempotent).
@@ -45,20 +44,19 @@ pub async fn members(
     )
 )]
 pub async fn add_member(
-    State(state): State<AppState>,
-    caller: Caller,
+    State(db): State<Db>,
+    _notifier: Notifier,
     Path((group, user)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    caller.require_notify(&state)?;
     if group.is_empty() || group.len() > 128 {
         return Err(ApiError::BadRequest(
             "group names are 1 to 128 bytes".to_owned(),
         ));
     }
-    if state.db.user(&user).await?.is_none() {
+    if db.user(&user).await?.is_none() {
         return Err(ApiError::NotFound(format!("unknown user '{user}'")));
     }
-    state.db.add_group_member(&group, &user).await?;
+    db.add_group_member(&group, &user).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -78,12 +76,11 @@ pub async fn add_member(
     )
 )]
 pub async fn remove_member(
-    State(state): State<AppState>,
-    caller: Caller,
+    State(db): State<Db>,
+    _notifier: Notifier,
     Path((group, user)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    caller.require_notify(&state)?;
-    if state.db.remove_group_member(&group, &user).await? {
+    if db.remove_group_member(&group, &user).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound(format!("'{user}' is not in '{group}'")))

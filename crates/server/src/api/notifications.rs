@@ -6,13 +6,14 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+use signalbox::HubContext;
 use tracing::Instrument as _;
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::Caller;
-use crate::inbox::{InboxItem, MAX_MESSAGE_LENGTH, Stored};
-use crate::state::AppState;
+use super::extract::{Caller, Notifier};
+use crate::db::Db;
+use crate::inbox::{Inbox, InboxItem, MAX_MESSAGE_LENGTH, Stored};
 
 /// Most notifications one listing returns.
 const MAX_LIMIT: i64 = 500;
@@ -39,17 +40,12 @@ pub struct ListQuery {
     )
 )]
 pub async fn list(
-    State(state): State<AppState>,
+    State(inbox): State<Inbox>,
     Caller(identity): Caller,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Vec<InboxItem>>, ApiError> {
     let limit = query.limit.unwrap_or(100).clamp(1, MAX_LIMIT);
-    Ok(Json(
-        state
-            .inbox
-            .list(&identity.user, query.unread, limit)
-            .await?,
-    ))
+    Ok(Json(inbox.list(&identity.user, query.unread, limit).await?))
 }
 
 /// Marks one of the caller's notifications read.
@@ -64,11 +60,11 @@ pub async fn list(
     )
 )]
 pub async fn mark_read(
-    State(state): State<AppState>,
+    State(inbox): State<Inbox>,
     Caller(identity): Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    if state.inbox.mark_read(&identity.user, &id).await? {
+    if inbox.mark_read(&identity.user, &id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound("no such notification".to_owned()))
@@ -135,11 +131,12 @@ impl From<Stored> for StoredNotification {
     )
 )]
 pub async fn publish(
-    State(state): State<AppState>,
-    caller: Caller,
+    State(db): State<Db>,
+    State(inbox): State<Inbox>,
+    State(hub): State<HubContext>,
+    Notifier(caller): Notifier,
     Json(body): Json<PublishRequest>,
 ) -> Result<(StatusCode, Json<PublishResponse>), ApiError> {
-    caller.require_notify(&state)?;
     if body.message.len() > MAX_MESSAGE_LENGTH {
         return Err(ApiError::BadRequest(format!(
             "the message is longer than {MAX_MESSAGE_LENGTH} bytes"
@@ -164,7 +161,7 @@ pub async fn publish(
             .into_iter()
             .collect()
     } else if let Some(group) = body.group {
-        let members = state.db.group_members(&group).await?;
+        let members = db.group_members(&group).await?;
         if members.is_empty() {
             return Err(ApiError::NotFound(format!(
                 "group '{group}' has no members"
@@ -172,14 +169,14 @@ pub async fn publish(
         }
         members
     } else {
-        state.db.user_names().await?
+        db.user_names().await?
     };
     if recipients.is_empty() {
         return Err(ApiError::BadRequest("no recipients".to_owned()));
     }
     let mut unknown = Vec::new();
     for user in &recipients {
-        if state.db.user(user).await?.is_none() {
+        if db.user(user).await?.is_none() {
             unknown.push(user.clone());
         }
     }
@@ -189,17 +186,16 @@ pub async fn publish(
             unknown.join(", ")
         )));
     }
-    let stored = state
-        .inbox
-        .send(&state.hub, Some(&caller.0.user), &recipients, &body.message)
+    let stored = inbox
+        .send(&hub, Some(&caller.user), &recipients, &body.message)
         .instrument(tracing::info_span!(
             "publish",
             otel.name = "publish notification",
-            from = %caller.0.user,
+            from = %caller.user,
             recipients = recipients.len()
         ))
         .await?;
-    tracing::info!(from = %caller.0.user, recipients = stored.len(), "notification published");
+    tracing::info!(from = %caller.user, recipients = stored.len(), "notification published");
     let notifications: Vec<StoredNotification> =
         stored.into_iter().map(StoredNotification::from).collect();
     Ok((

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use super::error::{ApiError, ErrorBody};
 use super::extract::Caller;
 use crate::clock::rfc3339;
-use crate::state::AppState;
+use crate::db::Db;
 
 /// One live connection of a user.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -50,12 +50,11 @@ pub struct PresenceResponse {
     )
 )]
 pub async fn presence(
-    State(state): State<AppState>,
+    State(db): State<Db>,
     _caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<PresenceResponse>, ApiError> {
-    let row = state
-        .db
+    let row = db
         .presence(&id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("unknown user '{id}'")))?;

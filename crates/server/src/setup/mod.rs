@@ -15,6 +15,7 @@
 pub mod store;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -29,6 +30,8 @@ use crate::accounts::MIN_PASSWORD_LENGTH;
 use crate::api::ApiError;
 use crate::api::auth::TokenResponse;
 use crate::api::error::ErrorBody;
+use crate::config::Config;
+use crate::db::Db;
 use crate::state::AppState;
 
 const SETUP_HTML: &str = include_str!("setup.html");
@@ -119,10 +122,11 @@ async fn asset(content_type: &'static str, body: &'static str) -> Response {
 
 /// `POST /api/setup/status`.
 async fn status(
-    State(state): State<AppState>,
+    State(db): State<Db>,
+    State(config): State<Arc<Config>>,
     Json(body): Json<StatusRequest>,
 ) -> Result<Json<StatusResponse>, SetupError> {
-    let links = SetupLinks::for_config(state.db.clone(), &state.config);
+    let links = SetupLinks::for_config(db, &config);
     let status = links.status(body.token.trim()).await?;
     Ok(Json(StatusResponse {
         status: status.as_str(),

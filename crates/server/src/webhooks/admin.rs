@@ -15,7 +15,9 @@ use super::store::{self, DeliveryRow, Status};
 use crate::api::ApiError;
 use crate::api::extract::Admin;
 use crate::clock::{now_ms, rfc3339};
+use crate::db::Db;
 use crate::state::AppState;
+use crate::webhooks::Webhooks;
 
 /// Events listed by default.
 const DEFAULT_LIMIT: i64 = 100;
@@ -113,7 +115,8 @@ pub fn router(state: AppState) -> Router {
 
 /// `GET /api/admin/webhooks`.
 pub async fn log(
-    State(state): State<AppState>,
+    State(db): State<Db>,
+    State(webhooks): State<Webhooks>,
     _admin: Admin,
     Query(query): Query<LogQuery>,
 ) -> Result<Json<WebhookLog>, ApiError> {
@@ -126,17 +129,16 @@ pub async fn log(
         })?),
     };
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
-    let deliveries = store::recent(&state.db, status, limit).await?;
+    let deliveries = store::recent(&db, status, limit).await?;
     Ok(Json(WebhookLog {
-        enabled: state.webhooks.is_enabled(),
-        url: state.webhooks.display_url(),
-        events: state
-            .webhooks
+        enabled: webhooks.is_enabled(),
+        url: webhooks.display_url(),
+        events: webhooks
             .events()
             .into_iter()
             .map(super::EventType::as_str)
             .collect(),
-        pending: store::pending_count(&state.db).await?,
+        pending: store::pending_count(&db).await?,
         deliveries: deliveries.into_iter().map(DeliveryView::from).collect(),
     }))
 }
@@ -144,12 +146,13 @@ pub async fn log(
 /// `POST /api/admin/webhooks/{id}/retry`: 202 with the event, now pending; 404 for an unknown
 /// event; 409 unless it failed.
 pub async fn retry(
-    State(state): State<AppState>,
+    State(db): State<Db>,
+    State(webhooks): State<Webhooks>,
     Admin(admin): Admin,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<DeliveryView>), ApiError> {
-    if !store::retry(&state.db, &id, now_ms()).await? {
-        return Err(match store::find(&state.db, &id).await? {
+    if !store::retry(&db, &id, now_ms()).await? {
+        return Err(match store::find(&db, &id).await? {
             None => ApiError::NotFound(format!("no webhook event '{id}'")),
             Some(row) => ApiError::Conflict(format!(
                 "webhook event '{id}' is {}: only failed events can be retried",
@@ -158,8 +161,8 @@ pub async fn retry(
         });
     }
     tracing::info!(admin = %admin.user, id = %id, "webhook delivery retried by an admin");
-    state.webhooks.wake();
-    let row = store::find(&state.db, &id)
+    webhooks.wake();
+    let row = store::find(&db, &id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no webhook event '{id}'")))?;
     Ok((StatusCode::ACCEPTED, Json(DeliveryView::from(row))))
