@@ -140,10 +140,7 @@ impl ReadinessCheck for DatabaseCheck {
 
     fn check(&self) -> CheckFuture<'_> {
         Box::pin(async move {
-            sqlx::query("SELECT 1")
-                .execute(self.0.pool())
-                .await
-                .map_err(|e| e.to_string())?;
+            self.0.ping().await.map_err(|e| e.to_string())?;
             Ok(Map::from_iter([(
                 "backend".into(),
                 json!(self.0.backend().to_string()),

@@ -379,19 +379,11 @@ impl Default for Metrics {
 
 /// Sets the inbox gauge from the database.
 pub async fn refresh_inbox_gauge(db: &Db) {
-    match unread_count(db).await {
+    match db.unread_total().await {
         #[allow(clippy::cast_precision_loss)] // a gauge
         Ok(n) => metrics::gauge!(INBOX_UNREAD).set(n as f64),
         Err(error) => tracing::debug!(%error, "cannot count unread notifications"),
     }
-}
-
-async fn unread_count(db: &Db) -> Result<i64, sqlx::Error> {
-    use sqlx::Row as _;
-    let row = sqlx::query("SELECT COUNT(*) AS n FROM notifications WHERE read_at IS NULL")
-        .fetch_one(db.pool())
-        .await?;
-    row.try_get("n")
 }
 
 /// The sum of every series of counter or gauge `name` in a Prometheus text rendering,

@@ -20,7 +20,7 @@ use signalbox::HubContext;
 use sqlx::postgres::PgListener;
 use tokio::task::JoinHandle;
 
-use crate::db::{Backend, Db, PublishRequestRow};
+use crate::db::{Backend, Db, ListenError, PublishRequestRow};
 use crate::inbox::{Inbox, notification_rows};
 
 /// The NOTIFY channel `signalbox_publish(...)` signals on (its payload is the request id).
@@ -132,19 +132,16 @@ impl Worker {
 
     /// A connection listening on [`CHANNEL`], or `None` (logged) if it cannot be opened now.
     async fn listen(&self) -> Option<PgListener> {
-        let mut listener = match PgListener::connect(&self.0.database_url).await {
-            Ok(listener) => listener,
-            Err(error) => {
-                tracing::warn!(%error, "cannot connect to listen for publish requests");
-                return None;
-            }
-        };
-        match listener.listen(CHANNEL).await {
-            Ok(()) => {
+        match crate::db::listen_publish_requests(&self.0.database_url, CHANNEL).await {
+            Ok(listener) => {
                 tracing::debug!(channel = CHANNEL, "listening for publish requests");
                 Some(listener)
             }
-            Err(error) => {
+            Err(ListenError::Connect(error)) => {
+                tracing::warn!(%error, "cannot connect to listen for publish requests");
+                None
+            }
+            Err(ListenError::Listen(error)) => {
                 tracing::warn!(%error, "cannot listen for publish requests");
                 None
             }

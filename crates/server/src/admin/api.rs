@@ -6,7 +6,6 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use sqlx::Row as _;
 
 use std::sync::Arc;
 
@@ -26,6 +25,9 @@ use crate::state::AppState;
 
 /// At most this many online users are listed in the stats.
 const ONLINE_LISTED: usize = 200;
+
+/// At most this many groups are listed in the stats.
+const GROUPS_LISTED: i64 = 100;
 
 /// What the dashboard shows.
 #[derive(Debug, Serialize)]
@@ -98,28 +100,14 @@ pub struct ConnectionInfo {
 /// `GET /api/admin/stats`.
 pub async fn stats(State(state): State<AppState>, _admin: Admin) -> Result<Json<Stats>, ApiError> {
     let online = state.db.online_users().await?;
-    let pool = state.db.pool();
-    let connections_total: i64 = sqlx::query("SELECT COUNT(*) AS n FROM connections")
-        .fetch_one(pool)
-        .await
-        .and_then(|row| row.try_get("n"))
-        .map_err(ApiError::internal)?;
-    let groups = sqlx::query(
-        "SELECT group_name, COUNT(*) AS n FROM group_members GROUP BY group_name \
-         ORDER BY group_name LIMIT 100",
-    )
-    .fetch_all(pool)
-    .await
-    .map_err(ApiError::internal)?
-    .iter()
-    .map(|row| {
-        Ok(GroupSummary {
-            name: row.try_get("group_name")?,
-            members: row.try_get("n")?,
-        })
-    })
-    .collect::<Result<Vec<_>, sqlx::Error>>()
-    .map_err(ApiError::internal)?;
+    let connections_total = state.db.connection_total().await?;
+    let groups = state
+        .db
+        .group_sizes(GROUPS_LISTED)
+        .await?
+        .into_iter()
+        .map(|(name, members)| GroupSummary { name, members })
+        .collect();
     let text = state.metrics.render();
     use signalbox::metrics as lib;
     let totals = Totals {
@@ -178,15 +166,9 @@ pub async fn disconnect(
     Admin(admin): Admin,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let known = sqlx::query("SELECT user_name FROM connections WHERE connection_id = $1")
-        .bind(&id)
-        .fetch_optional(db.pool())
-        .await
-        .map_err(ApiError::internal)?;
-    let Some(row) = known else {
+    let Some(user) = db.connection_user(&id).await? else {
         return Err(ApiError::NotFound(format!("no live connection '{id}'")));
     };
-    let user: String = row.try_get("user_name").map_err(ApiError::internal)?;
     tracing::info!(admin = %admin.user, %user, connection_id = %id, "connection closed by an admin");
     hub.abort_connection(&id).await;
     Ok(StatusCode::NO_CONTENT)
@@ -308,33 +290,23 @@ pub async fn list_users(
     State(config): State<Arc<Config>>,
     _admin: Admin,
 ) -> Result<Json<Vec<UserSummary>>, ApiError> {
-    let rows = sqlx::query(
-        "SELECT name, roles, claims, created_at, disabled_at FROM users ORDER BY name LIMIT $1",
-    )
-    .bind(USERS_LISTED)
-    .fetch_all(db.pool())
-    .await
-    .map_err(ApiError::internal)?;
     let claim = &config.auth.permission_claim;
     let permission = &config.auth.notify_permission;
-    let mut users = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let roles: String = row.try_get("roles").map_err(ApiError::internal)?;
-        let claims: String = row.try_get("claims").map_err(ApiError::internal)?;
-        let disabled_at: Option<i64> = row.try_get("disabled_at").map_err(ApiError::internal)?;
-        let roles: Vec<String> = serde_json::from_str(&roles).map_err(ApiError::internal)?;
-        let claims: BTreeMap<String, Vec<String>> =
-            serde_json::from_str(&claims).map_err(ApiError::internal)?;
-        users.push(UserSummary {
-            name: row.try_get("name").map_err(ApiError::internal)?,
-            roles,
-            can_notify: claims
+    let users = db
+        .account_summaries(USERS_LISTED)
+        .await?
+        .into_iter()
+        .map(|account| UserSummary {
+            can_notify: account
+                .claims
                 .get(claim)
                 .is_some_and(|values| values.iter().any(|v| v == permission)),
-            disabled: disabled_at.is_some(),
-            created_at: rfc3339(row.try_get("created_at").map_err(ApiError::internal)?),
-        });
-    }
+            name: account.name,
+            roles: account.roles,
+            disabled: account.disabled,
+            created_at: rfc3339(account.created_at),
+        })
+        .collect();
     Ok(Json(users))
 }
 

@@ -5,6 +5,20 @@ use sqlx::Row;
 use super::{Db, StoreError};
 
 impl Db {
+    /// The first `limit` groups by name, with their member counts.
+    pub async fn group_sizes(&self, limit: i64) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT group_name, COUNT(*) AS n FROM group_members GROUP BY group_name \
+             ORDER BY group_name LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("group_name")?, row.try_get("n")?)))
+            .collect()
+    }
+
     /// Adds a user to a group (idempotent).
     pub async fn add_group_member(&self, group: &str, user_name: &str) -> Result<(), StoreError> {
         sqlx::query(

@@ -23,7 +23,7 @@ use sqlx::{AnyConnection, AnyPool, Connection};
 
 pub use cluster::Disconnect;
 pub use notifications::NotificationRow;
-pub use outbox::PublishRequestRow;
+pub use outbox::{ListenError, PublishRequestRow, listen_publish_requests};
 pub use presence::{ConnectionRow, PresenceRow};
 pub use refresh_tokens::{RefreshTokenRow, RefreshTokenState};
 pub use sessions::{AccountStatus, AuthEvent};
@@ -162,6 +162,12 @@ impl Db {
     /// The pool, for the query modules.
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// A round trip to the database (`SELECT 1`).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
     }
 
     /// Closes every connection.

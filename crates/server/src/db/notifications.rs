@@ -55,6 +55,14 @@ pub(super) fn bind_row<'q>(
 }
 
 impl Db {
+    /// How many notifications are unread, all users together.
+    pub async fn unread_total(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM notifications WHERE read_at IS NULL")
+            .fetch_one(self.pool())
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+
     /// Stores notifications (all or none).
     pub async fn insert_notifications(&self, rows: &[NotificationRow]) -> Result<(), StoreError> {
         let mut tx = self.pool().begin().await?;

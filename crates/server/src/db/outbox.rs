@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use sqlx::Row;
+use sqlx::postgres::PgListener;
 
 use super::notifications::{COLUMNS, bind_row};
 use super::{Db, NotificationRow, StoreError, json_column};
@@ -18,6 +19,33 @@ pub struct PublishRequestRow {
     pub recipients: Vec<String>,
     /// The text.
     pub message: String,
+}
+
+/// Why a listening connection could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    /// The dedicated connection could not be opened.
+    #[error("cannot connect: {0}")]
+    Connect(sqlx::Error),
+    /// `LISTEN` failed.
+    #[error("cannot listen: {0}")]
+    Listen(sqlx::Error),
+}
+
+/// Opens a dedicated connection to the PostgreSQL database at `database_url` and LISTENs on
+/// `channel`.
+pub async fn listen_publish_requests(
+    database_url: &str,
+    channel: &str,
+) -> Result<PgListener, ListenError> {
+    let mut listener = PgListener::connect(database_url)
+        .await
+        .map_err(ListenError::Connect)?;
+    listener
+        .listen(channel)
+        .await
+        .map_err(ListenError::Listen)?;
+    Ok(listener)
 }
 
 /// A duration in milliseconds, for an `interval` computed in SQL.

@@ -44,6 +44,23 @@ fn connection_from_row(row: &AnyRow) -> Result<ConnectionRow, StoreError> {
 }
 
 impl Db {
+    /// How many live connections presence records, on every node.
+    pub async fn connection_total(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM connections")
+            .fetch_one(self.pool())
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// The user of a live connection (any node); `None` if presence does not know it.
+    pub async fn connection_user(&self, connection_id: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT user_name FROM connections WHERE connection_id = $1")
+            .bind(connection_id)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.map(|row| row.try_get("user_name")).transpose()?)
+    }
+
     /// Records a live connection.
     pub async fn insert_connection(&self, row: &ConnectionRow) -> Result<(), StoreError> {
         sqlx::query(

@@ -43,7 +43,49 @@ fn user_from_row(row: &AnyRow) -> Result<UserRow, StoreError> {
 const USER_COLUMNS: &str =
     "name, password_hash, roles, claims, created_at, last_connected_at, last_disconnected_at";
 
+/// One account as an administrator lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountSummaryRow {
+    /// The user name.
+    pub name: String,
+    /// Roles.
+    pub roles: Vec<String>,
+    /// Extra claims (type → values).
+    pub claims: BTreeMap<String, Vec<String>>,
+    /// When the account was created (ms).
+    pub created_at: i64,
+    /// Whether the account is disabled.
+    pub disabled: bool,
+}
+
 impl Db {
+    /// The first `limit` accounts, sorted by name.
+    pub async fn account_summaries(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<AccountSummaryRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT name, roles, claims, created_at, disabled_at FROM users ORDER BY name LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let roles: String = row.try_get("roles")?;
+                let claims: String = row.try_get("claims")?;
+                let disabled_at: Option<i64> = row.try_get("disabled_at")?;
+                Ok(AccountSummaryRow {
+                    name: row.try_get("name")?,
+                    roles: json_column(&roles, "users.roles")?,
+                    claims: json_column(&claims, "users.claims")?,
+                    created_at: row.try_get("created_at")?,
+                    disabled: disabled_at.is_some(),
+                })
+            })
+            .collect()
+    }
+
     /// Creates an account; `Ok(false)` when the name is taken.
     pub async fn insert_user(&self, user: &UserRow) -> Result<bool, StoreError> {
         let roles = serde_json::to_string(&user.roles).map_err(|_| StoreError::Corrupt("roles"))?;
