@@ -6,18 +6,18 @@ use std::sync::Arc;
 use axum::extract::FromRef;
 use signalbox::{HubContext, Policy};
 
-use crate::accounts::Accounts;
-use crate::backplane::ClusterBackplane;
+use crate::auth::accounts::Accounts;
+use crate::auth::identity::Authenticator;
+use crate::auth::refresh::RefreshTokens;
+use crate::auth::tokens::TokenService;
+use crate::cluster::backplane::ClusterBackplane;
 use crate::config::Config;
 use crate::db::Db;
-use crate::health::Readiness;
-use crate::identity::Authenticator;
-use crate::inbox::Inbox;
-use crate::metrics::Metrics;
+use crate::notifications::inbox::Inbox;
+use crate::ops::health::Readiness;
+use crate::ops::metrics::Metrics;
 use crate::presence::Presence;
 use crate::rate_limit::RateLimits;
-use crate::refresh::RefreshTokens;
-use crate::tokens::TokenService;
 
 /// Shared services; cheap to clone.
 #[derive(Debug, Clone)]

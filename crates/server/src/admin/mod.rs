@@ -19,7 +19,8 @@
 //! `settings`, shared by every node, kept across restarts) decides; until then, or after
 //! `{"enabled": null}`, the configuration's `auth.registration` does.
 
-pub mod api;
+pub mod routes;
+pub mod store;
 
 use axum::Router;
 use axum::http::header;
@@ -35,15 +36,18 @@ pub const REGISTRATION_SETTING: &str = "auth.registration";
 
 /// Whether registration is open: the dashboard's stored value when there is one, else the
 /// configuration's `auth.registration`.
-pub async fn registration(db: &Db, config: &Config) -> Result<api::RegistrationState, StoreError> {
+pub async fn registration(
+    db: &Db,
+    config: &Config,
+) -> Result<routes::RegistrationState, StoreError> {
     let configured = config.auth.registration;
     Ok(match db.setting(REGISTRATION_SETTING).await? {
-        Some(value) => api::RegistrationState {
+        Some(value) => routes::RegistrationState {
             enabled: value == "true",
             source: "dashboard",
             configured,
         },
-        None => api::RegistrationState {
+        None => routes::RegistrationState {
             enabled: configured,
             source: "configuration",
             configured,
@@ -56,7 +60,7 @@ const DASHBOARD_JS: &str = include_str!("dashboard.js");
 const DASHBOARD_CSS: &str = include_str!("dashboard.css");
 
 /// The dashboard page and the admin API.
-pub fn router(state: AppState) -> Router {
+pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/admin", get(|| async { Html(DASHBOARD_HTML) }))
         .route("/admin/", get(|| async { Html(DASHBOARD_HTML) }))
@@ -80,24 +84,23 @@ pub fn router(state: AppState) -> Router {
                     .into_response()
             }),
         )
-        .route("/api/admin/stats", get(api::stats))
+        .route("/api/admin/stats", get(routes::stats))
         .route(
             "/api/admin/users/{user}/connections",
-            get(api::user_connections),
+            get(routes::user_connections),
         )
-        .route("/api/admin/connections/{id}", delete(api::disconnect))
+        .route("/api/admin/connections/{id}", delete(routes::disconnect))
         .route(
             "/api/admin/groups/{group}/members/{user}",
-            put(api::add_member).delete(api::remove_member),
+            put(routes::add_member).delete(routes::remove_member),
         )
         .route(
             "/api/admin/users",
-            get(api::list_users).post(api::create_user),
+            get(routes::list_users).post(routes::create_user),
         )
         .route(
             "/api/admin/registration",
-            get(api::get_registration).put(api::set_registration),
+            get(routes::get_registration).put(routes::set_registration),
         )
-        .route("/api/admin/notifications", post(api::send_notification))
-        .with_state(state)
+        .route("/api/admin/notifications", post(routes::send_notification))
 }

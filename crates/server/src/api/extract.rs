@@ -9,8 +9,8 @@ use axum::http::request::Parts;
 use signalbox::Policy;
 
 use super::error::ApiError;
+use crate::auth::identity::{Authenticator, Identity};
 use crate::config::Config;
-use crate::identity::{Authenticator, Identity};
 
 /// The caller, authenticated by `Authorization: Bearer` (never a query-string token).
 #[derive(Debug, Clone)]

@@ -80,7 +80,7 @@ fn is_none(backplane: &str) -> bool {
     reason = "a rule takes a reference to its setting's type"
 )]
 pub(super) fn check_backplane(backplane: &String) -> Result<(), String> {
-    if is_none(backplane) || crate::backplane::Kind::of(backplane.trim()).is_some() {
+    if is_none(backplane) || crate::cluster::backplane::Kind::of(backplane.trim()).is_some() {
         return Ok(());
     }
     Err(format!(

@@ -12,6 +12,7 @@
 //! | `POST /api/setup/status` | `{token}` → `{status: ready \| complete \| expired \| invalid}` |
 //! | `POST /api/setup` | `{token, username, password}` → the session's tokens (as a login), 409 once an administrator exists, 410 for an expired link, 403 for an unknown one |
 
+pub mod links;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -24,12 +25,12 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-pub use store::{FirstAdmin, LINK_TTL, LinkStatus, SETUP_PATH, SetupError, SetupLinks};
+pub use links::{FirstAdmin, LINK_TTL, LinkStatus, SETUP_PATH, SetupError, SetupLinks};
 
-use crate::accounts::MIN_PASSWORD_LENGTH;
 use crate::api::ApiError;
-use crate::api::auth::TokenResponse;
 use crate::api::error::ErrorBody;
+use crate::auth::accounts::MIN_PASSWORD_LENGTH;
+use crate::auth::routes::TokenResponse;
 use crate::config::Config;
 use crate::db::Db;
 use crate::state::AppState;
@@ -81,7 +82,7 @@ pub async fn first_run_link(
     Ok(links
         .issue()
         .await?
-        .map(|token| store::link(&store::base_url(addr), &token)))
+        .map(|token| links::link(&links::base_url(addr), &token)))
 }
 
 /// The setup page and its API.
@@ -150,7 +151,8 @@ async fn complete(
         )
         .await?;
     tracing::info!(user = %user.name, "first administrator created through the setup link");
-    let tokens: TokenResponse = match crate::api::auth::session(&state, &user, None, None).await {
+    let tokens: TokenResponse = match crate::auth::routes::session(&state, &user, None, None).await
+    {
         Ok(tokens) => tokens,
         Err(error) => return Ok(error.into_response()),
     };

@@ -106,11 +106,10 @@ impl From<DeliveryRow> for DeliveryView {
 }
 
 /// The delivery log's routes.
-pub fn router(state: AppState) -> Router {
+pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/admin/webhooks", get(log))
         .route("/api/admin/webhooks/{id}/retry", post(retry))
-        .with_state(state)
 }
 
 /// `GET /api/admin/webhooks`.
