@@ -66,6 +66,8 @@ pub struct Service {
     state: AppState,
     router: Router,
     retention: tokio::task::JoinHandle<()>,
+    /// Deletes expired refresh tokens.
+    refresh_purge: tokio::task::JoinHandle<()>,
     /// Removes expired group memberships of serverless hubs.
     azure_purge: Option<tokio::task::JoinHandle<()>>,
     cluster: Cluster,
@@ -128,7 +130,7 @@ pub async fn build(config: Config) -> Result<Service, StartError> {
         identity.clone(),
         notify.clone(),
         HubServices {
-            db: db.clone(),
+            accounts: Accounts::new(db.clone()),
             identity: identity.clone(),
             presence: presence.clone(),
             inbox: inbox.clone(),
@@ -163,7 +165,7 @@ pub async fn build(config: Config) -> Result<Service, StartError> {
         });
     let metrics = crate::ops::metrics::Metrics::new();
     signalbox::metrics::register_hub(&hub);
-    let sampler = metrics.spawn_sampler(db.clone(), hub.context());
+    let sampler = metrics.spawn_sampler(inbox.clone(), hub.context());
     let readiness = crate::ops::health::Readiness::new(db.clone(), hub.context());
     if let Some(backplane) = &backplane {
         readiness.register(crate::ops::health::BackplaneCheck(backplane.clone()));
@@ -193,6 +195,7 @@ pub async fn build(config: Config) -> Result<Service, StartError> {
         limits: limits.clone(),
         accounts: Accounts::new(db.clone()),
         refresh: RefreshTokens::new(db.clone(), config.auth.refresh_token_ttl),
+        groups: crate::groups::Groups::new(db.clone()),
         config: Arc::new(config),
         db,
         tokens,
@@ -208,6 +211,7 @@ pub async fn build(config: Config) -> Result<Service, StartError> {
         azure,
     };
     let webhook_worker = state.webhooks.start();
+    let refresh_purge = state.refresh.spawn_purge(RETENTION_INTERVAL);
     let mut router = crate::api::router(state.clone())
         .merge(crate::setup::router(state.clone()))
         .merge(crate::web::router(state.clone()))
@@ -246,6 +250,7 @@ pub async fn build(config: Config) -> Result<Service, StartError> {
         state,
         router,
         retention,
+        refresh_purge,
         azure_purge,
         cluster,
         sampler,
@@ -335,6 +340,7 @@ impl Service {
         .with_graceful_shutdown(signal)
         .await;
         self.retention.abort();
+        self.refresh_purge.abort();
         if let Some(purge) = &self.azure_purge {
             purge.abort();
         }

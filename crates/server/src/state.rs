@@ -13,6 +13,7 @@ use crate::auth::tokens::TokenService;
 use crate::cluster::backplane::ClusterBackplane;
 use crate::config::Config;
 use crate::db::Db;
+use crate::groups::Groups;
 use crate::notifications::inbox::Inbox;
 use crate::ops::health::Readiness;
 use crate::ops::metrics::Metrics;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub identity: Authenticator,
     /// Presence.
     pub presence: Presence,
+    /// Group membership.
+    pub groups: Groups,
     /// The inbox.
     pub inbox: Inbox,
     /// The notification hub's clients.
@@ -86,6 +89,7 @@ substates! {
     refresh: RefreshTokens,
     identity: Authenticator,
     presence: Presence,
+    groups: Groups,
     inbox: Inbox,
     hub: HubContext,
     notify: Policy,

@@ -384,7 +384,7 @@ async fn inbox_gauge_counts_unread() {
             .await;
         assert_eq!(status, 201);
     }
-    signalbox_server::ops::metrics::refresh_inbox_gauge(&app.state.db).await;
+    signalbox_server::ops::metrics::refresh_inbox_gauge(&app.state.inbox).await;
     let (_, text) = scrape(&app, Some(&root)).await;
     assert_eq!(series(&text, "signalbox_inbox_unread", ""), 4.0, "{text}");
 }

@@ -17,10 +17,12 @@ use crate::auth::accounts::{Accounts, NewUser};
 use crate::clock::rfc3339;
 use crate::config::Config;
 use crate::db::Db;
+use crate::groups::Groups;
 use crate::logging::LoggedEvent;
 use crate::notifications::inbox::Inbox;
 use crate::notifications::inbox::MAX_MESSAGE_LENGTH;
 use crate::ops::metrics::{Sample, sum_metric};
+use crate::presence::Presence;
 use crate::state::AppState;
 
 /// At most this many online users are listed in the stats.
@@ -99,11 +101,11 @@ pub struct ConnectionInfo {
 
 /// `GET /api/admin/stats`.
 pub async fn stats(State(state): State<AppState>, _admin: Admin) -> Result<Json<Stats>, ApiError> {
-    let online = state.db.online_users().await?;
-    let connections_total = state.db.connection_total().await?;
+    let online = state.presence.online_users().await?;
+    let connections_total = state.presence.connection_total().await?;
     let groups = state
-        .db
-        .group_sizes(GROUPS_LISTED)
+        .groups
+        .sizes(GROUPS_LISTED)
         .await?
         .into_iter()
         .map(|(name, members)| GroupSummary { name, members })
@@ -140,12 +142,12 @@ pub async fn stats(State(state): State<AppState>, _admin: Admin) -> Result<Json<
 
 /// `GET /api/admin/users/{user}/connections`: 404 for an unknown user.
 pub async fn user_connections(
-    State(db): State<Db>,
+    State(presence): State<Presence>,
     _admin: Admin,
     Path(user): Path<String>,
 ) -> Result<Json<Vec<ConnectionInfo>>, ApiError> {
-    let presence = db
-        .presence(&user)
+    let presence = presence
+        .lookup(&user)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("unknown user '{user}'")))?;
     Ok(Json(
@@ -165,12 +167,12 @@ pub async fn user_connections(
 /// `DELETE /api/admin/connections/{id}`: closes a live connection; 404 if presence does not
 /// know it.
 pub async fn disconnect(
-    State(db): State<Db>,
+    State(presence): State<Presence>,
     State(hub): State<HubContext>,
     Admin(admin): Admin,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let Some(user) = db.connection_user(&id).await? else {
+    let Some(user) = presence.connection_user(&id).await? else {
         return Err(ApiError::NotFound(format!("no live connection '{id}'")));
     };
     tracing::info!(admin = %admin.user, %user, connection_id = %id, "connection closed by an admin");
@@ -180,7 +182,8 @@ pub async fn disconnect(
 
 /// `PUT /api/admin/groups/{group}/members/{user}` (idempotent).
 pub async fn add_member(
-    State(db): State<Db>,
+    State(groups): State<Groups>,
+    State(accounts): State<Accounts>,
     _admin: Admin,
     Path((group, user)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
@@ -189,20 +192,20 @@ pub async fn add_member(
             "group names are 1 to 128 bytes".to_owned(),
         ));
     }
-    if db.user(&user).await?.is_none() {
+    if !accounts.exists(&user).await? {
         return Err(ApiError::NotFound(format!("unknown user '{user}'")));
     }
-    db.add_group_member(&group, &user).await?;
+    groups.add_member(&group, &user).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// `DELETE /api/admin/groups/{group}/members/{user}`: 404 if not a member.
 pub async fn remove_member(
-    State(db): State<Db>,
+    State(groups): State<Groups>,
     _admin: Admin,
     Path((group, user)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    if db.remove_group_member(&group, &user).await? {
+    if groups.remove_member(&group, &user).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound(format!(
@@ -290,14 +293,14 @@ pub struct SentNotification {
 
 /// `GET /api/admin/users`: the accounts, sorted by name (the first 500).
 pub async fn list_users(
-    State(db): State<Db>,
+    State(accounts): State<Accounts>,
     State(config): State<Arc<Config>>,
     _admin: Admin,
 ) -> Result<Json<Vec<UserSummary>>, ApiError> {
     let claim = &config.auth.permission_claim;
     let permission = &config.auth.notify_permission;
-    let users = db
-        .account_summaries(USERS_LISTED)
+    let users = accounts
+        .summaries(USERS_LISTED)
         .await?
         .into_iter()
         .map(|account| UserSummary {
@@ -386,7 +389,7 @@ pub async fn set_registration(
 /// `POST /api/admin/notifications`: stores a notification for one user (the administrator when
 /// none is named) and delivers it if they are online, like the publish API.
 pub async fn send_notification(
-    State(db): State<Db>,
+    State(accounts): State<Accounts>,
     State(inbox): State<Inbox>,
     State(hub): State<HubContext>,
     Admin(admin): Admin,
@@ -405,7 +408,7 @@ pub async fn send_notification(
             "the message is longer than {MAX_MESSAGE_LENGTH} bytes"
         )));
     }
-    if db.user(&user).await?.is_none() {
+    if !accounts.exists(&user).await? {
         return Err(ApiError::NotFound(format!("unknown user '{user}'")));
     }
     let stored = inbox

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use super::store::UserRow;
+use super::store::{AccountSummaryRow, UserRow};
 use crate::auth::passwords::{PasswordError, hash_password, verify_password};
 use crate::clock::now_ms;
 use crate::db::{Db, StoreError};
@@ -118,6 +118,26 @@ impl Accounts {
     /// Account operations on `db`.
     pub fn new(db: Db) -> Self {
         Self { db }
+    }
+
+    /// The account named `name`, if any.
+    pub async fn find(&self, name: &str) -> Result<Option<UserRow>, StoreError> {
+        self.db.user(name).await
+    }
+
+    /// Whether an account named `name` exists.
+    pub async fn exists(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self.db.user(name).await?.is_some())
+    }
+
+    /// The names of every account, sorted.
+    pub async fn names(&self) -> Result<Vec<String>, StoreError> {
+        self.db.user_names().await
+    }
+
+    /// The first `limit` accounts by name, as an administrator lists them.
+    pub async fn summaries(&self, limit: i64) -> Result<Vec<AccountSummaryRow>, StoreError> {
+        self.db.account_summaries(limit).await
     }
 
     /// Creates an account.

@@ -62,6 +62,21 @@ impl RefreshTokens {
         Self { db, ttl }
     }
 
+    /// Deletes expired refresh tokens, now and then every `interval`, until the returned task is
+    /// aborted.
+    pub fn spawn_purge(&self, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let db = self.db.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            loop {
+                ticker.tick().await;
+                if let Err(error) = db.purge_refresh_tokens(now_ms()).await {
+                    tracing::warn!(%error, "refresh token cleanup failed");
+                }
+            }
+        })
+    }
+
     /// Issues a token for `user`, in `family` (a new family when `None`: a new login).
     pub async fn issue(
         &self,

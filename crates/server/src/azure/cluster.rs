@@ -276,7 +276,7 @@ impl AzureCluster {
     pub async fn ask(&self, question: Question) -> Vec<Answer> {
         let inner = &self.inner;
         let cutoff = now_ms() - duration_ms(inner.node_timeout);
-        let expected = match inner.db.live_nodes(&inner.node, cutoff).await {
+        let expected = match crate::cluster::live_nodes(&inner.db, &inner.node, cutoff).await {
             Ok(nodes) => nodes.len(),
             Err(error) => {
                 tracing::warn!(target: LOG, %error, "cannot list the live nodes; asking anyway");

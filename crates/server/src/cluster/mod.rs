@@ -4,7 +4,7 @@
 //! Every node records a heartbeat in the `nodes` table every `cluster.heartbeat_interval` and then
 //! looks for dead nodes: those silent for `cluster.node_timeout`, and those holding connection
 //! rows without a `nodes` row. Their connections are removed user by user, each in one
-//! transaction that also decides the online→offline edge (`store.rs`), so however many nodes
+//! transaction that also decides the online→offline edge (`presence/store.rs`), so however many nodes
 //! reap at once, each user that went offline gets exactly one `PresenceChanged`, pushed through
 //! the hub to every node's clients. A node killed with SIGKILL thus has its users offline on the
 //! others within `node_timeout + heartbeat_interval` (20 seconds by default).
@@ -29,7 +29,11 @@ use crate::db::{Db, StoreError};
 
 use crate::notifications::inbox::Inbox;
 use crate::presence::Presence;
-pub use store::Disconnect;
+
+/// The other nodes whose heartbeat is newer than `cutoff` (ms).
+pub async fn live_nodes(db: &Db, me: &str, cutoff: i64) -> Result<Vec<String>, StoreError> {
+    db.live_nodes(me, cutoff).await
+}
 
 /// The cluster tasks of this node.
 #[derive(Debug)]

@@ -5,9 +5,10 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
+use super::Groups;
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::extract::Notifier;
-use crate::db::Db;
+use crate::auth::accounts::Accounts;
 
 /// The members of a group.
 #[utoipa::path(
@@ -21,11 +22,11 @@ use crate::db::Db;
     )
 )]
 pub async fn members(
-    State(db): State<Db>,
+    State(groups): State<Groups>,
     _notifier: Notifier,
     Path(group): Path<String>,
 ) -> Result<Json<Vec<String>>, ApiError> {
-    Ok(Json(db.group_members(&group).await?))
+    Ok(Json(groups.members(&group).await?))
 }
 
 /// Adds a user to a group (idempotent).
@@ -44,7 +45,8 @@ pub async fn members(
     )
 )]
 pub async fn add_member(
-    State(db): State<Db>,
+    State(groups): State<Groups>,
+    State(accounts): State<Accounts>,
     _notifier: Notifier,
     Path((group, user)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
@@ -53,10 +55,10 @@ pub async fn add_member(
             "group names are 1 to 128 bytes".to_owned(),
         ));
     }
-    if db.user(&user).await?.is_none() {
+    if !accounts.exists(&user).await? {
         return Err(ApiError::NotFound(format!("unknown user '{user}'")));
     }
-    db.add_group_member(&group, &user).await?;
+    groups.add_member(&group, &user).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -76,11 +78,11 @@ pub async fn add_member(
     )
 )]
 pub async fn remove_member(
-    State(db): State<Db>,
+    State(groups): State<Groups>,
     _notifier: Notifier,
     Path((group, user)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    if db.remove_group_member(&group, &user).await? {
+    if groups.remove_member(&group, &user).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound(format!("'{user}' is not in '{group}'")))

@@ -9,8 +9,9 @@ use std::sync::Arc;
 use signalbox::lifetime::HubLifetimeManager;
 use signalbox::{Caller, ConnectionOptions, Hub, HubError, Policy};
 
+use crate::auth::accounts::Accounts;
 use crate::auth::identity::Authenticator;
-use crate::db::{Db, StoreError};
+use crate::db::StoreError;
 use crate::notifications::inbox::{Inbox, MAX_MESSAGE_LENGTH, user_group};
 use crate::presence::Presence;
 
@@ -20,8 +21,8 @@ pub const HUB_PATH: &str = "/hubs/notifications";
 /// What the hub's methods use.
 #[derive(Debug, Clone)]
 pub struct HubServices {
-    /// Storage.
-    pub db: Db,
+    /// Accounts (recipients must exist).
+    pub accounts: Accounts,
     /// Principal → local user.
     pub identity: Authenticator,
     /// Presence.
@@ -142,11 +143,11 @@ pub fn notifications_hub(
                             "the message is longer than {MAX_MESSAGE_LENGTH} bytes"
                         )));
                     }
-                    if s.db
-                        .user(&user_id)
+                    if !s
+                        .accounts
+                        .exists(&user_id)
                         .await
                         .map_err(|e| internal(&e))?
-                        .is_none()
                     {
                         return Err(HubError::new(format!("unknown user '{user_id}'")));
                     }
@@ -172,7 +173,7 @@ pub fn notifications_hub(
         })
         .method("GetOnlineUsers", move |_caller: Caller, ()| {
             let s = online.clone();
-            async move { s.db.online_users().await.map_err(|e| internal(&e)) }
+            async move { s.presence.online_users().await.map_err(|e| internal(&e)) }
         })
         .build()
 }

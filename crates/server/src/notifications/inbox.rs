@@ -128,14 +128,9 @@ impl Inbox {
             return Ok(here);
         };
         if backplane.is_healthy() {
-            return Ok(here || self.db.connection_count(user).await? > 0);
+            return Ok(here || self.presence.connection_count(user).await? > 0);
         }
-        Ok(here
-            && self
-                .db
-                .remote_connection_count(user, self.presence.node())
-                .await?
-                == 0)
+        Ok(here && self.presence.remote_connection_count(user).await? == 0)
     }
 
     /// Delivers the undelivered notifications of every user connected to this node (after the
@@ -223,8 +218,13 @@ impl Inbox {
         self.db.mark_read(user, id, now_ms()).await
     }
 
-    /// Deletes notifications older than `retention` and expired refresh tokens, now and then
-    /// every `interval`, until the returned task is aborted.
+    /// How many notifications are unread, all users together.
+    pub async fn unread_total(&self) -> Result<i64, StoreError> {
+        self.db.unread_total().await
+    }
+
+    /// Deletes notifications older than `retention`, now and then every `interval`, until the
+    /// returned task is aborted.
     pub fn spawn_retention(
         &self,
         retention: Duration,
@@ -240,9 +240,6 @@ impl Inbox {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(deleted = n, "expired notifications deleted"),
                     Err(error) => tracing::warn!(%error, "notification retention failed"),
-                }
-                if let Err(error) = db.purge_refresh_tokens(now).await {
-                    tracing::warn!(%error, "refresh token cleanup failed");
                 }
             }
         })

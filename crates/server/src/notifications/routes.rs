@@ -12,7 +12,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::extract::{Caller, Notifier};
-use crate::db::Db;
+use crate::auth::accounts::Accounts;
+use crate::groups::Groups;
 use crate::notifications::inbox::{Inbox, InboxItem, MAX_MESSAGE_LENGTH, Stored};
 
 /// Most notifications one listing returns.
@@ -131,7 +132,8 @@ impl From<Stored> for StoredNotification {
     )
 )]
 pub async fn publish(
-    State(db): State<Db>,
+    State(accounts): State<Accounts>,
+    State(groups): State<Groups>,
     State(inbox): State<Inbox>,
     State(hub): State<HubContext>,
     Notifier(caller): Notifier,
@@ -161,7 +163,7 @@ pub async fn publish(
             .into_iter()
             .collect()
     } else if let Some(group) = body.group {
-        let members = db.group_members(&group).await?;
+        let members = groups.members(&group).await?;
         if members.is_empty() {
             return Err(ApiError::NotFound(format!(
                 "group '{group}' has no members"
@@ -169,14 +171,14 @@ pub async fn publish(
         }
         members
     } else {
-        db.user_names().await?
+        accounts.names().await?
     };
     if recipients.is_empty() {
         return Err(ApiError::BadRequest("no recipients".to_owned()));
     }
     let mut unknown = Vec::new();
     for user in &recipients {
-        if db.user(user).await?.is_none() {
+        if !accounts.exists(user).await? {
             unknown.push(user.clone());
         }
     }

@@ -48,7 +48,7 @@ use signalbox::HubContext;
 
 use crate::api::extract::Admin;
 use crate::clock::now_ms;
-use crate::db::Db;
+use crate::notifications::inbox::Inbox;
 use crate::state::AppState;
 
 /// Notifications stored, one per recipient.
@@ -324,7 +324,7 @@ impl Metrics {
 
     /// Samples the counters every [`SAMPLE_INTERVAL`] for the dashboard and refreshes the inbox
     /// gauge, until the returned task is aborted.
-    pub fn spawn_sampler(&self, db: Db, hub: HubContext) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_sampler(&self, inbox: Inbox, hub: HubContext) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(SAMPLE_INTERVAL);
@@ -333,7 +333,7 @@ impl Metrics {
             loop {
                 ticker.tick().await;
                 if tick.is_multiple_of(INBOX_EVERY) {
-                    refresh_inbox_gauge(&db).await;
+                    refresh_inbox_gauge(&inbox).await;
                 }
                 tick += 1;
                 let text = this.render();
@@ -378,8 +378,8 @@ impl Default for Metrics {
 }
 
 /// Sets the inbox gauge from the database.
-pub async fn refresh_inbox_gauge(db: &Db) {
-    match db.unread_total().await {
+pub async fn refresh_inbox_gauge(inbox: &Inbox) {
+    match inbox.unread_total().await {
         #[allow(clippy::cast_precision_loss)] // a gauge
         Ok(n) => metrics::gauge!(INBOX_UNREAD).set(n as f64),
         Err(error) => tracing::debug!(%error, "cannot count unread notifications"),

@@ -2,7 +2,7 @@
 //! Each connection has a row (connection id, user, node, connected_at, user agent); the user's
 //! `last_connected_at` / `last_disconnected_at` change, and `PresenceChanged` is pushed to every
 //! client, only on the offline→online and online→offline edges. With several nodes on one
-//! database each edge is decided in one transaction (see `cluster/store.rs`), so it is pushed once
+//! database each edge is decided in one transaction (see `store.rs`), so it is pushed once
 //! across the cluster; the connections of a dead node are removed by [`crate::cluster`]. The edges and
 //! the connections opening and closing are also recorded for the lifecycle webhooks
 //! ([`crate::webhooks`]), when they are on.
@@ -18,10 +18,9 @@ use signalbox::HubContext;
 use utoipa::ToSchema;
 
 use crate::clock::{now_ms, rfc3339};
-use crate::cluster::Disconnect;
 use crate::db::{Db, StoreError};
 
-pub use store::{ConnectionRow, PresenceRow};
+pub use store::{ConnectionRow, Disconnect, PresenceRow};
 
 /// Client method that receives [`PresenceChanged`].
 pub const PRESENCE_CHANGED: &str = "PresenceChanged";
@@ -65,6 +64,39 @@ struct Inner {
 }
 
 impl Presence {
+    /// A user's presence as stored (connections on every node); `None` for an unknown user.
+    pub async fn lookup(&self, user: &str) -> Result<Option<PresenceRow>, StoreError> {
+        self.inner.db.presence(user).await
+    }
+
+    /// The users online on any node, sorted.
+    pub async fn online_users(&self) -> Result<Vec<String>, StoreError> {
+        self.inner.db.online_users().await
+    }
+
+    /// How many live connections there are, on every node.
+    pub async fn connection_total(&self) -> Result<i64, StoreError> {
+        self.inner.db.connection_total().await
+    }
+
+    /// The user of a live connection on any node; `None` if presence does not know it.
+    pub async fn connection_user(&self, connection_id: &str) -> Result<Option<String>, StoreError> {
+        self.inner.db.connection_user(connection_id).await
+    }
+
+    /// How many live connections `user` has, on every node.
+    pub async fn connection_count(&self, user: &str) -> Result<i64, StoreError> {
+        self.inner.db.connection_count(user).await
+    }
+
+    /// How many live connections `user` has on the other nodes.
+    pub async fn remote_connection_count(&self, user: &str) -> Result<i64, StoreError> {
+        self.inner
+            .db
+            .remote_connection_count(user, &self.inner.node)
+            .await
+    }
+
     /// Presence for node `node` stored in `db`.
     pub fn new(db: Db, node: impl Into<String>) -> Self {
         Self {

@@ -1,9 +1,18 @@
-//! The `connections` table (one row per live connection) and the presence timestamps of `users`.
+//! The `connections` table (one row per live connection) and the presence timestamps of `users`,
+//! with the presence edges decided in one transaction each, so that with several nodes on one
+//! database every offline→online and online→offline edge of a user is seen by exactly one node.
+//!
+//! Each edge transaction first locks the user's row (a no-op `UPDATE`, which both PostgreSQL and
+//! SQLite accept): the connects, disconnects and reaps of one user run one at a time across the
+//! cluster, and the count of the user's connections read afterwards is the truth.
 
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::db::{Db, StoreError};
+
+/// Locks the row of user `$1` until the transaction ends.
+const LOCK_USER: &str = "UPDATE users SET last_connected_at = last_connected_at WHERE name = $1";
 
 /// One live connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,4 +192,109 @@ impl Db {
         }
         Ok(offline)
     }
+}
+
+/// The presence edges.
+impl Db {
+    /// How many connections `user` has on nodes other than `node`.
+    pub async fn remote_connection_count(&self, user: &str, node: &str) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM connections WHERE user_name = $1 AND node <> $2",
+        )
+        .bind(user)
+        .bind(node)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// Records a live connection (idempotent) and, if it is the user's only one on any node, sets
+    /// `last_connected_at`. Returns whether the user went online (the edge).
+    pub async fn connect_edge(&self, row: &ConnectionRow) -> Result<bool, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query(LOCK_USER)
+            .bind(&row.user_name)
+            .execute(&mut *tx)
+            .await?;
+        let inserted = sqlx::query(
+            "INSERT INTO connections (connection_id, user_name, node, connected_at, user_agent) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (connection_id) DO NOTHING",
+        )
+        .bind(&row.connection_id)
+        .bind(&row.user_name)
+        .bind(&row.node)
+        .bind(row.connected_at)
+        .bind(row.user_agent.as_deref())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let count: i64 = sqlx::query("SELECT COUNT(*) AS n FROM connections WHERE user_name = $1")
+            .bind(&row.user_name)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("n")?;
+        let edge = inserted > 0 && count == 1;
+        if edge {
+            sqlx::query("UPDATE users SET last_connected_at = $2 WHERE name = $1")
+                .bind(&row.user_name)
+                .bind(row.connected_at)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(edge)
+    }
+
+    /// Removes connection rows of `user` (one connection, or every one on a node) and, if that
+    /// left the user without connections, sets `last_disconnected_at`. Returns whether the user
+    /// went offline (the edge): only the transaction that actually removed the last row sees it.
+    pub async fn disconnect_edge(
+        &self,
+        user: &str,
+        which: Disconnect<'_>,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query(LOCK_USER).bind(user).execute(&mut *tx).await?;
+        let removed = match which {
+            Disconnect::Connection(id) => {
+                sqlx::query("DELETE FROM connections WHERE connection_id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?
+            }
+            Disconnect::Node(node) => {
+                sqlx::query("DELETE FROM connections WHERE user_name = $1 AND node = $2")
+                    .bind(user)
+                    .bind(node)
+                    .execute(&mut *tx)
+                    .await?
+            }
+        }
+        .rows_affected();
+        let count: i64 = sqlx::query("SELECT COUNT(*) AS n FROM connections WHERE user_name = $1")
+            .bind(user)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("n")?;
+        let edge = removed > 0 && count == 0;
+        if edge {
+            sqlx::query("UPDATE users SET last_disconnected_at = $2 WHERE name = $1")
+                .bind(user)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(edge)
+    }
+}
+
+/// Which rows [`Db::disconnect_edge`] removes.
+#[derive(Debug, Clone, Copy)]
+pub enum Disconnect<'a> {
+    /// One connection.
+    Connection(&'a str),
+    /// Every connection of the user on a node.
+    Node(&'a str),
 }

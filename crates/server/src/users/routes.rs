@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::extract::Caller;
 use crate::clock::rfc3339;
-use crate::db::Db;
+use crate::presence::Presence;
 
 /// One live connection of a user.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -50,12 +50,12 @@ pub struct PresenceResponse {
     )
 )]
 pub async fn presence(
-    State(db): State<Db>,
+    State(presence): State<Presence>,
     _caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<PresenceResponse>, ApiError> {
-    let row = db
-        .presence(&id)
+    let row = presence
+        .lookup(&id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("unknown user '{id}'")))?;
     Ok(Json(PresenceResponse {
