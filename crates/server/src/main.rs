@@ -5,15 +5,16 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
-use signalbox_server::accounts::{Accounts, NewUser, parse_claims};
+use signalbox_server::auth::accounts;
+use signalbox_server::auth::accounts::{Accounts, NewUser, parse_claims};
+use signalbox_server::auth::tokens::{TokenService, claims_from_pairs};
 use signalbox_server::cli::{Cli, Command, TokenCommand, UserAdd, UserCommand};
 use signalbox_server::clock::parse_duration;
 use signalbox_server::config::{Config, ConfigError};
 use signalbox_server::data_dir::{self, SecretSource};
 use signalbox_server::db::Db;
+use signalbox_server::server;
 use signalbox_server::telemetry::{Telemetry, TelemetryConfig};
-use signalbox_server::tokens::{TokenService, claims_from_pairs};
-use signalbox_server::{accounts, server};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

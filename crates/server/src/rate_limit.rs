@@ -33,8 +33,8 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::accounts::validate_name;
 use crate::api::ApiError;
+use crate::auth::accounts::validate_name;
 use crate::client_ip::{TrustedProxies, peer_addr, rate_limit_key};
 use crate::config::RateLimitConfig;
 
@@ -43,7 +43,7 @@ use crate::config::RateLimitConfig;
 pub const RATE_LIMITED: &str = "signalbox_rate_limited_total";
 
 /// Every `endpoint` label of [`RATE_LIMITED`] (registered at zero by
-/// [`crate::metrics::register`]).
+/// [`crate::ops::metrics::register`]).
 pub const ENDPOINTS: &[&str] = &[
     "login",
     "register",

@@ -13,23 +13,23 @@ use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::accounts::Accounts;
-use crate::backplane::ClusterBackplane;
+use crate::auth::accounts::Accounts;
+use crate::auth::identity::Authenticator;
+use crate::auth::oidc::{OidcError, OidcVerifier};
+use crate::auth::refresh::RefreshTokens;
+use crate::auth::sessions::Sessions;
+use crate::auth::tokens::{TokenError, TokenService};
 use crate::client_ip::TrustedProxies;
+use crate::cluster::backplane::ClusterBackplane;
 use crate::cluster::{Cluster, ClusterServices};
 use crate::config::{Config, ConfigError, CorsConfig};
 use crate::db::{Db, StoreError};
-use crate::hubs::notifications::{HUB_PATH, HubScaling, HubServices, notifications_hub};
-use crate::identity::Authenticator;
-use crate::inbox::Inbox;
-use crate::oidc::{OidcError, OidcVerifier};
+use crate::notifications::hub::{HUB_PATH, HubScaling, HubServices, notifications_hub};
+use crate::notifications::inbox::Inbox;
 use crate::origin::OriginCheck;
 use crate::presence::Presence;
 use crate::rate_limit::RateLimits;
-use crate::refresh::RefreshTokens;
-use crate::sessions::Sessions;
 use crate::state::AppState;
-use crate::tokens::{TokenError, TokenService};
 
 /// How often the retention task runs.
 const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
@@ -66,12 +66,14 @@ pub struct Service {
     state: AppState,
     router: Router,
     retention: tokio::task::JoinHandle<()>,
+    /// Deletes expired refresh tokens.
+    refresh_purge: tokio::task::JoinHandle<()>,
     /// Removes expired group memberships of serverless hubs.
     azure_purge: Option<tokio::task::JoinHandle<()>>,
     cluster: Cluster,
     sampler: tokio::task::JoinHandle<()>,
     session_watch: tokio::task::JoinHandle<()>,
-    outbox: Option<crate::outbox::Outbox>,
+    outbox: Option<crate::notifications::outbox::Outbox>,
     webhook_worker: Option<crate::webhooks::WebhookWorker>,
 }
 
@@ -128,7 +130,7 @@ pub async fn build(config: Config) -> Result<Service, StartError> {
         identity.clone(),
         notify.clone(),
         HubServices {
-            db: db.clone(),
+            accounts: Accounts::new(db.clone()),
             identity: identity.clone(),
             presence: presence.clone(),
             inbox: inbox.clone(),
@@ -153,19 +155,20 @@ pub async fn build(config: Config) -> Result<Service, StartError> {
     .await?;
     let retention = inbox.spawn_retention(config.inbox.retention, RETENTION_INTERVAL);
     // Transactional publish (PostgreSQL only): requests applications made with signalbox_publish.
-    let outbox = crate::outbox::Outbox::start(crate::outbox::OutboxServices {
-        db: db.clone(),
-        database_url: config.database.trim().to_owned(),
-        node: config.node.clone(),
-        inbox: inbox.clone(),
-        hub: hub.context(),
-    });
-    let metrics = crate::metrics::Metrics::new();
+    let outbox =
+        crate::notifications::outbox::Outbox::start(crate::notifications::outbox::OutboxServices {
+            db: db.clone(),
+            database_url: config.database.trim().to_owned(),
+            node: config.node.clone(),
+            inbox: inbox.clone(),
+            hub: hub.context(),
+        });
+    let metrics = crate::ops::metrics::Metrics::new();
     signalbox::metrics::register_hub(&hub);
-    let sampler = metrics.spawn_sampler(db.clone(), hub.context());
-    let readiness = crate::health::Readiness::new(db.clone(), hub.context());
+    let sampler = metrics.spawn_sampler(inbox.clone(), hub.context());
+    let readiness = crate::ops::health::Readiness::new(db.clone(), hub.context());
     if let Some(backplane) = &backplane {
-        readiness.register(crate::health::BackplaneCheck(backplane.clone()));
+        readiness.register(crate::ops::health::BackplaneCheck(backplane.clone()));
     }
     // Azure SignalR Service compatibility, when access keys are configured.
     let azure = crate::azure::Azure::new(&config, &db, backplane.clone());
@@ -192,6 +195,7 @@ pub async fn build(config: Config) -> Result<Service, StartError> {
         limits: limits.clone(),
         accounts: Accounts::new(db.clone()),
         refresh: RefreshTokens::new(db.clone(), config.auth.refresh_token_ttl),
+        groups: crate::groups::Groups::new(db.clone()),
         config: Arc::new(config),
         db,
         tokens,
@@ -207,11 +211,8 @@ pub async fn build(config: Config) -> Result<Service, StartError> {
         azure,
     };
     let webhook_worker = state.webhooks.start();
+    let refresh_purge = state.refresh.spawn_purge(RETENTION_INTERVAL);
     let mut router = crate::api::router(state.clone())
-        .merge(crate::health::router(state.clone()))
-        .merge(crate::metrics::router(state.clone()))
-        .merge(crate::admin::router(state.clone()))
-        .merge(crate::webhooks::admin::router(state.clone()))
         .merge(crate::setup::router(state.clone()))
         .merge(crate::web::router(state.clone()))
         // Outside the notification hub's origin check and negotiate rate limit (Azure's client
@@ -244,11 +245,12 @@ pub async fn build(config: Config) -> Result<Service, StartError> {
         .layer(axum::middleware::from_fn(crate::logging::request_id))
         // Outermost, so refusals by the other layers are counted too; `Router::layer` wraps each
         // route, so the matched path is known.
-        .layer(axum::middleware::from_fn(crate::metrics::track_http));
+        .layer(axum::middleware::from_fn(crate::ops::metrics::track_http));
     Ok(Service {
         state,
         router,
         retention,
+        refresh_purge,
         azure_purge,
         cluster,
         sampler,
@@ -338,6 +340,7 @@ impl Service {
         .with_graceful_shutdown(signal)
         .await;
         self.retention.abort();
+        self.refresh_purge.abort();
         if let Some(purge) = &self.azure_purge {
             purge.abort();
         }

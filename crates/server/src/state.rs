@@ -1,21 +1,24 @@
-//! The state every HTTP handler shares.
+//! The state every HTTP handler shares, and its substates: a handler takes `State<Inbox>`,
+//! `State<Db>`, … for just the services it uses (axum's [`FromRef`]).
 
 use std::sync::Arc;
 
+use axum::extract::FromRef;
 use signalbox::{HubContext, Policy};
 
-use crate::accounts::Accounts;
-use crate::backplane::ClusterBackplane;
+use crate::auth::accounts::Accounts;
+use crate::auth::identity::Authenticator;
+use crate::auth::refresh::RefreshTokens;
+use crate::auth::tokens::TokenService;
+use crate::cluster::backplane::ClusterBackplane;
 use crate::config::Config;
 use crate::db::Db;
-use crate::health::Readiness;
-use crate::identity::Authenticator;
-use crate::inbox::Inbox;
-use crate::metrics::Metrics;
+use crate::groups::Groups;
+use crate::notifications::inbox::Inbox;
+use crate::ops::health::Readiness;
+use crate::ops::metrics::Metrics;
 use crate::presence::Presence;
 use crate::rate_limit::RateLimits;
-use crate::refresh::RefreshTokens;
-use crate::tokens::TokenService;
 
 /// Shared services; cheap to clone.
 #[derive(Debug, Clone)]
@@ -34,6 +37,8 @@ pub struct AppState {
     pub identity: Authenticator,
     /// Presence.
     pub presence: Presence,
+    /// Group membership.
+    pub groups: Groups,
     /// The inbox.
     pub inbox: Inbox,
     /// The notification hub's clients.
@@ -61,4 +66,35 @@ impl AppState {
             .as_ref()
             .is_none_or(ClusterBackplane::is_healthy)
     }
+}
+
+/// `FromRef<AppState>` for each service, so handlers and extractors take only what they use.
+macro_rules! substates {
+    ($($field:ident: $service:ty),* $(,)?) => {
+        $(
+            impl FromRef<AppState> for $service {
+                fn from_ref(state: &AppState) -> Self {
+                    state.$field.clone()
+                }
+            }
+        )*
+    };
+}
+
+substates! {
+    config: Arc<Config>,
+    db: Db,
+    accounts: Accounts,
+    tokens: Arc<TokenService>,
+    refresh: RefreshTokens,
+    identity: Authenticator,
+    presence: Presence,
+    groups: Groups,
+    inbox: Inbox,
+    hub: HubContext,
+    notify: Policy,
+    metrics: Metrics,
+    readiness: Readiness,
+    limits: RateLimits,
+    webhooks: crate::webhooks::Webhooks,
 }

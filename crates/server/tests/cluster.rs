@@ -17,10 +17,10 @@ use std::time::Duration;
 
 use common::{Backend, HubClient, PASSWORD, SECRET, TestDb};
 use serde_json::{Value, json};
-use signalbox_server::accounts::{Accounts, NewUser, parse_claims, token_claims};
+use signalbox_server::auth::accounts::{Accounts, NewUser, parse_claims, token_claims};
+use signalbox_server::auth::tokens::TokenService;
 use signalbox_server::config::Config;
 use signalbox_server::db::Db;
-use signalbox_server::tokens::TokenService;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 

@@ -12,13 +12,13 @@ use std::path::PathBuf;
 
 use common::{Backend, PASSWORD, SECRET, TestApp};
 use serde_json::{Value, json};
-use signalbox_server::accounts::NewUser;
+use signalbox_server::auth::accounts::NewUser;
+use signalbox_server::auth::refresh::hash_token;
+use signalbox_server::auth::tokens::TokenService;
 use signalbox_server::clock::now_ms;
 use signalbox_server::config::{Config, SigningAlgorithm};
 use signalbox_server::data_dir::{self, DataDirError, SECRET_FILE, SecretSource};
-use signalbox_server::refresh::hash_token;
 use signalbox_server::setup::{LinkStatus, SetupLinks};
-use signalbox_server::tokens::TokenService;
 
 on_both_backends!(
     setup_link_creates_one_signed_in_admin,

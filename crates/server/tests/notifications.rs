@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{Backend, TestApp};
 use serde_json::{Value, json};
-use signalbox_server::db::ConnectionRow;
+use signalbox_server::presence::ConnectionRow;
 
 on_both_backends!(
     presence_with_two_connections,
@@ -445,7 +445,7 @@ async fn retention_deletes_old_notifications(backend: Backend) {
     app.user("ivy", &[]).await;
     app.state
         .db
-        .insert_notifications(&[signalbox_server::db::NotificationRow {
+        .insert_notifications(&[signalbox_server::notifications::store::NotificationRow {
             id: "old".into(),
             recipient: "ivy".into(),
             sender: None,

@@ -17,8 +17,8 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use common::{Backend, TestApp};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use signalbox_server::auth::store::{SignInFlowKind, SignInFlowRow};
 use signalbox_server::config::{ClientSecret, OidcConfig};
-use signalbox_server::db::{SignInFlowKind, SignInFlowRow};
 
 const CLIENT_ID: &str = "page-client";
 /// Characters that Basic authentication must form-encode.

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use common::{Backend, TestApp, TestDb, postgres_admin_url, test_config};
 use serde_json::{Map, Value, json};
-use signalbox_server::accounts::NewUser;
-use signalbox_server::health::{CheckFuture, ReadinessCheck};
+use signalbox_server::auth::accounts::NewUser;
+use signalbox_server::ops::health::{CheckFuture, ReadinessCheck};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
 
@@ -384,7 +384,7 @@ async fn inbox_gauge_counts_unread() {
             .await;
         assert_eq!(status, 201);
     }
-    signalbox_server::metrics::refresh_inbox_gauge(&app.state.db).await;
+    signalbox_server::ops::metrics::refresh_inbox_gauge(&app.state.inbox).await;
     let (_, text) = scrape(&app, Some(&root)).await;
     assert_eq!(series(&text, "signalbox_inbox_unread", ""), 4.0, "{text}");
 }

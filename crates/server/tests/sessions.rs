@@ -11,7 +11,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use common::{Backend, PASSWORD, SECRET, TestApp};
 use serde_json::{Value, json};
-use signalbox_server::sessions::WATCH_INTERVAL;
+use signalbox_server::auth::sessions::WATCH_INTERVAL;
 
 /// Long enough for every node to read the event log a few times over.
 const ENDING_DEADLINE: Duration = Duration::from_secs(15);

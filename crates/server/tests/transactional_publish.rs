@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::{Backend, HubClient, TestApp, TestDb, test_config};
 use serde_json::{Value, json};
-use signalbox_server::inbox::NOTIFICATION;
+use signalbox_server::notifications::inbox::NOTIFICATION;
 use sqlx::postgres::PgPool;
 use sqlx::{Connection, Row};
 
@@ -287,7 +287,7 @@ async fn a_request_is_stored_once_whoever_completes_it() {
     .await
     .unwrap();
     let rows = |message: &str| {
-        vec![signalbox_server::db::NotificationRow {
+        vec![signalbox_server::notifications::store::NotificationRow {
             id: uuid::Uuid::now_v7().to_string(),
             recipient: "alice".to_owned(),
             sender: None,
@@ -329,7 +329,7 @@ async fn a_request_is_stored_once_whoever_completes_it() {
     .await
     .unwrap();
     let mut both = rows("to both");
-    both.push(signalbox_server::db::NotificationRow {
+    both.push(signalbox_server::notifications::store::NotificationRow {
         recipient: "gone".to_owned(),
         id: uuid::Uuid::now_v7().to_string(),
         ..both[0].clone()

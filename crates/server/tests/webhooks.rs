@@ -22,7 +22,7 @@ use common::{Backend, TestApp, TestDb, test_config};
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::Value;
 use sha2::Sha256;
-use signalbox_server::accounts::NewUser;
+use signalbox_server::auth::accounts::NewUser;
 use signalbox_server::config::{Config, Overrides, WebhooksConfig};
 use tokio::sync::mpsc;
 

@@ -19,16 +19,16 @@
 //! `settings`, shared by every node, kept across restarts) decides; until then, or after
 //! `{"enabled": null}`, the configuration's `auth.registration` does.
 
-pub mod api;
+pub mod routes;
+pub mod store;
 
 use axum::Router;
-use axum::http::{HeaderMap, header};
+use axum::http::header;
 use axum::response::{Html, IntoResponse};
 use axum::routing::{delete, get, post, put};
 
-use crate::api::ApiError;
-use crate::db::StoreError;
-use crate::identity::Identity;
+use crate::config::Config;
+use crate::db::{Db, StoreError};
 use crate::state::AppState;
 
 /// The `settings` row of the dashboard's registration switch (`true` / `false`).
@@ -36,15 +36,18 @@ pub const REGISTRATION_SETTING: &str = "auth.registration";
 
 /// Whether registration is open: the dashboard's stored value when there is one, else the
 /// configuration's `auth.registration`.
-pub async fn registration(state: &AppState) -> Result<api::RegistrationState, StoreError> {
-    let configured = state.config.auth.registration;
-    Ok(match state.db.setting(REGISTRATION_SETTING).await? {
-        Some(value) => api::RegistrationState {
+pub async fn registration(
+    db: &Db,
+    config: &Config,
+) -> Result<routes::RegistrationState, StoreError> {
+    let configured = config.auth.registration;
+    Ok(match db.setting(REGISTRATION_SETTING).await? {
+        Some(value) => routes::RegistrationState {
             enabled: value == "true",
             source: "dashboard",
             configured,
         },
-        None => api::RegistrationState {
+        None => routes::RegistrationState {
             enabled: configured,
             source: "configuration",
             configured,
@@ -56,22 +59,8 @@ const DASHBOARD_HTML: &str = include_str!("dashboard.html");
 const DASHBOARD_JS: &str = include_str!("dashboard.js");
 const DASHBOARD_CSS: &str = include_str!("dashboard.css");
 
-/// Authenticates the request's bearer token and requires the admin role: 401 without a valid
-/// token, 403 without the role.
-pub async fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<Identity, ApiError> {
-    let identity = state.identity.authenticate(headers).await?;
-    if identity.principal.is_in_role(&state.config.admin.role) {
-        Ok(identity)
-    } else {
-        Err(ApiError::Forbidden(format!(
-            "the '{}' role is required",
-            state.config.admin.role
-        )))
-    }
-}
-
 /// The dashboard page and the admin API.
-pub fn router(state: AppState) -> Router {
+pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/admin", get(|| async { Html(DASHBOARD_HTML) }))
         .route("/admin/", get(|| async { Html(DASHBOARD_HTML) }))
@@ -95,24 +84,23 @@ pub fn router(state: AppState) -> Router {
                     .into_response()
             }),
         )
-        .route("/api/admin/stats", get(api::stats))
+        .route("/api/admin/stats", get(routes::stats))
         .route(
             "/api/admin/users/{user}/connections",
-            get(api::user_connections),
+            get(routes::user_connections),
         )
-        .route("/api/admin/connections/{id}", delete(api::disconnect))
+        .route("/api/admin/connections/{id}", delete(routes::disconnect))
         .route(
             "/api/admin/groups/{group}/members/{user}",
-            put(api::add_member).delete(api::remove_member),
+            put(routes::add_member).delete(routes::remove_member),
         )
         .route(
             "/api/admin/users",
-            get(api::list_users).post(api::create_user),
+            get(routes::list_users).post(routes::create_user),
         )
         .route(
             "/api/admin/registration",
-            get(api::get_registration).put(api::set_registration),
+            get(routes::get_registration).put(routes::set_registration),
         )
-        .route("/api/admin/notifications", post(api::send_notification))
-        .with_state(state)
+        .route("/api/admin/notifications", post(routes::send_notification))
 }

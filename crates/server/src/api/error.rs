@@ -7,12 +7,12 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::accounts::AccountError;
+use crate::auth::accounts::AccountError;
+use crate::auth::identity::IdentityError;
+use crate::auth::passwords::PasswordError;
+use crate::auth::refresh::RefreshError;
+use crate::auth::tokens::TokenError;
 use crate::db::StoreError;
-use crate::identity::IdentityError;
-use crate::passwords::PasswordError;
-use crate::refresh::RefreshError;
-use crate::tokens::TokenError;
 
 /// The JSON body of every error response.
 #[derive(Debug, Serialize, ToSchema)]

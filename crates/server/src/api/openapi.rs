@@ -4,9 +4,14 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{auth, error, external, groups, notifications, oidc_login, users};
-use crate::inbox::{InboxItem, Notification};
+use super::error;
+use crate::auth::routes as auth;
+use crate::auth::{external, oidc_login};
+use crate::groups::routes as groups;
+use crate::notifications::inbox::{InboxItem, Notification};
+use crate::notifications::routes as notifications;
 use crate::presence::PresenceChanged;
+use crate::users::routes as users;
 
 /// Adds the Bearer (JWT) security scheme.
 #[derive(Debug)]

@@ -30,8 +30,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::directory::CloseScope;
-use crate::backplane::{ClusterBackplane, SharedBackplane};
 use crate::clock::{duration_ms, now_ms};
+use crate::cluster::backplane::{ClusterBackplane, SharedBackplane};
 use crate::db::Db;
 
 /// How long the answers of the other nodes are awaited.
@@ -229,7 +229,7 @@ impl AzureCluster {
         // subscription that fails is remembered and made once the driver connects.
         let mut state = driver.state();
         let _ = tokio::time::timeout(
-            crate::backplane::DRIVER_CONNECT_WAIT,
+            crate::cluster::backplane::DRIVER_CONNECT_WAIT,
             state.wait_for(|s| s.is_connected()),
         )
         .await;
@@ -276,7 +276,7 @@ impl AzureCluster {
     pub async fn ask(&self, question: Question) -> Vec<Answer> {
         let inner = &self.inner;
         let cutoff = now_ms() - duration_ms(inner.node_timeout);
-        let expected = match inner.db.live_nodes(&inner.node, cutoff).await {
+        let expected = match crate::cluster::live_nodes(&inner.db, &inner.node, cutoff).await {
             Ok(nodes) => nodes.len(),
             Err(error) => {
                 tracing::warn!(target: LOG, %error, "cannot list the live nodes; asking anyway");

@@ -39,7 +39,7 @@ use signalbox::{
 use super::keys::{AccessKeys, KeyError, USER_ID_CLAIM};
 use super::store::AzureStore;
 use super::upstream::{ConnectionInfo, Upstream};
-use crate::backplane::{ClusterBackplane, SharedBackplane};
+use crate::cluster::backplane::{ClusterBackplane, SharedBackplane};
 
 /// Where each hub's routes are mounted in its own router; requests are rewritten to it.
 pub(crate) const CLIENT_PATH: &str = "/client";

@@ -28,7 +28,7 @@ use axum::Router;
 pub use hubs::{AzureError, AzureHub, AzureHubServices, AzureHubs, internal_hub_name};
 pub use keys::AccessKeys;
 
-use crate::backplane::ClusterBackplane;
+use crate::cluster::backplane::ClusterBackplane;
 use crate::config::Config;
 use crate::db::Db;
 

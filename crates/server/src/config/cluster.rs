@@ -83,7 +83,7 @@ pub(super) fn check_backplane(backplane: &String) -> Result<(), String> {
     if is_none(backplane) {
         return Ok(());
     }
-    match crate::backplane::Kind::of(backplane.trim()) {
+    match crate::cluster::backplane::Kind::of(backplane.trim()) {
         Some(kind) if kind.is_compiled() => return Ok(()),
         Some(kind) => return Err(kind.not_compiled()),
         None => {}

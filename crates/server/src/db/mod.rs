@@ -2,34 +2,13 @@
 //! through sqlx's `Any` driver. Queries are written once, with `$n` placeholders, which both
 //! backends accept; timestamps are stored as milliseconds since the Unix epoch.
 
-mod cluster;
-mod groups;
 mod migrations;
-mod notifications;
-mod outbox;
-mod presence;
-mod refresh_tokens;
-mod sessions;
-mod settings;
-mod setup;
-mod sign_in_flows;
-mod users;
 
 use std::fmt;
 use std::time::Duration;
 
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyConnection, AnyPool, Connection};
-
-pub use cluster::Disconnect;
-pub use notifications::NotificationRow;
-pub use outbox::PublishRequestRow;
-pub use presence::{ConnectionRow, PresenceRow};
-pub use refresh_tokens::{RefreshTokenRow, RefreshTokenState};
-pub use sessions::{AccountStatus, AuthEvent};
-pub use setup::{SetupOutcome, SetupTokenState};
-pub use sign_in_flows::{SignInFlowKind, SignInFlowRow, TakenSignInFlow};
-pub use users::UserRow;
 
 /// How long opening the database may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -164,6 +143,12 @@ impl Db {
         &self.pool
     }
 
+    /// A round trip to the database (`SELECT 1`).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// Closes every connection.
     pub async fn close(&self) {
         self.pool.close().await;
@@ -219,7 +204,7 @@ pub fn redact_url(url: &str) -> String {
 }
 
 /// Reads a JSON text column.
-fn json_column<T: serde::de::DeserializeOwned>(
+pub(crate) fn json_column<T: serde::de::DeserializeOwned>(
     text: &str,
     what: &'static str,
 ) -> Result<T, StoreError> {

@@ -12,9 +12,11 @@
 //! | `POST /api/setup/status` | `{token}` → `{status: ready \| complete \| expired \| invalid}` |
 //! | `POST /api/setup` | `{token, username, password}` → the session's tokens (as a login), 409 once an administrator exists, 410 for an expired link, 403 for an unknown one |
 
+pub mod links;
 pub mod store;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -23,12 +25,14 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-pub use store::{FirstAdmin, LINK_TTL, LinkStatus, SETUP_PATH, SetupError, SetupLinks};
+pub use links::{FirstAdmin, LINK_TTL, LinkStatus, SETUP_PATH, SetupError, SetupLinks};
 
-use crate::accounts::MIN_PASSWORD_LENGTH;
 use crate::api::ApiError;
-use crate::api::auth::TokenResponse;
 use crate::api::error::ErrorBody;
+use crate::auth::accounts::MIN_PASSWORD_LENGTH;
+use crate::auth::routes::TokenResponse;
+use crate::config::Config;
+use crate::db::Db;
 use crate::state::AppState;
 
 const SETUP_HTML: &str = include_str!("setup.html");
@@ -78,7 +82,7 @@ pub async fn first_run_link(
     Ok(links
         .issue()
         .await?
-        .map(|token| store::link(&store::base_url(addr), &token)))
+        .map(|token| links::link(&links::base_url(addr), &token)))
 }
 
 /// The setup page and its API.
@@ -119,10 +123,11 @@ async fn asset(content_type: &'static str, body: &'static str) -> Response {
 
 /// `POST /api/setup/status`.
 async fn status(
-    State(state): State<AppState>,
+    State(db): State<Db>,
+    State(config): State<Arc<Config>>,
     Json(body): Json<StatusRequest>,
 ) -> Result<Json<StatusResponse>, SetupError> {
-    let links = SetupLinks::for_config(state.db.clone(), &state.config);
+    let links = SetupLinks::for_config(db, &config);
     let status = links.status(body.token.trim()).await?;
     Ok(Json(StatusResponse {
         status: status.as_str(),
@@ -146,7 +151,8 @@ async fn complete(
         )
         .await?;
     tracing::info!(user = %user.name, "first administrator created through the setup link");
-    let tokens: TokenResponse = match crate::api::auth::session(&state, &user, None, None).await {
+    let tokens: TokenResponse = match crate::auth::routes::session(&state, &user, None, None).await
+    {
         Ok(tokens) => tokens,
         Err(error) => return Ok(error.into_response()),
     };

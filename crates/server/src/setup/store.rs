@@ -1,235 +1,217 @@
-//! The one-time setup links: issued while no administrator exists, checked by the page, spent by
-//! creating the first administrator.
+//! The `setup_tokens` table and the first administrator: the one-time links of the first-run
+//! setup (see [`crate::setup`]). Only SHA-256 hashes of the tokens are stored. Creating the first
+//! administrator spends the token and creates the account in one transaction, so that of two
+//! submits of the same link (or of two links) exactly one creates an administrator.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::time::Duration;
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use crate::auth::UserRow;
+use crate::db::{Db, StoreError, json_column};
 
-use crate::accounts::{AccountError, MIN_PASSWORD_LENGTH, validate_name};
-use crate::clock::now_ms;
-use crate::db::{Db, SetupOutcome, SetupTokenState, StoreError, UserRow};
-use crate::passwords::{PasswordError, hash_password};
-use crate::refresh::hash_token;
+/// The `settings` row written when the first administrator is created: a second, concurrent
+/// setup (another link, another node) conflicts on it and gives up.
+const SETUP_MARKER: &str = "setup.completed";
 
-/// How long a setup link stays valid.
-pub const LINK_TTL: Duration = Duration::from_secs(3600);
-
-/// The page's path; the token follows in the fragment (`/setup#token=…`), which browsers never
-/// send to the server, so it stays out of request logs, proxies and `Referer` headers.
-pub const SETUP_PATH: &str = "/setup";
-
-/// Why a setup step failed.
-#[derive(Debug, thiserror::Error)]
-pub enum SetupError {
-    /// An administrator exists: setup is over.
-    #[error("setup is complete: an administrator exists; sign in instead")]
-    Complete,
-    /// The token is unknown (mistyped, or spent).
-    #[error(
-        "this setup link is not valid (it may have been used already); restart `signalbox serve` to print a new one"
-    )]
-    InvalidLink,
-    /// The token expired.
-    #[error("this setup link has expired; restart `signalbox serve` to print a new one")]
-    Expired,
-    /// The name or password is not acceptable, or the name is taken.
-    #[error(transparent)]
-    Account(#[from] AccountError),
-    /// Storage failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// Hashing the password failed.
-    #[error(transparent)]
-    Password(#[from] PasswordError),
-    /// No randomness for a token.
-    #[error("cannot generate a setup token: {0}")]
-    Random(String),
-}
-
-/// What a link is worth, as the page shows it.
+/// What a setup token is worth now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LinkStatus {
-    /// The link may create the first administrator.
-    Ready,
-    /// An administrator exists.
-    Complete,
-    /// The link expired (and no administrator exists yet).
+pub enum SetupTokenState {
+    /// Stored and not expired.
+    Valid,
+    /// Stored but expired.
     Expired,
-    /// Unknown or spent (and no administrator exists yet).
-    Invalid,
+    /// Not stored: never issued, mistyped, or already spent.
+    Unknown,
 }
 
-impl LinkStatus {
-    /// The name the page receives.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Ready => "ready",
-            Self::Complete => "complete",
-            Self::Expired => "expired",
-            Self::Invalid => "invalid",
-        }
-    }
+/// The result of [`Db::complete_setup`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetupOutcome {
+    /// The administrator was created and every setup token deleted.
+    Created,
+    /// An administrator exists already (setup was completed, here or elsewhere).
+    AlreadyDone,
+    /// The token is not stored (never issued, or spent).
+    UnknownToken,
+    /// The token had expired (it is now deleted).
+    Expired,
+    /// The user name is taken by an existing account (the token stays valid).
+    NameTaken,
 }
 
-/// The first administrator's account as the setup page submits it.
-#[derive(Debug, Clone)]
-pub struct FirstAdmin {
-    /// User name.
-    pub name: String,
-    /// Password.
-    pub password: String,
+/// Whether a `roles` column (a JSON array) holds `role`.
+fn has_role(row: &AnyRow, role: &str) -> Result<bool, StoreError> {
+    let roles: String = row.try_get("roles")?;
+    let roles: Vec<String> = json_column(&roles, "users.roles")?;
+    Ok(roles.iter().any(|r| r == role))
 }
 
-/// The setup links over the database.
-#[derive(Debug, Clone)]
-pub struct SetupLinks {
-    db: Db,
-    admin_role: String,
-    /// Claims the first administrator gets besides the role (the notify permission).
-    claims: BTreeMap<String, Vec<String>>,
+/// `LIKE` pattern that preselects accounts whose roles may contain `role` (exactness is checked
+/// on the decoded JSON: `%` and `_` in a role only widen the preselection).
+fn role_pattern(role: &str) -> String {
+    format!(
+        "%{}%",
+        serde_json::to_string(role).unwrap_or_else(|_| role.to_owned())
+    )
 }
 
-impl SetupLinks {
-    /// Setup links on `db`; the first administrator gets `admin_role` and the permission claim
-    /// `permission_claim` = `notify_permission`.
-    pub fn new(db: Db, admin_role: &str, permission_claim: &str, notify_permission: &str) -> Self {
-        let mut claims = BTreeMap::new();
-        claims.insert(
-            permission_claim.to_owned(),
-            vec![notify_permission.to_owned()],
-        );
-        Self {
-            db,
-            admin_role: admin_role.to_owned(),
-            claims,
+/// Whether an enabled account with `role` exists, within `tx`.
+async fn admin_exists_in(
+    tx: &mut Transaction<'static, Any>,
+    role: &str,
+) -> Result<bool, StoreError> {
+    let rows = sqlx::query("SELECT roles FROM users WHERE roles LIKE $1 AND disabled_at IS NULL")
+        .bind(role_pattern(role))
+        .fetch_all(&mut **tx)
+        .await?;
+    for row in &rows {
+        if has_role(row, role)? {
+            return Ok(true);
         }
     }
+    Ok(false)
+}
 
-    /// Setup links for the service's configuration.
-    pub fn for_config(db: Db, config: &crate::config::Config) -> Self {
-        Self::new(
-            db,
-            &config.admin.role,
-            &config.auth.permission_claim,
-            &config.auth.notify_permission,
-        )
-    }
-
-    /// Whether setup is still needed (no enabled account has the admin role).
-    pub async fn needed(&self) -> Result<bool, StoreError> {
-        Ok(!self.db.admin_exists(&self.admin_role).await?)
-    }
-
-    /// A new token valid for [`LINK_TTL`] when setup is needed; `None` when an administrator
-    /// exists. Only its hash is stored; the token itself is returned once, for the link.
-    pub async fn issue(&self) -> Result<Option<String>, SetupError> {
-        if !self.needed().await? {
-            return Ok(None);
-        }
-        let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes).map_err(|e| SetupError::Random(e.to_string()))?;
-        let token = URL_SAFE_NO_PAD.encode(bytes);
-        let now = now_ms();
-        let ttl = i64::try_from(LINK_TTL.as_millis()).unwrap_or(i64::MAX);
-        self.db
-            .insert_setup_token(&hash_token(&token), now, now.saturating_add(ttl))
-            .await?;
-        Ok(Some(token))
-    }
-
-    /// What `token` is worth now.
-    pub async fn status(&self, token: &str) -> Result<LinkStatus, StoreError> {
-        if !self.needed().await? {
-            return Ok(LinkStatus::Complete);
-        }
-        Ok(
-            match self
-                .db
-                .setup_token_state(&hash_token(token), now_ms())
-                .await?
-            {
-                SetupTokenState::Valid => LinkStatus::Ready,
-                SetupTokenState::Expired => LinkStatus::Expired,
-                // Spent a moment ago by the submit that created the administrator?
-                SetupTokenState::Unknown if !self.needed().await? => LinkStatus::Complete,
-                SetupTokenState::Unknown => LinkStatus::Invalid,
-            },
-        )
-    }
-
-    /// Spends `token` and creates the first administrator; at most one caller ever succeeds.
-    pub async fn complete(&self, token: &str, admin: FirstAdmin) -> Result<UserRow, SetupError> {
-        // Cheap checks first, so that a typo does not cost a password hash.
-        match self.status(token).await? {
-            LinkStatus::Ready => {}
-            LinkStatus::Complete => return Err(SetupError::Complete),
-            LinkStatus::Expired => return Err(SetupError::Expired),
-            LinkStatus::Invalid => return Err(SetupError::InvalidLink),
-        }
-        validate_name(&admin.name)?;
-        if admin.password.chars().count() < MIN_PASSWORD_LENGTH {
-            return Err(AccountError::WeakPassword.into());
-        }
-        let row = UserRow {
-            name: admin.name,
-            password_hash: Some(hash_password(admin.password).await?),
-            roles: vec![self.admin_role.clone()],
-            claims: self.claims.clone(),
-            created_at: now_ms(),
-            last_connected_at: None,
-            last_disconnected_at: None,
-        };
-        let outcome = self
-            .db
-            .complete_setup(&hash_token(token), now_ms(), &row, &self.admin_role)
-            .await?;
-        match outcome {
-            SetupOutcome::Created => Ok(row),
-            SetupOutcome::NameTaken => Err(AccountError::NameTaken.into()),
-            SetupOutcome::Expired => Err(SetupError::Expired),
-            SetupOutcome::AlreadyDone => Err(SetupError::Complete),
-            SetupOutcome::UnknownToken => {
-                // Spent by a concurrent submit a moment ago, most likely.
-                if self.needed().await? {
-                    Err(SetupError::InvalidLink)
-                } else {
-                    Err(SetupError::Complete)
-                }
+impl Db {
+    /// Whether an enabled account has `role` (the admin role): while none does, `serve` offers the
+    /// first-run setup.
+    pub async fn admin_exists(&self, role: &str) -> Result<bool, StoreError> {
+        let rows =
+            sqlx::query("SELECT roles FROM users WHERE roles LIKE $1 AND disabled_at IS NULL")
+                .bind(role_pattern(role))
+                .fetch_all(self.pool())
+                .await?;
+        for row in &rows {
+            if has_role(row, role)? {
+                return Ok(true);
             }
         }
+        Ok(false)
     }
-}
 
-/// The base URL to print for a listener: an unspecified address (`0.0.0.0`, `::`) becomes
-/// `localhost`.
-pub fn base_url(addr: SocketAddr) -> String {
-    if addr.ip().is_unspecified() {
-        format!("http://localhost:{}", addr.port())
-    } else {
-        format!("http://{addr}")
+    /// Stores a new setup token (its hash), valid until `expires_at` (ms). Also forgets an
+    /// earlier completed setup, since the caller found no administrator (the last one was removed
+    /// or disabled): the new link may create one again.
+    pub async fn insert_setup_token(
+        &self,
+        token_hash: &str,
+        created_at: i64,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("DELETE FROM setup_tokens WHERE expires_at < $1")
+            .bind(created_at)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM settings WHERE name = $1")
+            .bind(SETUP_MARKER)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO setup_tokens (token_hash, created_at, expires_at) VALUES ($1, $2, $3)",
+        )
+        .bind(token_hash)
+        .bind(created_at)
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
-}
 
-/// The setup link for `token` on the service at `base` (`http://host:port`).
-pub fn link(base: &str, token: &str) -> String {
-    format!("{}{SETUP_PATH}#token={token}", base.trim_end_matches('/'))
-}
+    /// What the token with this hash is worth at `now` (ms), without spending it.
+    pub async fn setup_token_state(
+        &self,
+        token_hash: &str,
+        now: i64,
+    ) -> Result<SetupTokenState, StoreError> {
+        let row = sqlx::query("SELECT expires_at FROM setup_tokens WHERE token_hash = $1")
+            .bind(token_hash)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(match row {
+            None => SetupTokenState::Unknown,
+            Some(row) => {
+                let expires_at: i64 = row.try_get("expires_at")?;
+                if expires_at <= now {
+                    SetupTokenState::Expired
+                } else {
+                    SetupTokenState::Valid
+                }
+            }
+        })
+    }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn links() {
-        let addr: SocketAddr = "0.0.0.0:8080".parse().unwrap();
-        assert_eq!(base_url(addr), "http://localhost:8080");
-        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
-        assert_eq!(
-            link(&base_url(addr), "abc"),
-            "http://127.0.0.1:9/setup#token=abc"
-        );
+    /// Spends the setup token with this hash and creates `admin` (who must carry the admin role),
+    /// in one transaction: exactly one of several concurrent calls creates an administrator. On
+    /// [`SetupOutcome::NameTaken`] nothing changes (the link can be used again with another name).
+    pub async fn complete_setup(
+        &self,
+        token_hash: &str,
+        now: i64,
+        admin: &UserRow,
+        role: &str,
+    ) -> Result<SetupOutcome, StoreError> {
+        let roles =
+            serde_json::to_string(&admin.roles).map_err(|_| StoreError::Corrupt("roles"))?;
+        let claims =
+            serde_json::to_string(&admin.claims).map_err(|_| StoreError::Corrupt("claims"))?;
+        let mut tx = self.pool().begin().await?;
+        // The marker first: it is the one row every submit writes, so it orders them. On SQLite
+        // the transaction holds the write lock from here on; on PostgreSQL a concurrent submit
+        // (of this link or another) waits here for this one and then finds the marker. Taking
+        // the token rows before it would let two submits of two links lock each other's rows.
+        let marked = sqlx::query(
+            "INSERT INTO settings (name, value, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(SETUP_MARKER)
+        .bind(now.to_string())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if marked.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(SetupOutcome::AlreadyDone);
+        }
+        let spent =
+            sqlx::query("DELETE FROM setup_tokens WHERE token_hash = $1 RETURNING expires_at")
+                .bind(token_hash)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(spent) = spent else {
+            tx.rollback().await?;
+            return Ok(SetupOutcome::UnknownToken);
+        };
+        let expires_at: i64 = spent.try_get("expires_at")?;
+        if expires_at <= now {
+            // Nothing is kept (the marker least of all); the expired row goes at the next issue.
+            tx.rollback().await?;
+            return Ok(SetupOutcome::Expired);
+        }
+        if admin_exists_in(&mut tx, role).await? {
+            tx.rollback().await?;
+            return Ok(SetupOutcome::AlreadyDone);
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO users (name, password_hash, roles, claims, created_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&admin.name)
+        .bind(admin.password_hash.as_deref())
+        .bind(roles)
+        .bind(claims)
+        .bind(admin.created_at)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(SetupOutcome::NameTaken);
+        }
+        sqlx::query("DELETE FROM setup_tokens")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(SetupOutcome::Created)
     }
 }

@@ -1,6 +1,6 @@
 //! The notification page at `/`: sign-in (password, or the external OpenID Connect provider:
 //! through the service as a confidential client when `oidc.client_secret` is set — see
-//! [`crate::api::oidc_login`] — else authorization code + PKCE in the browser), live notifications, inbox, presence and a notify form. Its
+//! [`crate::auth::oidc_login`] — else authorization code + PKCE in the browser), live notifications, inbox, presence and a notify form. Its
 //! HTML, JavaScript, CSS and the official `@microsoft/signalr` browser bundle are embedded in the
 //! binary; nothing is loaded from elsewhere.
 //!
@@ -107,7 +107,7 @@ async fn provider(state: &AppState) -> Option<ProviderConfig> {
     let config = state.config.oidc.as_ref()?;
     let client_id = config.browser_client_id()?.to_owned();
     let verifier = state.identity.oidc()?;
-    let server_side = crate::api::oidc_login::server_side(state);
+    let server_side = crate::auth::oidc_login::server_side(state);
     let endpoints = match verifier.browser_endpoints().await {
         Ok(endpoints) => endpoints,
         Err(error) => {
@@ -126,7 +126,7 @@ async fn provider(state: &AppState) -> Option<ProviderConfig> {
         token_endpoint: endpoints.token_endpoint,
         scopes: config.scopes.clone(),
         flow: if server_side { "server" } else { "browser" },
-        start_url: server_side.then_some(crate::api::oidc_login::START_PATH),
+        start_url: server_side.then_some(crate::auth::oidc_login::START_PATH),
     })
 }
 

@@ -6,16 +6,18 @@
 //! | `POST /api/admin/webhooks/{id}/retry` | one more attempt of a failed event, at once (409 unless it failed) |
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::store::{self, DeliveryRow, Status};
-use crate::admin::require_admin;
 use crate::api::ApiError;
+use crate::api::extract::Admin;
 use crate::clock::{now_ms, rfc3339};
+use crate::db::Db;
 use crate::state::AppState;
+use crate::webhooks::Webhooks;
 
 /// Events listed by default.
 const DEFAULT_LIMIT: i64 = 100;
@@ -104,20 +106,19 @@ impl From<DeliveryRow> for DeliveryView {
 }
 
 /// The delivery log's routes.
-pub fn router(state: AppState) -> Router {
+pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/admin/webhooks", get(log))
         .route("/api/admin/webhooks/{id}/retry", post(retry))
-        .with_state(state)
 }
 
 /// `GET /api/admin/webhooks`.
 pub async fn log(
-    State(state): State<AppState>,
-    headers: HeaderMap,
+    State(db): State<Db>,
+    State(webhooks): State<Webhooks>,
+    _admin: Admin,
     Query(query): Query<LogQuery>,
 ) -> Result<Json<WebhookLog>, ApiError> {
-    require_admin(&state, &headers).await?;
     let status = match query.status.as_deref().map(str::trim) {
         None | Some("" | "all") => None,
         Some(name) => Some(Status::parse(name).ok_or_else(|| {
@@ -127,17 +128,16 @@ pub async fn log(
         })?),
     };
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
-    let deliveries = store::recent(&state.db, status, limit).await?;
+    let deliveries = store::recent(&db, status, limit).await?;
     Ok(Json(WebhookLog {
-        enabled: state.webhooks.is_enabled(),
-        url: state.webhooks.display_url(),
-        events: state
-            .webhooks
+        enabled: webhooks.is_enabled(),
+        url: webhooks.display_url(),
+        events: webhooks
             .events()
             .into_iter()
             .map(super::EventType::as_str)
             .collect(),
-        pending: store::pending_count(&state.db).await?,
+        pending: store::pending_count(&db).await?,
         deliveries: deliveries.into_iter().map(DeliveryView::from).collect(),
     }))
 }
@@ -145,13 +145,13 @@ pub async fn log(
 /// `POST /api/admin/webhooks/{id}/retry`: 202 with the event, now pending; 404 for an unknown
 /// event; 409 unless it failed.
 pub async fn retry(
-    State(state): State<AppState>,
-    headers: HeaderMap,
+    State(db): State<Db>,
+    State(webhooks): State<Webhooks>,
+    Admin(admin): Admin,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<DeliveryView>), ApiError> {
-    let admin = require_admin(&state, &headers).await?;
-    if !store::retry(&state.db, &id, now_ms()).await? {
-        return Err(match store::find(&state.db, &id).await? {
+    if !store::retry(&db, &id, now_ms()).await? {
+        return Err(match store::find(&db, &id).await? {
             None => ApiError::NotFound(format!("no webhook event '{id}'")),
             Some(row) => ApiError::Conflict(format!(
                 "webhook event '{id}' is {}: only failed events can be retried",
@@ -160,8 +160,8 @@ pub async fn retry(
         });
     }
     tracing::info!(admin = %admin.user, id = %id, "webhook delivery retried by an admin");
-    state.webhooks.wake();
-    let row = store::find(&state.db, &id)
+    webhooks.wake();
+    let row = store::find(&db, &id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no webhook event '{id}'")))?;
     Ok((StatusCode::ACCEPTED, Json(DeliveryView::from(row))))

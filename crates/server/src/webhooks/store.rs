@@ -517,7 +517,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
-    use crate::db::ConnectionRow;
+    use crate::presence::ConnectionRow;
 
     const POLICY: PresencePolicy = PresencePolicy {
         online: true,

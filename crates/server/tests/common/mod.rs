@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use signalbox_server::accounts::{NewUser, parse_claims};
+use signalbox_server::auth::accounts::{NewUser, parse_claims};
 use signalbox_server::config::Config;
 use signalbox_server::server::{Service, build};
 use signalbox_server::state::AppState;
@@ -266,7 +266,11 @@ impl TestApp {
             .expect("user exists");
         self.state
             .tokens
-            .issue(name, &signalbox_server::accounts::token_claims(&user), None)
+            .issue(
+                name,
+                &signalbox_server::auth::accounts::token_claims(&user),
+                None,
+            )
             .unwrap()
             .token
     }

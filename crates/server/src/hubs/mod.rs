@@ -1,3 +1,0 @@
-//! The hubs this service mounts.
-
-pub mod notifications;

@@ -1,0 +1,286 @@
+//! The durable inbox. A notification is stored, one row per recipient, before it is delivered.
+//! Recipients online on this node get it at once (the row is marked delivered by whoever claims
+//! it first); a recipient who was offline gets everything undelivered when a connection comes
+//! up, once. Live delivery is at-most-once, as in SignalR; the stored row stays readable through
+//! `GET /api/notifications` until the retention period ends.
+//!
+//! With a backplane, a recipient connected to another node is pushed to through it (its
+//! `user:NAME` group spans the cluster). While the backplane is down, notifications for users
+//! with connections on other nodes are left undelivered; when it is back, each node delivers the
+//! undelivered notifications of its users ([`Inbox::redeliver_local`]).
+
+use std::time::Duration;
+
+use serde::Serialize;
+use signalbox::HubContext;
+use tracing::Instrument as _;
+use utoipa::ToSchema;
+
+use super::store::NotificationRow;
+use crate::clock::{duration_ms, now_ms, rfc3339};
+use crate::cluster::backplane::ClusterBackplane;
+use crate::db::{Db, StoreError};
+use crate::presence::Presence;
+
+/// Client method that receives [`Notification`].
+pub const NOTIFICATION: &str = "Notification";
+
+/// Longest accepted message, in bytes.
+pub const MAX_MESSAGE_LENGTH: usize = 16 * 1024;
+
+/// The SignalR group every connection of `user` joins.
+pub fn user_group(user: &str) -> String {
+    format!("user:{user}")
+}
+
+/// What a recipient's client receives as the single argument of `Notification`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Notification {
+    /// Notification id.
+    pub id: String,
+    /// The sender's user name, if any.
+    pub from: Option<String>,
+    /// The text.
+    pub message: String,
+    /// When it was stored (RFC 3339).
+    pub created_at: String,
+}
+
+/// A notification as listed by the inbox API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct InboxItem {
+    /// Notification id.
+    pub id: String,
+    /// The sender's user name, if any.
+    pub from: Option<String>,
+    /// The text.
+    pub message: String,
+    /// When it was stored (RFC 3339).
+    pub created_at: String,
+    /// When it was read (RFC 3339), or null if unread.
+    pub read_at: Option<String>,
+}
+
+impl From<&NotificationRow> for Notification {
+    fn from(row: &NotificationRow) -> Self {
+        Self {
+            id: row.id.clone(),
+            from: row.sender.clone(),
+            message: row.message.clone(),
+            created_at: rfc3339(row.created_at),
+        }
+    }
+}
+
+impl From<NotificationRow> for InboxItem {
+    fn from(row: NotificationRow) -> Self {
+        Self {
+            id: row.id,
+            from: row.sender,
+            message: row.message,
+            created_at: rfc3339(row.created_at),
+            read_at: row.read_at.map(rfc3339),
+        }
+    }
+}
+
+/// One stored notification and its recipient.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Stored {
+    /// The notification id.
+    pub id: String,
+    /// The recipient.
+    pub user: String,
+}
+
+/// The inbox: storage plus delivery.
+#[derive(Debug, Clone)]
+pub struct Inbox {
+    db: Db,
+    presence: Presence,
+    backplane: Option<ClusterBackplane>,
+}
+
+impl Inbox {
+    /// An inbox over `db`, delivering to the connections `presence` knows.
+    pub fn new(db: Db, presence: Presence) -> Self {
+        Self {
+            db,
+            presence,
+            backplane: None,
+        }
+    }
+
+    /// Delivers to recipients on other nodes through `backplane`.
+    #[must_use]
+    pub fn with_backplane(mut self, backplane: Option<ClusterBackplane>) -> Self {
+        self.backplane = backplane;
+        self
+    }
+
+    /// Whether a notification for `user` should be pushed now: the user is connected here, or
+    /// elsewhere and the backplane can reach them. While the backplane is down, a user also
+    /// connected to other nodes is left for [`Inbox::redeliver_local`], so that no connection
+    /// misses it.
+    async fn deliverable(&self, user: &str) -> Result<bool, StoreError> {
+        let here = self.presence.is_online_here(user);
+        let Some(backplane) = &self.backplane else {
+            return Ok(here);
+        };
+        if backplane.is_healthy() {
+            return Ok(here || self.presence.connection_count(user).await? > 0);
+        }
+        Ok(here && self.presence.remote_connection_count(user).await? == 0)
+    }
+
+    /// Delivers the undelivered notifications of every user connected to this node (after the
+    /// backplane came back). Returns how many.
+    pub async fn redeliver_local(&self, hub: &HubContext) -> Result<usize, StoreError> {
+        let mut total = 0;
+        for user in self.presence.local_users() {
+            total += self.replay(hub, &user).await?;
+        }
+        Ok(total)
+    }
+
+    /// Stores `message` for every recipient (all or none), then delivers it to those online.
+    pub async fn send(
+        &self,
+        hub: &HubContext,
+        from: Option<&str>,
+        recipients: &[String],
+        message: &str,
+    ) -> Result<Vec<Stored>, StoreError> {
+        let rows = notification_rows(from, recipients, message);
+        self.db
+            .insert_notifications(&rows)
+            .instrument(tracing::info_span!(
+                "inbox write",
+                otel.kind = "client",
+                db.operation.name = "insert",
+                notifications = rows.len()
+            ))
+            .await?;
+        crate::ops::metrics::published(rows.len());
+        self.deliver(hub, &rows).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Stored {
+                id: r.id,
+                user: r.recipient,
+            })
+            .collect())
+    }
+
+    /// Delivers stored notifications to those of their recipients online (the second half of
+    /// [`Inbox::send`]; also used by [`crate::notifications::outbox`] after its own transaction stored them).
+    pub(crate) async fn deliver(
+        &self,
+        hub: &HubContext,
+        rows: &[NotificationRow],
+    ) -> Result<(), StoreError> {
+        for row in rows {
+            // Offline (or unreachable): left for the replay when a connection comes up.
+            if self.deliverable(&row.recipient).await?
+                && self.db.claim_delivery(&row.id, now_ms()).await?
+            {
+                push(hub, &row.recipient, row).await;
+                crate::ops::metrics::delivered(row.created_at, false);
+            }
+        }
+        Ok(())
+    }
+
+    /// Delivers everything `user` has not received yet (call after the connection joined the
+    /// user's group and was registered with presence). Returns how many.
+    pub async fn replay(&self, hub: &HubContext, user: &str) -> Result<usize, StoreError> {
+        let rows = self.db.claim_undelivered(user, now_ms()).await?;
+        for row in &rows {
+            push(hub, user, row).await;
+            crate::ops::metrics::delivered(row.created_at, true);
+        }
+        Ok(rows.len())
+    }
+
+    /// The newest notifications of `user` (at most `limit`), optionally only unread ones.
+    pub async fn list(
+        &self,
+        user: &str,
+        unread_only: bool,
+        limit: i64,
+    ) -> Result<Vec<InboxItem>, StoreError> {
+        let rows = self.db.notifications_for(user, unread_only, limit).await?;
+        Ok(rows.into_iter().map(InboxItem::from).collect())
+    }
+
+    /// Marks a notification of `user` read; `false` if `user` has no such notification.
+    pub async fn mark_read(&self, user: &str, id: &str) -> Result<bool, StoreError> {
+        self.db.mark_read(user, id, now_ms()).await
+    }
+
+    /// How many notifications are unread, all users together.
+    pub async fn unread_total(&self) -> Result<i64, StoreError> {
+        self.db.unread_total().await
+    }
+
+    /// Deletes notifications older than `retention`, now and then every `interval`, until the
+    /// returned task is aborted.
+    pub fn spawn_retention(
+        &self,
+        retention: Duration,
+        interval: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let db = self.db.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            loop {
+                ticker.tick().await;
+                let now = now_ms();
+                match db.purge_notifications(now - duration_ms(retention)).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(deleted = n, "expired notifications deleted"),
+                    Err(error) => tracing::warn!(%error, "notification retention failed"),
+                }
+            }
+        })
+    }
+}
+
+/// The inbox rows of one notification, one per recipient, not yet stored.
+pub(crate) fn notification_rows(
+    from: Option<&str>,
+    recipients: &[String],
+    message: &str,
+) -> Vec<NotificationRow> {
+    let now = now_ms();
+    recipients
+        .iter()
+        .map(|user| NotificationRow {
+            id: uuid::Uuid::now_v7().to_string(),
+            recipient: user.clone(),
+            sender: from.map(str::to_owned),
+            message: message.to_owned(),
+            created_at: now,
+            delivered_at: None,
+            read_at: None,
+        })
+        .collect()
+}
+
+/// Sends `Notification` to the user's connections, in a `deliver` span whose trace context
+/// (when traced) travels in the invocation's headers so that clients can continue the trace.
+async fn push(hub: &HubContext, user: &str, row: &NotificationRow) {
+    let span =
+        tracing::info_span!("deliver", otel.kind = "producer", notification_id = %row.id, user);
+    let headers = signalbox::trace::headers_of(&span);
+    let payload = Notification::from(row);
+    if let Err(error) = hub
+        .clients()
+        .group(user_group(user))
+        .send_with_headers(NOTIFICATION, (payload,), headers)
+        .instrument(span)
+        .await
+    {
+        tracing::warn!(%error, user, id = %row.id, "cannot push Notification");
+    }
+}

@@ -1,0 +1,8 @@
+//! The tables of notifications: the inbox (`notifications`) and the transactional-publish
+//! requests (`publish_requests`). Methods on [`crate::db::Db`].
+
+mod notifications;
+mod outbox;
+
+pub use notifications::NotificationRow;
+pub use outbox::{ListenError, PublishRequestRow, listen_publish_requests};

@@ -1,0 +1,300 @@
+//! The `connections` table (one row per live connection) and the presence timestamps of `users`,
+//! with the presence edges decided in one transaction each, so that with several nodes on one
+//! database every offline→online and online→offline edge of a user is seen by exactly one node.
+//!
+//! Each edge transaction first locks the user's row (a no-op `UPDATE`, which both PostgreSQL and
+//! SQLite accept): the connects, disconnects and reaps of one user run one at a time across the
+//! cluster, and the count of the user's connections read afterwards is the truth.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::db::{Db, StoreError};
+
+/// Locks the row of user `$1` until the transaction ends.
+const LOCK_USER: &str = "UPDATE users SET last_connected_at = last_connected_at WHERE name = $1";
+
+/// One live connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionRow {
+    /// The public SignalR connection id.
+    pub connection_id: String,
+    /// Its user.
+    pub user_name: String,
+    /// The server process (node) holding it.
+    pub node: String,
+    /// When it connected (ms).
+    pub connected_at: i64,
+    /// The client's `User-Agent`.
+    pub user_agent: Option<String>,
+}
+
+/// A user's presence as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceRow {
+    /// The user.
+    pub user_name: String,
+    /// Live connections, on every node.
+    pub connections: Vec<ConnectionRow>,
+    /// When the user last went online (ms).
+    pub last_connected_at: Option<i64>,
+    /// When the user last went offline (ms).
+    pub last_disconnected_at: Option<i64>,
+}
+
+fn connection_from_row(row: &AnyRow) -> Result<ConnectionRow, StoreError> {
+    Ok(ConnectionRow {
+        connection_id: row.try_get("connection_id")?,
+        user_name: row.try_get("user_name")?,
+        node: row.try_get("node")?,
+        connected_at: row.try_get("connected_at")?,
+        user_agent: row.try_get("user_agent")?,
+    })
+}
+
+impl Db {
+    /// How many live connections presence records, on every node.
+    pub async fn connection_total(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM connections")
+            .fetch_one(self.pool())
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// The user of a live connection (any node); `None` if presence does not know it.
+    pub async fn connection_user(&self, connection_id: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT user_name FROM connections WHERE connection_id = $1")
+            .bind(connection_id)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.map(|row| row.try_get("user_name")).transpose()?)
+    }
+
+    /// Records a live connection.
+    pub async fn insert_connection(&self, row: &ConnectionRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO connections (connection_id, user_name, node, connected_at, user_agent) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&row.connection_id)
+        .bind(&row.user_name)
+        .bind(&row.node)
+        .bind(row.connected_at)
+        .bind(row.user_agent.as_deref())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Removes a connection row.
+    pub async fn delete_connection(&self, connection_id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM connections WHERE connection_id = $1")
+            .bind(connection_id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// How many live connections a user has, on every node.
+    pub async fn connection_count(&self, user_name: &str) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM connections WHERE user_name = $1")
+            .bind(user_name)
+            .fetch_one(self.pool())
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// Sets `last_connected_at`.
+    pub async fn mark_user_connected(&self, user_name: &str, at: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE users SET last_connected_at = $2 WHERE name = $1")
+            .bind(user_name)
+            .bind(at)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Sets `last_disconnected_at`.
+    pub async fn mark_user_disconnected(&self, user_name: &str, at: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE users SET last_disconnected_at = $2 WHERE name = $1")
+            .bind(user_name)
+            .bind(at)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// A user's presence; `None` when the user does not exist.
+    pub async fn presence(&self, user_name: &str) -> Result<Option<PresenceRow>, StoreError> {
+        let Some(user) = sqlx::query(
+            "SELECT last_connected_at, last_disconnected_at FROM users WHERE name = $1",
+        )
+        .bind(user_name)
+        .fetch_optional(self.pool())
+        .await?
+        else {
+            return Ok(None);
+        };
+        let rows = sqlx::query(
+            "SELECT connection_id, user_name, node, connected_at, user_agent FROM connections \
+             WHERE user_name = $1 ORDER BY connected_at, connection_id",
+        )
+        .bind(user_name)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(Some(PresenceRow {
+            user_name: user_name.to_owned(),
+            connections: rows
+                .iter()
+                .map(connection_from_row)
+                .collect::<Result<_, _>>()?,
+            last_connected_at: user.try_get("last_connected_at")?,
+            last_disconnected_at: user.try_get("last_disconnected_at")?,
+        }))
+    }
+
+    /// Users with at least one live connection, on any node, sorted.
+    pub async fn online_users(&self) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT DISTINCT user_name FROM connections ORDER BY user_name")
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|r| r.try_get("user_name").map_err(StoreError::from))
+            .collect()
+    }
+
+    /// Removes the rows of `node` (left by a process that stopped without cleaning up) and marks
+    /// the users that had no other connection as disconnected at `now`. Returns the users now
+    /// offline.
+    pub async fn clear_node_connections(
+        &self,
+        node: &str,
+        now: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT DISTINCT user_name FROM connections WHERE node = $1")
+            .bind(node)
+            .fetch_all(self.pool())
+            .await?;
+        let users: Vec<String> = rows
+            .iter()
+            .map(|r| r.try_get("user_name"))
+            .collect::<Result<_, _>>()?;
+        sqlx::query("DELETE FROM connections WHERE node = $1")
+            .bind(node)
+            .execute(self.pool())
+            .await?;
+        let mut offline = Vec::new();
+        for user in users {
+            if self.connection_count(&user).await? == 0 {
+                self.mark_user_disconnected(&user, now).await?;
+                offline.push(user);
+            }
+        }
+        Ok(offline)
+    }
+}
+
+/// The presence edges.
+impl Db {
+    /// How many connections `user` has on nodes other than `node`.
+    pub async fn remote_connection_count(&self, user: &str, node: &str) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM connections WHERE user_name = $1 AND node <> $2",
+        )
+        .bind(user)
+        .bind(node)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// Records a live connection (idempotent) and, if it is the user's only one on any node, sets
+    /// `last_connected_at`. Returns whether the user went online (the edge).
+    pub async fn connect_edge(&self, row: &ConnectionRow) -> Result<bool, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query(LOCK_USER)
+            .bind(&row.user_name)
+            .execute(&mut *tx)
+            .await?;
+        let inserted = sqlx::query(
+            "INSERT INTO connections (connection_id, user_name, node, connected_at, user_agent) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (connection_id) DO NOTHING",
+        )
+        .bind(&row.connection_id)
+        .bind(&row.user_name)
+        .bind(&row.node)
+        .bind(row.connected_at)
+        .bind(row.user_agent.as_deref())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let count: i64 = sqlx::query("SELECT COUNT(*) AS n FROM connections WHERE user_name = $1")
+            .bind(&row.user_name)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("n")?;
+        let edge = inserted > 0 && count == 1;
+        if edge {
+            sqlx::query("UPDATE users SET last_connected_at = $2 WHERE name = $1")
+                .bind(&row.user_name)
+                .bind(row.connected_at)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(edge)
+    }
+
+    /// Removes connection rows of `user` (one connection, or every one on a node) and, if that
+    /// left the user without connections, sets `last_disconnected_at`. Returns whether the user
+    /// went offline (the edge): only the transaction that actually removed the last row sees it.
+    pub async fn disconnect_edge(
+        &self,
+        user: &str,
+        which: Disconnect<'_>,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query(LOCK_USER).bind(user).execute(&mut *tx).await?;
+        let removed = match which {
+            Disconnect::Connection(id) => {
+                sqlx::query("DELETE FROM connections WHERE connection_id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?
+            }
+            Disconnect::Node(node) => {
+                sqlx::query("DELETE FROM connections WHERE user_name = $1 AND node = $2")
+                    .bind(user)
+                    .bind(node)
+                    .execute(&mut *tx)
+                    .await?
+            }
+        }
+        .rows_affected();
+        let count: i64 = sqlx::query("SELECT COUNT(*) AS n FROM connections WHERE user_name = $1")
+            .bind(user)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("n")?;
+        let edge = removed > 0 && count == 0;
+        if edge {
+            sqlx::query("UPDATE users SET last_disconnected_at = $2 WHERE name = $1")
+                .bind(user)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(edge)
+    }
+}
+
+/// Which rows [`Db::disconnect_edge`] removes.
+#[derive(Debug, Clone, Copy)]
+pub enum Disconnect<'a> {
+    /// One connection.
+    Connection(&'a str),
+    /// Every connection of the user on a node.
+    Node(&'a str),
+}
