@@ -16,6 +16,9 @@
 //! | `signalbox_backplane_lost_messages_total` | counter | — (envelopes that could not be published) |
 //! | `signalbox_backplane_messages_published_total` | counter | — (envelopes published by this node's lifetime managers) |
 //! | `signalbox_backplane_messages_received_total` | counter | — (envelopes received) |
+//! | `signalbox_backplane_envelopes_in_flight` | gauge | — (received envelopes being handled; bounded, see the library's `ScaledOptions`) |
+//! | `signalbox_backplane_envelopes_waited_total` | counter | — (times every handling slot was taken) |
+//! | `signalbox_backplane_envelopes_rejected_total` | counter | `reason` = `unknown_version`, `malformed` |
 //! | `signalbox_rate_limited_total` | counter | `endpoint` (see [`crate::rate_limit`]) |
 //! | `signalbox_http_requests_total` | counter | `route` (the route template, or `unmatched`), `method`, `status` (`2xx`…) |
 //! | `signalbox_http_request_duration_seconds` | histogram | `route`, `method` (until the response head) |
