@@ -187,16 +187,7 @@ pub async fn add_member(
     _admin: Admin,
     Path((group, user)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    if group.is_empty() || group.len() > 128 {
-        return Err(ApiError::BadRequest(
-            "group names are 1 to 128 bytes".to_owned(),
-        ));
-    }
-    if !accounts.exists(&user).await? {
-        return Err(ApiError::NotFound(format!("unknown user '{user}'")));
-    }
-    groups.add_member(&group, &user).await?;
-    Ok(StatusCode::NO_CONTENT)
+    crate::groups::routes::add(&groups, &accounts, &group, &user).await
 }
 
 /// `DELETE /api/admin/groups/{group}/members/{user}`: 404 if not a member.
@@ -205,13 +196,7 @@ pub async fn remove_member(
     _admin: Admin,
     Path((group, user)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    if groups.remove_member(&group, &user).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::NotFound(format!(
-            "'{user}' is not a member of '{group}'"
-        )))
-    }
+    crate::groups::routes::remove(&groups, &group, &user).await
 }
 
 /// At most this many accounts are listed.

@@ -50,16 +50,7 @@ pub async fn add_member(
     _notifier: Notifier,
     Path((group, user)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    if group.is_empty() || group.len() > 128 {
-        return Err(ApiError::BadRequest(
-            "group names are 1 to 128 bytes".to_owned(),
-        ));
-    }
-    if !accounts.exists(&user).await? {
-        return Err(ApiError::NotFound(format!("unknown user '{user}'")));
-    }
-    groups.add_member(&group, &user).await?;
-    Ok(StatusCode::NO_CONTENT)
+    add(&groups, &accounts, &group, &user).await
 }
 
 /// Removes a user from a group.
@@ -82,9 +73,40 @@ pub async fn remove_member(
     _notifier: Notifier,
     Path((group, user)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    if groups.remove_member(&group, &user).await? {
+    remove(&groups, &group, &user).await
+}
+
+/// Adds an existing user to a group (idempotent): the body of this API's and the admin API's
+/// `PUT …/members/{user}`, whatever authorized the caller.
+pub(crate) async fn add(
+    groups: &Groups,
+    accounts: &Accounts,
+    group: &str,
+    user: &str,
+) -> Result<StatusCode, ApiError> {
+    if group.is_empty() || group.len() > 128 {
+        return Err(ApiError::BadRequest(
+            "group names are 1 to 128 bytes".to_owned(),
+        ));
+    }
+    if !accounts.exists(user).await? {
+        return Err(ApiError::NotFound(format!("unknown user '{user}'")));
+    }
+    groups.add_member(group, user).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Removes a user from a group, 404 if not a member: the body of both `DELETE …/members/{user}`.
+pub(crate) async fn remove(
+    groups: &Groups,
+    group: &str,
+    user: &str,
+) -> Result<StatusCode, ApiError> {
+    if groups.remove_member(group, user).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError::NotFound(format!("'{user}' is not in '{group}'")))
+        Err(ApiError::NotFound(format!(
+            "'{user}' is not a member of '{group}'"
+        )))
     }
 }
