@@ -1,8 +1,6 @@
 //! The `nodes` table: the heartbeat of every node of the cluster, and the users a dead node
 //! left behind.
 
-use sqlx::Row;
-
 use crate::db::{Db, StoreError};
 
 impl Db {
@@ -42,7 +40,7 @@ impl Db {
     /// The nodes other than `me` that are dead: their heartbeat is older than `cutoff`, or they
     /// hold connections without having a row at all (left over from an older version).
     pub async fn dead_nodes(&self, me: &str, cutoff: i64) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_scalar(
             "SELECT node_id AS node FROM nodes WHERE heartbeat_at < $2 AND node_id <> $1 \
              UNION \
              SELECT DISTINCT node FROM connections WHERE node <> $1 \
@@ -51,38 +49,29 @@ impl Db {
         .bind(me)
         .bind(cutoff)
         .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|r| r.try_get("node").map_err(StoreError::from))
-            .collect()
+        .await?)
     }
 
     /// The nodes other than `me` whose heartbeat is at or after `cutoff`, sorted.
     pub async fn live_nodes(&self, me: &str, cutoff: i64) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_scalar(
             "SELECT node_id AS node FROM nodes WHERE heartbeat_at >= $2 AND node_id <> $1 \
              ORDER BY node_id",
         )
         .bind(me)
         .bind(cutoff)
         .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|r| r.try_get("node").map_err(StoreError::from))
-            .collect()
+        .await?)
     }
 
     /// The users with connections on `node`, sorted.
     pub async fn users_of_node(&self, node: &str) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_scalar(
             "SELECT DISTINCT user_name FROM connections WHERE node = $1 ORDER BY user_name",
         )
         .bind(node)
         .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|r| r.try_get("user_name").map_err(StoreError::from))
-            .collect()
+        .await?)
     }
 
     /// Removes a dead node's row if its heartbeat is still older than `cutoff`.
