@@ -5,36 +5,21 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use common::azure::{
+    self, AzureClient as Client, OTHER, PRIMARY, RECORD_SEPARATOR, SECONDARY, TokenIn, negotiate,
+    now,
+};
 use common::{Backend, TestApp};
 use futures_util::{SinkExt, StreamExt};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use signalbox_server::azure::{Azure, AzureHub};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
-/// The emulator's key (44 characters, like Azure's).
-const PRIMARY: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789ABCDEFGH";
-const SECONDARY: &str = "secondary-key-0123456789abcdefghijklmnopqr";
-const OTHER: &str = "not-a-configured-key-0123456789abcdefghijk";
-
-const RECORD_SEPARATOR: char = '\u{1e}';
 
 async fn start() -> TestApp {
-    TestApp::start_with(Backend::Sqlite, |config| {
-        config.azure.access_keys = vec![PRIMARY.to_owned(), SECONDARY.to_owned()];
-    })
-    .await
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+    azure::start(Backend::Sqlite).await
 }
 
 /// A client token as the Management SDK makes it for `hub`, plus `extra` claims.
@@ -76,125 +61,6 @@ fn hub(app: &TestApp, name: &str) -> AzureHub {
         .hubs
         .existing(name)
         .unwrap_or_else(|| panic!("hub {name} exists"))
-}
-
-/// `POST /client/negotiate?{query}&negotiateVersion=1` with `Authorization: Bearer token`.
-async fn negotiate(app: &TestApp, query: &str, token: Option<&str>) -> (u16, Value) {
-    let mut request = app.http.post(format!(
-        "{}/client/negotiate?{query}&negotiateVersion=1",
-        app.url
-    ));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
-
-/// A raw JSON-protocol client on a WebSocket.
-struct Client {
-    ws: Ws,
-    buf: String,
-    connection_id: String,
-}
-
-/// How the token travels on the WebSocket request.
-#[derive(Clone, Copy)]
-enum TokenIn {
-    Header,
-    Query,
-}
-
-impl Client {
-    /// Negotiates at `/client/negotiate?{query}` and connects at `/client/?{query}&id=…`, as the
-    /// JavaScript client does after a back end's redirect to `/client/?{query}`.
-    async fn connect(app: &TestApp, query: &str, token: &str, token_in: TokenIn) -> Client {
-        let (status, body) = negotiate(app, query, Some(token)).await;
-        assert_eq!(status, 200, "{body}");
-        let connection_token = body["connectionToken"].as_str().unwrap().to_owned();
-        let connection_id = body["connectionId"].as_str().unwrap().to_owned();
-        let mut url = format!("ws://{}/client/?{query}&id={connection_token}", app.addr);
-        if let TokenIn::Query = token_in {
-            url.push_str(&format!("&access_token={token}"));
-        }
-        let mut request = url.into_client_request().unwrap();
-        if let TokenIn::Header = token_in {
-            request
-                .headers_mut()
-                .insert("authorization", format!("Bearer {token}").parse().unwrap());
-        }
-        let (ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-        let mut client = Client {
-            ws,
-            buf: String::new(),
-            connection_id,
-        };
-        client
-            .ws
-            .send(Message::Text(
-                format!("{{\"protocol\":\"json\",\"version\":1}}{RECORD_SEPARATOR}").into(),
-            ))
-            .await
-            .unwrap();
-        let handshake = client.next_record().await.expect("handshake response");
-        assert!(handshake.get("error").is_none(), "{handshake}");
-        client
-    }
-
-    /// The next record within 10 seconds; `None` when the socket closes or nothing comes.
-    async fn next_record(&mut self) -> Option<Value> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(i) = self.buf.find(RECORD_SEPARATOR) {
-                let record: String = self.buf.drain(..=i).collect();
-                return Some(
-                    serde_json::from_str(record.trim_end_matches(RECORD_SEPARATOR)).unwrap(),
-                );
-            }
-            match tokio::time::timeout_at(deadline, self.ws.next())
-                .await
-                .ok()??
-            {
-                Ok(Message::Text(text)) => self.buf.push_str(text.as_str()),
-                Ok(Message::Close(_)) | Err(_) => return None,
-                Ok(_) => {}
-            }
-        }
-    }
-
-    /// The next message that is not a ping.
-    async fn next_message(&mut self) -> Option<Value> {
-        loop {
-            let record = self.next_record().await?;
-            if record["type"] != 6 {
-                return Some(record);
-            }
-        }
-    }
-
-    /// Returns once the hub's `on_connected` has finished: it answers invocations only after.
-    async fn settled(&mut self) {
-        self.send(
-            json!({"type": 1, "invocationId": "settled", "target": "settled", "arguments": []}),
-        )
-        .await;
-        let completion = self.next_message().await.expect("a completion");
-        assert_eq!(completion["invocationId"], "settled", "{completion}");
-    }
-
-    async fn send(&mut self, message: Value) {
-        self.ws
-            .send(Message::Text(format!("{message}{RECORD_SEPARATOR}").into()))
-            .await
-            .unwrap();
-    }
 }
 
 /// Sends `Hello(text)` to `user` of `hub` from the back end's side.
@@ -805,19 +671,7 @@ async fn hubs_span_the_nodes_of_a_cluster() {
         b.addr
     );
     let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    let mut client = Client {
-        ws,
-        buf: String::new(),
-        connection_id: body["connectionId"].as_str().unwrap().to_owned(),
-    };
-    client
-        .ws
-        .send(Message::Text(
-            format!("{{\"protocol\":\"json\",\"version\":1}}{RECORD_SEPARATOR}").into(),
-        ))
-        .await
-        .unwrap();
-    assert_eq!(client.next_record().await, Some(json!({})));
+    let mut client = Client::handshake(ws, body["connectionId"].as_str().unwrap().to_owned()).await;
     assert!(
         hub(&b, "chat")
             .local()

@@ -11,41 +11,18 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::azure::{
+    AzureClient, OTHER, PRIMARY, RECORD_SEPARATOR, SECONDARY, TokenIn, now, start,
+};
 use common::{Backend, TestApp};
-use futures_util::{SinkExt, StreamExt};
 use jsonwebtoken::{Algorithm, EncodingKey};
 use reqwest::Method;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-/// The emulator's key (44 characters, like Azure's).
-const PRIMARY: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789ABCDEFGH";
-const SECONDARY: &str = "secondary-key-0123456789abcdefghijklmnopqr";
-const OTHER: &str = "not-a-configured-key-0123456789abcdefghijk";
-
-const RECORD_SEPARATOR: char = '\u{1e}';
 const SDK_API_VERSION: &str = "api-version=2022-06-01";
-
-async fn start(backend: Backend) -> TestApp {
-    TestApp::start_with(backend, |config| {
-        config.azure.access_keys = vec![PRIMARY.to_owned(), SECONDARY.to_owned()];
-    })
-    .await
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 /// A JWT built byte for byte as the .NET SDK builds it: header with a `kid`, then the payload,
 /// HMAC over the UTF-8 bytes of `key`.
@@ -181,120 +158,16 @@ async fn post_message(
     .await
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
-
-/// A raw JSON-protocol client connected at `/client/?hub=…`.
-struct Client {
-    ws: Ws,
-    buf: String,
-    connection_id: String,
+/// A client at `/client/?{query}` with `token` in the query string, its `on_connected` done.
+async fn connect_with(app: &TestApp, query: &str, token: &str) -> AzureClient {
+    let mut client = AzureClient::connect(app, query, token, TokenIn::Query).await;
+    client.settled().await;
+    client
 }
 
-impl Client {
-    /// Negotiates at `/client/negotiate?{query}` and connects at `/client/?{query}&id=…`.
-    async fn connect_with(app: &TestApp, query: &str, token: &str) -> Client {
-        let negotiate = app
-            .http
-            .post(format!(
-                "{}/client/negotiate?{query}&negotiateVersion=1",
-                app.url
-            ))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(negotiate.status(), 200);
-        let body: Value = negotiate.json().await.unwrap();
-        let connection_token = body["connectionToken"].as_str().unwrap().to_owned();
-        let connection_id = body["connectionId"].as_str().unwrap().to_owned();
-        let url = format!(
-            "ws://{}/client/?{query}&id={connection_token}&access_token={token}",
-            app.addr
-        );
-        let (ws, _) = tokio_tungstenite::connect_async(url.into_client_request().unwrap())
-            .await
-            .unwrap();
-        let mut client = Client {
-            ws,
-            buf: String::new(),
-            connection_id,
-        };
-        client.send(json!({"protocol": "json", "version": 1})).await;
-        let handshake = client.next_record().await.expect("handshake response");
-        assert!(handshake.get("error").is_none(), "{handshake}");
-        client.settled().await;
-        client
-    }
-
-    /// A client of user `user` (or anonymous) on hub `hub`.
-    async fn connect(app: &TestApp, hub: &str, user: Option<&str>) -> Client {
-        Self::connect_with(app, &format!("hub={hub}"), &client_token(hub, user)).await
-    }
-
-    async fn send(&mut self, message: Value) {
-        self.ws
-            .send(Message::Text(format!("{message}{RECORD_SEPARATOR}").into()))
-            .await
-            .unwrap();
-    }
-
-    /// The next record within 10 seconds; `None` when the socket ends or nothing comes.
-    async fn next_record(&mut self) -> Option<Value> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(i) = self.buf.find(RECORD_SEPARATOR) {
-                let record: String = self.buf.drain(..=i).collect();
-                return Some(
-                    serde_json::from_str(record.trim_end_matches(RECORD_SEPARATOR)).unwrap(),
-                );
-            }
-            match tokio::time::timeout_at(deadline, self.ws.next())
-                .await
-                .ok()??
-            {
-                Ok(Message::Text(text)) => self.buf.push_str(text.as_str()),
-                Ok(Message::Close(_)) | Err(_) => return None,
-                Ok(_) => {}
-            }
-        }
-    }
-
-    /// The next message that is not a ping.
-    async fn next_message(&mut self) -> Option<Value> {
-        loop {
-            let record = self.next_record().await?;
-            if record["type"] != 6 {
-                return Some(record);
-            }
-        }
-    }
-
-    /// Returns once the hub's `on_connected` has finished (stored groups applied): the hub
-    /// answers invocations only after it.
-    async fn settled(&mut self) {
-        self.send(
-            json!({"type": 1, "invocationId": "settled", "target": "settled", "arguments": []}),
-        )
-        .await;
-        let completion = self.next_message().await.expect("a completion");
-        assert_eq!(completion["invocationId"], "settled", "{completion}");
-    }
-
-    /// The next message must be an invocation of `target` with `arguments`.
-    async fn expect(&mut self, target: &str, arguments: Value) {
-        let message = self.next_message().await.expect("a message");
-        assert_eq!(
-            message,
-            json!({"type": 1, "target": target, "arguments": arguments}),
-        );
-    }
-
-    /// The next message must be a Close; then the socket ends.
-    async fn expect_close(&mut self) -> Value {
-        let message = self.next_message().await.expect("a Close message");
-        assert_eq!(message["type"], 7, "{message}");
-        message
-    }
+/// A client of user `user` (or anonymous) on hub `hub`.
+async fn connect(app: &TestApp, hub: &str, user: Option<&str>) -> AzureClient {
+    connect_with(app, &format!("hub={hub}"), &client_token(hub, user)).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -373,9 +246,9 @@ async fn tokens_are_checked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broadcast_with_exclusions() {
     let app = start(Backend::Sqlite).await;
-    let mut a = Client::connect(&app, "chat", Some("alice")).await;
-    let mut b = Client::connect(&app, "chat", Some("bob")).await;
-    let mut other_hub = Client::connect(&app, "news", Some("alice")).await;
+    let mut a = connect(&app, "chat", Some("alice")).await;
+    let mut b = connect(&app, "chat", Some("bob")).await;
+    let mut other_hub = connect(&app, "news", Some("alice")).await;
 
     let answer = post_message(
         &app,
@@ -413,9 +286,9 @@ async fn broadcast_with_exclusions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_to_users_connections_and_groups() {
     let app = start(Backend::Sqlite).await;
-    let mut a1 = Client::connect(&app, "chat", Some("user/a")).await;
-    let mut a2 = Client::connect(&app, "chat", Some("user/a")).await;
-    let mut b = Client::connect(&app, "chat", Some("bob")).await;
+    let mut a1 = connect(&app, "chat", Some("user/a")).await;
+    let mut a2 = connect(&app, "chat", Some("user/a")).await;
+    let mut b = connect(&app, "chat", Some("bob")).await;
 
     // A user id with `/`, escaped as the SDK escapes path segments.
     let answer = post_message(&app, "/api/hubs/chat/users/user%2Fa/:send", "u", json!([1])).await;
@@ -470,8 +343,8 @@ async fn send_to_users_connections_and_groups() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_application_prefixes_the_hub() {
     let app = start(Backend::Sqlite).await;
-    let mut prefixed = Client::connect(&app, "app_chat", Some("alice")).await;
-    let mut plain = Client::connect(&app, "chat", Some("alice")).await;
+    let mut prefixed = connect(&app, "app_chat", Some("alice")).await;
+    let mut plain = connect(&app, "chat", Some("alice")).await;
     let answer = post_message(
         &app,
         &format!("/api/hubs/chat/:send?application=App&{SDK_API_VERSION}"),
@@ -500,7 +373,7 @@ async fn the_application_prefixes_the_hub() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies() {
     let app = start(Backend::Sqlite).await;
-    let mut client = Client::connect(&app, "chat", None).await;
+    let mut client = connect(&app, "chat", None).await;
     let path = "/api/hubs/chat/:send";
 
     // camelCase, as documented; no charset.
@@ -572,7 +445,7 @@ async fn bodies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn existence_checks() {
     let app = start(Backend::Sqlite).await;
-    let client = Client::connect(&app, "chat", Some("alice")).await;
+    let client = connect(&app, "chat", Some("alice")).await;
     let id = client.connection_id.clone();
     let group_path = format!("/api/hubs/chat/groups/team/connections/{id}");
     assert_eq!(call(&app, Method::PUT, &group_path, None).await.status, 200);
@@ -614,7 +487,7 @@ async fn existence_checks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_group_membership() {
     let app = start(Backend::Sqlite).await;
-    let mut client = Client::connect(&app, "chat", Some("alice")).await;
+    let mut client = connect(&app, "chat", Some("alice")).await;
     let id = client.connection_id.clone();
 
     // Both path forms.
@@ -663,7 +536,7 @@ async fn group_members_page_by_page() {
     let mut ids = Vec::new();
     let mut clients = Vec::new();
     for user in ["a", "b", "c"] {
-        let client = Client::connect(&app, "chat", Some(user)).await;
+        let client = connect(&app, "chat", Some(user)).await;
         let path = format!(
             "/api/hubs/chat/groups/team/connections/{}",
             client.connection_id
@@ -735,7 +608,7 @@ async fn group_members_page_by_page() {
 
 async fn user_groups_with_ttl(backend: Backend) {
     let app = start(backend).await;
-    let mut current = Client::connect(&app, "chat", Some("user/a")).await;
+    let mut current = connect(&app, "chat", Some("user/a")).await;
 
     // Without ttl: current connections and later ones.
     let path = "/api/hubs/chat/users/user%2Fa/groups/team";
@@ -759,7 +632,7 @@ async fn user_groups_with_ttl(backend: Backend) {
         assert_eq!(answer.status, status, "{path}");
     }
 
-    let mut later = Client::connect(&app, "chat", Some("user/a")).await;
+    let mut later = connect(&app, "chat", Some("user/a")).await;
     for group in ["team", "now-only", "timed"] {
         post_message(
             &app,
@@ -801,7 +674,7 @@ async fn user_groups_with_ttl(backend: Backend) {
     )
     .await
     .assert_not_found("Info.User.NotInGroup");
-    let mut newest = Client::connect(&app, "chat", Some("user/a")).await;
+    let mut newest = connect(&app, "chat", Some("user/a")).await;
     for group in ["team", "timed"] {
         post_message(
             &app,
@@ -838,7 +711,7 @@ on_both_backends!(user_groups_with_ttl);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closing_connections() {
     let app = start(Backend::Sqlite).await;
-    let mut one = Client::connect(&app, "chat", Some("alice")).await;
+    let mut one = connect(&app, "chat", Some("alice")).await;
     let path = format!(
         "/api/hubs/chat/connections/{}?reason=bye",
         one.connection_id
@@ -855,8 +728,8 @@ async fn closing_connections() {
     assert_eq!(call(&app, Method::DELETE, path, None).await.status, 202);
 
     // A user's connections but the excluded one.
-    let mut a1 = Client::connect(&app, "chat", Some("alice")).await;
-    let mut a2 = Client::connect(&app, "chat", Some("alice")).await;
+    let mut a1 = connect(&app, "chat", Some("alice")).await;
+    let mut a2 = connect(&app, "chat", Some("alice")).await;
     let path = format!(
         "/api/hubs/chat/users/alice/:closeConnections?excluded={}&reason=user",
         a2.connection_id
@@ -865,7 +738,7 @@ async fn closing_connections() {
     assert_eq!(a1.expect_close().await["error"], "user");
 
     // A group's.
-    let mut b = Client::connect(&app, "chat", Some("bob")).await;
+    let mut b = connect(&app, "chat", Some("bob")).await;
     let path = format!("/api/hubs/chat/groups/g/connections/{}", b.connection_id);
     assert_eq!(call(&app, Method::PUT, &path, None).await.status, 200);
     let path = "/api/hubs/chat/groups/g/:closeConnections?reason=group";
@@ -873,7 +746,7 @@ async fn closing_connections() {
     assert_eq!(b.expect_close().await["error"], "group");
 
     // Everyone's, without a reason.
-    let mut c = Client::connect(&app, "chat", Some("carol")).await;
+    let mut c = connect(&app, "chat", Some("carol")).await;
     let path = "/api/hubs/chat/:closeConnections";
     assert_eq!(call(&app, Method::POST, path, None).await.status, 204);
     assert_eq!(
@@ -905,7 +778,7 @@ async fn generated_tokens_connect() {
         claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
         300
     );
-    let mut client = Client::connect_with(&app, "hub=chat", &token).await;
+    let mut client = connect_with(&app, "hub=chat", &token).await;
     assert_eq!(
         call(&app, Method::HEAD, "/api/hubs/chat/users/alice", None)
             .await
@@ -938,7 +811,7 @@ async fn generated_tokens_connect() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invoke_a_client_and_get_its_result() {
     let app = start(Backend::Sqlite).await;
-    let mut client = Client::connect(&app, "chat", Some("alice")).await;
+    let mut client = connect(&app, "chat", Some("alice")).await;
     let path = format!(
         "/api/hubs/chat/connections/{}/:invoke",
         client.connection_id
@@ -1025,9 +898,9 @@ async fn invoke_a_client_and_get_its_result() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn execute_commands_on_filtered_connections() {
     let app = start(Backend::Sqlite).await;
-    let mut l1 = Client::connect(&app, "chat", Some("listener-1")).await;
-    let mut l2 = Client::connect(&app, "chat", Some("listener-2")).await;
-    let mut other = Client::connect(&app, "chat", Some("other")).await;
+    let mut l1 = connect(&app, "chat", Some("listener-1")).await;
+    let mut l2 = connect(&app, "chat", Some("listener-2")).await;
+    let mut other = connect(&app, "chat", Some("other")).await;
     let path = "/api/hubs/chat/:execute?filter=startswith%28userId%2C%20%27listener-%27%29&api-version=2024-01-01";
     let commands = json!([
         {"type": "JoinGroup", "group": "listeners"},
@@ -1108,8 +981,8 @@ async fn execute_commands_on_filtered_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_older_api() {
     let app = start(Backend::Sqlite).await;
-    let mut a = Client::connect(&app, "chat", Some("alice")).await;
-    let mut b = Client::connect(&app, "chat", Some("bob")).await;
+    let mut a = connect(&app, "chat", Some("alice")).await;
+    let mut b = connect(&app, "chat", Some("bob")).await;
 
     let broadcast = format!("/api/v1/hubs/chat?excluded={}", b.connection_id);
     assert_eq!(
@@ -1230,7 +1103,7 @@ async fn two_nodes() -> (TestApp, TestApp) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_calls_reach_every_node() {
     let (a, b) = two_nodes().await;
-    let mut alice = Client::connect(&b, "chat", Some("alice")).await;
+    let mut alice = connect(&b, "chat", Some("alice")).await;
     let id = alice.connection_id.clone();
 
     // Existence, asked on the node without the connection.

@@ -8,13 +8,14 @@ mod common;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use bytes::BytesMut;
+use common::azure::{PRIMARY, SECONDARY, now};
 use common::{Backend, TestApp};
 use futures_util::{SinkExt, StreamExt};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -30,9 +31,6 @@ use signalbox_server::webhooks::delivery::{RetryPolicy, hmac_sha256_hex};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
-const PRIMARY: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789ABCDEFGH";
-const SECONDARY: &str = "secondary-key-0123456789abcdefghijklmnopqr";
 
 fn keys() -> Vec<String> {
     vec![PRIMARY.to_owned(), SECONDARY.to_owned()]
@@ -591,13 +589,6 @@ async fn templates_route_events_to_the_first_match() {
 
 // ---------------------------------------------------------------------------------------------
 // End to end: clients at /client/?hub=
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 /// A client token as the Management SDK makes it: HS256 over the key's UTF-8 bytes.
 fn client_token(hub: &str, user: &str) -> String {

@@ -12,6 +12,7 @@
     clippy::panic
 )]
 
+pub mod azure;
 pub mod issuer;
 
 use std::collections::VecDeque;
