@@ -63,7 +63,11 @@ pub fn default_server_bin() -> PathBuf {
     let here = exe.as_deref().and_then(Path::parent).map(Path::to_path_buf);
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .or_else(|| here.as_deref().and_then(Path::parent).map(Path::to_path_buf));
+        .or_else(|| {
+            here.as_deref()
+                .and_then(Path::parent)
+                .map(Path::to_path_buf)
+        });
     if let Some(target) = target {
         for profile in ["release", "debug"] {
             let bin = target.join(profile).join("signalbox");

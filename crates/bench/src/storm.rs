@@ -14,8 +14,8 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::coord::{Ramp, Server, Setup, Workers};
-use crate::plot::{Series, line_chart};
 use crate::database::{FreshDatabase, create_accounts};
+use crate::plot::{Series, line_chart};
 use crate::service::{NodeOptions, ServiceNode};
 use crate::service_api::{ADMIN_USER, ServiceApi};
 use crate::sys::{cpu_seconds, now_us, rss_kib};
@@ -228,8 +228,7 @@ async fn storm_service(
     create_accounts(&node.database, &names).await?;
     let api = ServiceApi::new(node.http, &setup.secret)?;
     let replay_users = options.replay_users.min(n);
-    if replay_users > 0 {
-        let stride = n / replay_users;
+    if let Some(stride) = n.checked_div(replay_users) {
         let users: Vec<String> = (0..replay_users).map(|i| user_of(i * stride)).collect();
         for chunk in users.chunks(500) {
             api.publish(json!({ "users": chunk }), REPLAY_MESSAGE)
@@ -317,8 +316,8 @@ async fn storm_service(
 fn print_result(r: &StormResult) {
     let opt = |v: Option<f64>| v.map_or_else(|| "never".to_owned(), |v| format!("{v:.2} s"));
     eprintln!(
-        "[storm {:?}] {} connected ({} failed) at {:.0} handshakes/s; all online after {} ({:.0}/s); {}/{} replays, last after {}; CPU {:.1} s ramp + {:.1} s settle ({:.1} s); {:.0} B/connection",
-        r.target,
+        "[storm {}] {} connected ({} failed) at {:.0} handshakes/s; all online after {} ({:.0}/s); {}/{} replays, last after {}; CPU {:.1} s ramp + {:.1} s settle ({:.1} s); {:.0} B/connection",
+        format!("{:?}", r.target).to_lowercase(),
         r.ramp.connected,
         r.ramp.failed,
         r.ramp.connects_per_sec,

@@ -10,9 +10,9 @@ use anyhow::Context as _;
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use serde_json::{Value, json};
 use signalbox_bench::client::{WorkerSpec, run_worker};
+use signalbox_bench::cluster::{ClusterOptions, cluster, cluster_plots};
 use signalbox_bench::coord::{self, Fanout, FanoutResult, IdleResult, Setup};
 use signalbox_bench::plot::{Series, line_chart};
-use signalbox_bench::cluster::{ClusterOptions, cluster, cluster_plots};
 use signalbox_bench::storm::{StormOptions, StormTarget, storm, storm_plots, storm_ratios};
 use signalbox_bench::wire::{Kind, Proto};
 
