@@ -88,7 +88,8 @@ pub struct StormResult {
     pub closed: u64,
 }
 
-/// Polls `online` until it reaches `target` (or, once `stop` is set, nothing moved for 20 s);
+/// Polls `online` until it reaches `target` (or, once `stop` is set, nothing moved for 20 s
+/// and 3 answers);
 /// returns (samples, seconds when reached, CPU seconds of `pid` then).
 async fn watch_online(
     api: ServiceApi,
@@ -99,8 +100,11 @@ async fn watch_online(
 ) -> (Vec<(f64, u64)>, Option<(f64, f64)>) {
     let mut samples = Vec::new();
     let mut last = (0, Instant::now());
+    // Answers since the count last moved (a request can take seconds during a storm).
+    let mut unchanged = 0;
     loop {
         if let Ok(online) = api.online().await {
+            unchanged += 1;
             let t = started.elapsed().as_secs_f64();
             samples.push((t, online.users));
             let goal = target.load(Ordering::Relaxed);
@@ -109,9 +113,12 @@ async fn watch_online(
             }
             if online.users != last.0 {
                 last = (online.users, Instant::now());
+                unchanged = 0;
             }
         }
-        if (stop.load(Ordering::Relaxed) && last.1.elapsed() > Duration::from_secs(20))
+        if (stop.load(Ordering::Relaxed)
+            && unchanged >= 3
+            && last.1.elapsed() > Duration::from_secs(20))
             || started.elapsed() > Duration::from_secs(600)
         {
             return (samples, None);
@@ -143,16 +150,28 @@ pub async fn storm(
     target: StormTarget,
     n: usize,
 ) -> anyhow::Result<StormResult> {
-    match target {
-        StormTarget::Library => storm_library(setup, options, n).await,
-        StormTarget::Sqlite => storm_service(setup, options, target, None, n).await,
-        StormTarget::Postgres => {
-            let db = FreshDatabase::create(&options.database_url).await?;
-            let result = storm_service(setup, options, target, Some(db.url.clone()), n).await;
-            db.drop_database().await?;
-            result
+    let db = match target {
+        StormTarget::Postgres => Some(FreshDatabase::create(&options.database_url).await?),
+        StormTarget::Library | StormTarget::Sqlite => None,
+    };
+    let run = async {
+        match (target, &db) {
+            (StormTarget::Library, _) => storm_library(setup, options, n).await,
+            (_, db) => {
+                let url = db.as_ref().map(|d| d.url.clone());
+                storm_service(setup, options, target, url, n).await
+            }
         }
+    };
+    // On Ctrl-C the servers and workers are dropped (killed), then the database.
+    let result = tokio::select! {
+        r = run => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    if let Some(db) = db {
+        db.drop_database().await?;
     }
+    result
 }
 
 async fn storm_library(
@@ -267,11 +286,14 @@ async fn storm_service(
         None => (None, cpu_seconds(node.pid).unwrap_or(0.0)),
     };
     let online_reached = online_samples.iter().map(|s| s.1).max().unwrap_or(0);
-    // Replays: until every user with an unread notification got it, or nothing came for 10 s.
+    // Replays: until every user with an unread notification got it, or nothing came for 10 s
+    // (at most 2 minutes).
+    let replay_wait = Instant::now();
     let mut last = (u64::MAX, Instant::now());
     let report = loop {
         let report = workers.report().await?;
         if report.replays >= replay_users as u64
+            || replay_wait.elapsed() > Duration::from_secs(120)
             || (report.replays == last.0 && last.1.elapsed() > Duration::from_secs(10))
         {
             break report;
