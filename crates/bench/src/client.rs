@@ -25,7 +25,10 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::hist::{Histogram, SparseHistogram};
 use crate::sys::now_us;
-use crate::wire::{HUB_PATH, Kind, MSG_TARGET, Proto, group_of, parse_bare, token, user_of};
+use crate::wire::{
+    Kind, MSG_TARGET, NOTIFICATION_TARGET, Proto, REPLAY_MESSAGE, group_of, parse_bare,
+    parse_bench_message, service_token, token, user_of,
+};
 
 /// What one worker process does.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -36,6 +39,10 @@ pub struct WorkerSpec {
     pub proto: Proto,
     /// WebSocket address of the server.
     pub addr: SocketAddr,
+    /// Several servers (a cluster): connection `index` goes to `addrs[index % len]`; empty =
+    /// `addr` only.
+    #[serde(default)]
+    pub addrs: Vec<SocketAddr>,
     /// Index of this worker's first connection (user `u<index>`).
     pub first: usize,
     /// Connections to open.
@@ -88,6 +95,15 @@ pub enum WorkerEvent {
         last_us: u64,
         /// Connections closed by the server or dropped since the ramp.
         closed: u64,
+        /// Messages of this phase a connection received more than once (service target).
+        #[serde(default)]
+        duplicates: u64,
+        /// Connections that received their inbox replay (service target; since the start).
+        #[serde(default)]
+        replays: u64,
+        /// Time the last of those replays arrived, µs since the epoch.
+        #[serde(default)]
+        replay_last_us: u64,
     },
 }
 
@@ -98,6 +114,9 @@ struct Stats {
     latency: Histogram,
     first_us: u64,
     last_us: u64,
+    duplicates: u64,
+    replays: u64,
+    replay_last_us: u64,
 }
 
 impl Stats {
@@ -113,6 +132,38 @@ impl Stats {
         }
         self.last_us = now;
     }
+}
+
+/// What one connection to the service remembers: which messages of the current phase it got
+/// (duplicate detection) and whether its replay arrived.
+#[derive(Default)]
+struct Seen {
+    phase: u64,
+    bits: Vec<u64>,
+    replayed: bool,
+}
+
+impl Seen {
+    /// Marks `seq` of `phase`; false if it was seen before.
+    fn mark(&mut self, phase: u64, seq: u64) -> bool {
+        if phase != self.phase {
+            self.phase = phase;
+            self.bits.clear();
+        }
+        let (word, bit) = ((seq / 64) as usize, seq % 64);
+        if self.bits.len() <= word {
+            self.bits.resize(word + 1, 0);
+        }
+        let fresh = self.bits[word] & (1 << bit) == 0;
+        self.bits[word] |= 1 << bit;
+        fresh
+    }
+}
+
+/// The `message` of a `Notification` argument.
+#[derive(Deserialize)]
+struct NotificationText {
+    message: String,
 }
 
 type SharedStats = Arc<Mutex<Stats>>;
@@ -167,17 +218,28 @@ async fn open(spec: &WorkerSpec, index: usize) -> anyhow::Result<Open> {
             .bind(SocketAddr::new(IpAddr::V4(source), 0))
             .with_context(|| format!("bind {source}"))?;
     }
-    let stream = socket.connect(spec.addr).await.context("tcp connect")?;
+    let addr = if spec.addrs.is_empty() {
+        spec.addr
+    } else {
+        spec.addrs[index % spec.addrs.len()]
+    };
+    let stream = socket.connect(addr).await.context("tcp connect")?;
     stream.set_nodelay(true)?;
     let user = user_of(index);
-    let url = if spec.kind.is_signalr() {
+    let url = if spec.kind == Kind::Service {
         format!(
-            "ws://{}{HUB_PATH}?access_token={}",
-            spec.addr,
+            "ws://{addr}{}?access_token={}",
+            spec.kind.hub_path(),
+            service_token(&spec.secret, &user, &serde_json::Map::new())?
+        )
+    } else if spec.kind.is_signalr() {
+        format!(
+            "ws://{addr}{}?access_token={}",
+            spec.kind.hub_path(),
             token(&spec.secret, &user)?
         )
     } else {
-        let mut url = format!("ws://{}/?user={user}", spec.addr);
+        let mut url = format!("ws://{addr}/?user={user}");
         if spec.groups > 0 {
             url.push_str(&format!("&group={}", group_of(index, spec.groups)));
         }
@@ -242,12 +304,44 @@ async fn join_group(
     }
 }
 
+fn handle_notification(inv: &Invocation, seen: &mut Seen, stats: &SharedStats) {
+    let Some(text) = inv
+        .arguments
+        .first()
+        .and_then(|a| a.deserialize::<NotificationText>().ok())
+    else {
+        return;
+    };
+    if text.message == REPLAY_MESSAGE {
+        if !seen.replayed {
+            seen.replayed = true;
+            let mut s = lock(stats);
+            s.replays += 1;
+            s.replay_last_us = s.replay_last_us.max(now_us());
+        }
+        return;
+    }
+    let Some((t, phase, seq)) = parse_bench_message(&text.message) else {
+        return;
+    };
+    let mut s = lock(stats);
+    if phase != s.phase {
+        return;
+    }
+    if seen.mark(phase, seq) {
+        s.record(t, phase);
+    } else {
+        s.duplicates += 1;
+    }
+}
+
 fn handle(
     kind: Kind,
     protocol: Protocol,
     buf: &mut BytesMut,
     data: &[u8],
     stats: &SharedStats,
+    seen: &mut Seen,
 ) -> bool {
     if !kind.is_signalr() {
         if let Some((t, phase)) = parse_bare(data) {
@@ -258,6 +352,11 @@ fn handle(
     buf.extend_from_slice(data);
     loop {
         match protocol.decode(buf, None) {
+            Ok(Some(HubMessage::Invocation(inv)))
+                if kind == Kind::Service && inv.target == NOTIFICATION_TARGET =>
+            {
+                handle_notification(&inv, seen, stats);
+            }
             Ok(Some(HubMessage::Invocation(inv))) if inv.target == MSG_TARGET => {
                 let t = inv
                     .arguments
@@ -292,12 +391,17 @@ async fn run_connection(
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
     let mut ping_bytes = Vec::new();
     let _ = protocol.encode(&HubMessage::Ping, &mut ping_bytes);
+    let mut seen = Seen::default();
+    // The replay can arrive in the same read as the handshake response.
+    if kind == Kind::Service && !conn.buf.is_empty() {
+        handle(kind, protocol, &mut conn.buf, &[], &stats, &mut seen);
+    }
     loop {
         tokio::select! {
             message = conn.ws.next() => {
                 let ok = match message {
-                    Some(Ok(Message::Text(t))) => handle(kind, protocol, &mut conn.buf, t.as_bytes(), &stats),
-                    Some(Ok(Message::Binary(b))) => handle(kind, protocol, &mut conn.buf, &b, &stats),
+                    Some(Ok(Message::Text(t))) => handle(kind, protocol, &mut conn.buf, t.as_bytes(), &stats, &mut seen),
+                    Some(Ok(Message::Binary(b))) => handle(kind, protocol, &mut conn.buf, &b, &stats, &mut seen),
                     Some(Ok(Message::Close(_)) | Err(_)) | None => false,
                     Some(Ok(_)) => true,
                 };
@@ -430,8 +534,12 @@ pub async fn run_worker(spec: WorkerSpec) -> anyhow::Result<()> {
         match words.next() {
             Some("phase") => {
                 let phase = words.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-                *lock(&stats) = Stats {
+                let mut s = lock(&stats);
+                // Replays count from the start, across phases.
+                *s = Stats {
                     phase,
+                    replays: s.replays,
+                    replay_last_us: s.replay_last_us,
                     ..Stats::default()
                 };
             }
@@ -445,6 +553,9 @@ pub async fn run_worker(spec: WorkerSpec) -> anyhow::Result<()> {
                         first_us: s.first_us,
                         last_us: s.last_us,
                         closed: closed.load(Ordering::Relaxed),
+                        duplicates: s.duplicates,
+                        replays: s.replays,
+                        replay_last_us: s.replay_last_us,
                     }
                 };
                 write_event(&mut stdout, &event).await?;

@@ -84,6 +84,7 @@ impl Server {
                     .args(["--port", "0", "--secret", &setup.secret]);
                 c
             }
+            Kind::Service => bail!("the service is started by the storm and cluster scenarios"),
         };
         command
             .stdout(Stdio::piped())
@@ -132,10 +133,15 @@ impl Server {
     }
 }
 
-struct Workers {
+/// Most connections one worker process opens (the open file limit here is 20,000).
+pub const MAX_PER_WORKER: usize = 19_000;
+
+/// The generator's worker processes.
+pub(crate) struct Workers {
     children: Vec<Child>,
     stdins: Vec<ChildStdin>,
     events: mpsc::Receiver<(usize, WorkerEvent)>,
+    tx: mpsc::Sender<(usize, WorkerEvent)>,
 }
 
 /// Result of a ramp.
@@ -167,22 +173,65 @@ impl Workers {
         count: usize,
         groups: usize,
     ) -> anyhow::Result<Workers> {
+        let mut workers = Workers::new();
+        workers
+            .add(setup, server.kind, proto, &[server.ws], 0, count, groups)
+            .await?;
+        Ok(workers)
+    }
+
+    /// No worker yet.
+    pub(crate) fn new() -> Workers {
+        // Workers write a progress line every 250 ms; 1024 lines is far more than ever queue.
+        let (tx, events) = mpsc::channel(1024);
+        Workers {
+            children: Vec::new(),
+            stdins: Vec::new(),
+            events,
+            tx,
+        }
+    }
+
+    /// Worker processes so far.
+    pub(crate) fn len(&self) -> usize {
+        self.children.len()
+    }
+
+    /// Starts worker processes (at least `setup.workers`, at most [`MAX_PER_WORKER`]
+    /// connections each) for connections `first..first + count`, spread over `addrs`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn add(
+        &mut self,
+        setup: &Setup,
+        kind: Kind,
+        proto: Proto,
+        addrs: &[SocketAddr],
+        first: usize,
+        count: usize,
+        groups: usize,
+    ) -> anyhow::Result<()> {
         let exe = std::env::current_exe()?;
-        let n = setup.workers.max(1).min(count.max(1));
+        let addr = *addrs.first().ok_or_else(|| anyhow!("no server address"))?;
+        let n = setup
+            .workers
+            .max(count.div_ceil(MAX_PER_WORKER))
+            .max(1)
+            .min(count.max(1));
         let sources: Vec<Ipv4Addr> = (0..setup.sources)
             .map(|i| Ipv4Addr::new(127, 0, 0, 2 + i as u8))
             .collect();
-        // Workers write a progress line every 250 ms; 1024 lines is far more than ever queue.
-        let (tx, events) = mpsc::channel(1024);
-        let mut children = Vec::new();
-        let mut stdins = Vec::new();
-        let mut first = 0;
+        let mut first = first;
         for w in 0..n {
             let share = count / n + usize::from(w < count % n);
             let spec = WorkerSpec {
-                kind: server.kind,
+                kind,
                 proto,
-                addr: server.ws,
+                addr,
+                addrs: if addrs.len() > 1 {
+                    addrs.to_vec()
+                } else {
+                    Vec::new()
+                },
                 first,
                 count: share,
                 sources: sources.clone(),
@@ -199,8 +248,10 @@ impl Workers {
                 .kill_on_drop(true)
                 .spawn()?;
             let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
-            stdins.push(child.stdin.take().ok_or_else(|| anyhow!("no stdin"))?);
-            let tx = tx.clone();
+            self.stdins
+                .push(child.stdin.take().ok_or_else(|| anyhow!("no stdin"))?);
+            let tx = self.tx.clone();
+            let w = self.children.len();
             tokio::spawn(async move {
                 let mut lines = BufReader::new(stdout).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
@@ -211,13 +262,9 @@ impl Workers {
                     }
                 }
             });
-            children.push(child);
+            self.children.push(child);
         }
-        Ok(Workers {
-            children,
-            stdins,
-            events,
-        })
+        Ok(())
     }
 
     async fn ramp(
@@ -226,9 +273,21 @@ impl Workers {
         requested: usize,
         server_pid: u32,
     ) -> anyhow::Result<Ramp> {
+        self.ramp_from(label, requested, &[server_pid], 0).await
+    }
+
+    /// Waits until the workers from number `from` on finished their ramp; samples the summed
+    /// RSS of `server_pids`.
+    pub(crate) async fn ramp_from(
+        &mut self,
+        label: &str,
+        requested: usize,
+        server_pids: &[u32],
+        from: usize,
+    ) -> anyhow::Result<Ramp> {
         let n = self.children.len();
         let mut progress = vec![(0u64, 0u64); n];
-        let mut done = vec![false; n];
+        let mut done: Vec<bool> = (0..n).map(|w| w < from).collect();
         let mut secs: f64 = 0.0;
         let mut handshake = Histogram::default();
         let mut errors = Vec::new();
@@ -261,7 +320,10 @@ impl Workers {
                 last_print = Instant::now();
                 let connected: u64 = progress.iter().map(|p| p.0).sum();
                 let failed: u64 = progress.iter().map(|p| p.1).sum();
-                let rss = rss_kib(server_pid).unwrap_or(0);
+                let rss: u64 = server_pids
+                    .iter()
+                    .map(|&pid| rss_kib(pid).unwrap_or(0))
+                    .sum();
                 rss_samples.push((connected, rss));
                 eprintln!(
                     "[{label}] {connected}/{requested} connected, {failed} failed, {:.0}/s, server RSS {:.1} MiB",
@@ -285,7 +347,8 @@ impl Workers {
         })
     }
 
-    async fn command(&mut self, line: &str) -> anyhow::Result<()> {
+    /// Sends `line` to every worker.
+    pub(crate) async fn command(&mut self, line: &str) -> anyhow::Result<()> {
         for stdin in &mut self.stdins {
             stdin.write_all(format!("{line}\n").as_bytes()).await?;
             stdin.flush().await?;
@@ -293,7 +356,8 @@ impl Workers {
         Ok(())
     }
 
-    async fn report(&mut self) -> anyhow::Result<PhaseReport> {
+    /// Asks every worker for its counts and merges them.
+    pub(crate) async fn report(&mut self) -> anyhow::Result<PhaseReport> {
         self.command("report").await?;
         let mut report = PhaseReport::default();
         let mut answered = 0;
@@ -308,9 +372,15 @@ impl Workers {
                 first_us,
                 last_us,
                 closed,
+                duplicates,
+                replays,
+                replay_last_us,
                 ..
             } = event
             {
+                report.duplicates += duplicates;
+                report.replays += replays;
+                report.replay_last_us = report.replay_last_us.max(replay_last_us);
                 answered += 1;
                 report.received += received;
                 report.latency.merge(&latency);
@@ -328,7 +398,8 @@ impl Workers {
         Ok(report)
     }
 
-    async fn quit(mut self) {
+    /// Stops the workers.
+    pub(crate) async fn quit(mut self) {
         let _ = self.command("quit").await;
         for mut child in self.children {
             if tokio::time::timeout(Duration::from_secs(10), child.wait())
@@ -342,13 +413,25 @@ impl Workers {
     }
 }
 
+/// The workers' merged counts.
 #[derive(Default)]
-struct PhaseReport {
-    received: u64,
-    latency: Histogram,
-    first_us: u64,
-    last_us: u64,
-    closed: u64,
+pub(crate) struct PhaseReport {
+    /// Messages of the phase received (each once per connection).
+    pub(crate) received: u64,
+    /// Their latency.
+    pub(crate) latency: Histogram,
+    /// First receive, µs since the epoch.
+    pub(crate) first_us: u64,
+    /// Last receive, µs since the epoch.
+    pub(crate) last_us: u64,
+    /// Connections closed.
+    pub(crate) closed: u64,
+    /// Messages received again by the same connection.
+    pub(crate) duplicates: u64,
+    /// Connections that got their inbox replay.
+    pub(crate) replays: u64,
+    /// Last replay receive, µs since the epoch.
+    pub(crate) replay_last_us: u64,
 }
 
 /// Scenario (a): ramp N authenticated connections and measure the server's memory.

@@ -5,9 +5,14 @@
 //! See `docs/benchmarks.md` for the scenarios, the commands and the numbers.
 
 pub mod client;
+pub mod cluster;
 pub mod coord;
+pub mod database;
 pub mod hist;
 pub mod plot;
+pub mod service;
+pub mod service_api;
+pub mod storm;
 pub mod sys;
 pub mod target;
 pub mod wire;

@@ -6,6 +6,16 @@ use serde::{Deserialize, Serialize};
 pub const HUB_PATH: &str = "/hubs/bench";
 /// The client method every published message invokes.
 pub const MSG_TARGET: &str = "Msg";
+/// The notification hub of the service (`signalbox serve`).
+pub const SERVICE_HUB_PATH: &str = "/hubs/notifications";
+/// The client method the service delivers notifications with.
+pub const NOTIFICATION_TARGET: &str = "Notification";
+/// The issuer the service expects on its own tokens (its default `auth.issuer`).
+pub const SERVICE_ISSUER: &str = "signalbox";
+/// The `typ` header the service requires on its own access tokens.
+pub const SERVICE_TOKEN_TYPE: &str = "at+jwt";
+/// Text of the notifications stored before a storm, delivered by the inbox replay.
+pub const REPLAY_MESSAGE: &str = "replay";
 
 /// A server under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -17,6 +27,9 @@ pub enum Kind {
     BareWs,
     /// `baselines/aiosignalr_server.py`: the Python aiosignalr server from PyPI.
     Aiosignalr,
+    /// `signalbox serve`: the notification service (storm and cluster scenarios only).
+    #[value(skip)]
+    Service,
 }
 
 impl Kind {
@@ -25,12 +38,22 @@ impl Kind {
         !matches!(self, Kind::BareWs)
     }
 
+    /// The hub path the generator connects to.
+    pub fn hub_path(self) -> &'static str {
+        if self == Kind::Service {
+            SERVICE_HUB_PATH
+        } else {
+            HUB_PATH
+        }
+    }
+
     /// Short label for tables and plots.
     pub fn label(self) -> &'static str {
         match self {
             Kind::Signalbox => "signalbox",
             Kind::BareWs => "bare-ws",
             Kind::Aiosignalr => "aiosignalr",
+            Kind::Service => "service",
         }
     }
 }
@@ -75,6 +98,40 @@ pub fn token(secret: &str, user: &str) -> anyhow::Result<String> {
         &claims,
         &key,
     )?)
+}
+
+/// An access token as the service (`signalbox serve`) issues them: HS256 with `typ: at+jwt`,
+/// its issuer, `sub` and `extra` claims (e.g. `role`, `permission`), valid for two hours.
+pub fn service_token(
+    secret: &str,
+    user: &str,
+    extra: &serde_json::Map<String, serde_json::Value>,
+) -> anyhow::Result<String> {
+    let now = crate::sys::now_us() / 1_000_000;
+    let mut claims = extra.clone();
+    claims.insert("sub".into(), user.into());
+    claims.insert("iss".into(), SERVICE_ISSUER.into());
+    claims.insert("iat".into(), now.into());
+    claims.insert("exp".into(), (now + 7200).into());
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes())?;
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.typ = Some(SERVICE_TOKEN_TYPE.to_owned());
+    Ok(jsonwebtoken::encode(&header, &claims, &key)?)
+}
+
+/// The text of a measured notification: `bench T PHASE SEQ` (T: publish time, µs since the
+/// Unix epoch).
+pub fn bench_message(t: u64, phase: u64, seq: u64) -> String {
+    format!("bench {t} {phase} {seq}")
+}
+
+/// `(t, phase, seq)` from a measured notification's text.
+pub fn parse_bench_message(text: &str) -> Option<(u64, u64, u64)> {
+    let mut parts = text.strip_prefix("bench ")?.split(' ');
+    let t = parts.next()?.parse().ok()?;
+    let phase = parts.next()?.parse().ok()?;
+    let seq = parts.next()?.parse().ok()?;
+    Some((t, phase, seq))
 }
 
 /// Body of `POST /broadcast`, `/group` and `/publish` on every target.

@@ -10,8 +10,10 @@ use anyhow::Context as _;
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use serde_json::{Value, json};
 use signalbox_bench::client::{WorkerSpec, run_worker};
+use signalbox_bench::cluster::{ClusterOptions, cluster, cluster_plots};
 use signalbox_bench::coord::{self, Fanout, FanoutResult, IdleResult, Setup};
 use signalbox_bench::plot::{Series, line_chart};
+use signalbox_bench::storm::{StormOptions, StormTarget, storm, storm_plots, storm_ratios};
 use signalbox_bench::wire::{Kind, Proto};
 
 #[derive(Parser)]
@@ -90,6 +92,74 @@ enum Cmd {
         #[arg(long, default_value_t = 5.0)]
         secs: f64,
     },
+    /// Connection storm on the service (`signalbox serve`, SQLite and PostgreSQL) with the
+    /// library as the reference: handshakes/s, time until presence reports everyone online and
+    /// until every inbox replay arrived, server CPU and memory.
+    Storm {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        service: ServiceArgs,
+        /// Connections.
+        #[arg(long, short = 'n', default_value_t = 10_000)]
+        connections: usize,
+        /// What to storm, side by side.
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "library,sqlite,postgres"
+        )]
+        against: Vec<StormTarget>,
+        /// Users given an unread notification before the storm (default: a tenth of them).
+        #[arg(long)]
+        replay_users: Option<usize>,
+        /// Longest wait for the server to become idle after the ramp, seconds.
+        #[arg(long, default_value_t = 30.0)]
+        settle_timeout: f64,
+        /// Directory for the SVG plot (online users over time).
+        #[arg(long)]
+        plots: Option<PathBuf>,
+    },
+    /// M service nodes on a backplane and one PostgreSQL database; connections raised in steps,
+    /// everyone notified at a fixed rate at each step: losses, duplicates, latency, per-node
+    /// memory and CPU.
+    Cluster {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        service: ServiceArgs,
+        /// Connections at the last step.
+        #[arg(long, short = 'n', default_value_t = 100_000)]
+        connections: usize,
+        /// Steps of equal size up to `--connections` (ignored with `--steps`).
+        #[arg(long, default_value_t = 5)]
+        step_count: usize,
+        /// Explicit connection counts per step, ascending.
+        #[arg(long, value_delimiter = ',')]
+        steps: Vec<usize>,
+        /// Nodes.
+        #[arg(long, default_value_t = 6)]
+        nodes: usize,
+        /// Node i listens on base-port + i.
+        #[arg(long, default_value_t = 39_100)]
+        base_port: u16,
+        /// The backplane.
+        #[arg(long, default_value = "nats://127.0.0.1:4222")]
+        backplane: String,
+        /// Broadcasts (`everyone: true`) per second.
+        #[arg(long, default_value_t = 1.0)]
+        rate: f64,
+        /// Seconds of broadcasting per step.
+        #[arg(long, default_value_t = 60.0)]
+        secs: f64,
+        /// Longest wait for deliveries after a step's broadcasts, seconds.
+        #[arg(long, default_value_t = 600.0)]
+        drain_timeout: f64,
+        /// Directory for the SVG plots (latency and RSS against connections).
+        #[arg(long)]
+        plots: Option<PathBuf>,
+    },
     /// Internal: one generator worker process (spawned by the others).
     #[command(hide = true)]
     Worker {
@@ -141,6 +211,33 @@ struct Common {
     /// Results file (default: stdout).
     #[arg(long, short)]
     out: Option<PathBuf>,
+}
+
+/// Where the service comes from and which database server it may use.
+#[derive(ClapArgs, Clone)]
+struct ServiceArgs {
+    /// The `signalbox` binary (default: `$CARGO_TARGET_DIR/release/signalbox`, else the debug
+    /// one, else next to this executable).
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+    /// PostgreSQL server URL; each run creates a fresh database there and drops it at the end.
+    #[arg(
+        long,
+        env = "BENCH_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    database_url: String,
+}
+
+impl ServiceArgs {
+    fn server_bin(&self) -> PathBuf {
+        let bin = self
+            .server_bin
+            .clone()
+            .unwrap_or_else(signalbox_bench::service::default_server_bin);
+        eprintln!("service binary: {}", bin.display());
+        bin
+    }
 }
 
 #[derive(ClapArgs, Clone)]
@@ -424,6 +521,89 @@ fn header() -> Value {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Cmd::Storm {
+            common,
+            service,
+            connections,
+            against,
+            replay_users,
+            settle_timeout,
+            plots,
+        } => {
+            let setup = common.setup()?;
+            let options = StormOptions {
+                server_bin: service.server_bin(),
+                database_url: service.database_url.clone(),
+                replay_users: replay_users.unwrap_or(connections / 10),
+                settle_timeout: std::time::Duration::from_secs_f64(settle_timeout),
+                proto: common.protocols.first().copied().unwrap_or(Proto::Json),
+            };
+            let mut out = header();
+            let mut results = Vec::new();
+            for target in against {
+                results.push(storm(&setup, &options, target, connections).await?);
+            }
+            out["ratios"] = storm_ratios(&results);
+            out["storm"] = serde_json::to_value(&results)?;
+            out["finished_loadavg"] = signalbox_bench::sys::machine()["loadavg"].clone();
+            if let Some(dir) = plots {
+                storm_plots(&dir, &results)?;
+            }
+            write_out(common.out.as_ref(), &out)
+        }
+        Cmd::Cluster {
+            common,
+            service,
+            connections,
+            step_count,
+            steps,
+            nodes,
+            base_port,
+            backplane,
+            rate,
+            secs,
+            drain_timeout,
+            plots,
+        } => {
+            let mut setup = common.setup()?;
+            // About 28,000 ephemeral ports per source address.
+            let sources = connections.div_ceil(25_000);
+            if setup.sources < sources {
+                eprintln!("using {sources} source addresses for {connections} connections");
+                setup.sources = sources;
+            }
+            let steps = if steps.is_empty() {
+                let k = step_count.max(1);
+                (1..=k).map(|i| connections * i / k).collect()
+            } else {
+                steps
+            };
+            let options = ClusterOptions {
+                server_bin: service.server_bin(),
+                database_url: service.database_url.clone(),
+                backplane,
+                nodes,
+                base_port,
+                steps,
+                rate,
+                secs,
+                drain_timeout: std::time::Duration::from_secs_f64(drain_timeout),
+                proto: common.protocols.first().copied().unwrap_or(Proto::Json),
+            };
+            let mut out = header();
+            let result = cluster(&setup, &options).await?;
+            out["finished_loadavg"] = signalbox_bench::sys::machine()["loadavg"].clone();
+            if let Some(dir) = plots {
+                cluster_plots(&dir, &result)?;
+            }
+            let error = result.error.clone();
+            out["cluster"] = serde_json::to_value(&result)?;
+            write_out(common.out.as_ref(), &out)?;
+            match error {
+                Some(e) => Err(anyhow::anyhow!("the cluster run stopped early: {e}")),
+                None => Ok(()),
+            }
+        }
         Cmd::Worker { spec } => {
             let spec: WorkerSpec = serde_json::from_str(&spec)?;
             run_worker(spec).await
