@@ -1,7 +1,8 @@
 //! signalbox-server: the notification service behind the `signalbox` binary.
 //!
 //! The service is laid out by feature; each feature folder owns its routes, its store (all of its
-//! SQL, as methods on [`db::Db`]) and its tests, and never reaches into another feature's store:
+//! SQL, as methods on [`db::Db`]) and its unit tests, and never reaches into another feature's
+//! store (`tests/layout.rs` checks); its integration tests are `tests/<feature>*.rs`:
 //!
 //! | feature | what |
 //! |---|---|
