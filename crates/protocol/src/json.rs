@@ -228,6 +228,17 @@ fn required_target(target: Option<String>) -> Result<String, DecodeError> {
         .ok_or(DecodeError::MissingProperty("target"))
 }
 
+/// Stream ids of an invocation; an empty id is refused, as the MessagePack decoder refuses it.
+fn stream_ids(ids: Option<Vec<String>>) -> Result<Vec<String>, DecodeError> {
+    let ids = ids.unwrap_or_default();
+    if ids.iter().any(String::is_empty) {
+        return Err(DecodeError::Invalid(
+            "Null or empty value in streamIds.".to_owned(),
+        ));
+    }
+    Ok(ids)
+}
+
 fn payloads(arguments: Option<Vec<Box<RawValue>>>) -> Result<Vec<Payload>, DecodeError> {
     let arguments = arguments.ok_or(DecodeError::MissingProperty("arguments"))?;
     Ok(arguments.into_iter().map(Payload::from).collect())
@@ -248,7 +259,7 @@ fn parse_record(record: &[u8]) -> Result<Option<HubMessage>, DecodeError> {
                 invocation_id: raw.invocation_id.filter(|id| !id.is_empty()),
                 target,
                 arguments,
-                stream_ids: raw.stream_ids.unwrap_or_default(),
+                stream_ids: stream_ids(raw.stream_ids)?,
             })
         }
         2 => {
@@ -287,7 +298,7 @@ fn parse_record(record: &[u8]) -> Result<Option<HubMessage>, DecodeError> {
                 invocation_id,
                 target,
                 arguments,
-                stream_ids: raw.stream_ids.unwrap_or_default(),
+                stream_ids: stream_ids(raw.stream_ids)?,
             })
         }
         5 => HubMessage::CancelInvocation(CancelInvocation {

@@ -43,3 +43,28 @@ fn lone_surrogate_escapes_are_kept_raw_but_do_not_type() {
     let message = Protocol::Json.decode(&mut buf, None).unwrap().unwrap();
     assert!(Protocol::MessagePack.encode_to_bytes(&message).is_err());
 }
+
+/// `json_decode`: an invocation with an empty stream id. The JSON decoder took it while the
+/// MessagePack decoder refuses it, so the same message decoded in one protocol and not in the
+/// other. Both refuse it now, with the same error.
+#[test]
+fn an_empty_stream_id_is_refused_by_both_protocols() {
+    let mut json = BytesMut::from(
+        &br#"{"type":1,"invocationId":"0","target":"Echo","arguments":[],"streamIds":["1","2",""]}"#[..],
+    );
+    json.extend_from_slice(b"\x1e");
+    let error = Protocol::Json.decode(&mut json, None).unwrap_err();
+    assert_eq!(error.to_string(), "Null or empty value in streamIds.");
+    let mut json = BytesMut::from(
+        &br#"{"type":4,"invocationId":"0","target":"Echo","arguments":[],"streamIds":[""]}"#[..],
+    );
+    json.extend_from_slice(b"\x1e");
+    assert!(Protocol::Json.decode(&mut json, None).is_err());
+
+    // The same invocation in MessagePack: [1, {}, "0", "Echo", [], ["1", "2", ""]].
+    let mut msgpack = BytesMut::from(&b"\x11\x96\x01\x80\xa10\xa4Echo\x90\x93\xa11\xa12\xa0"[..]);
+    let error = Protocol::MessagePack
+        .decode(&mut msgpack, None)
+        .unwrap_err();
+    assert_eq!(error.to_string(), "Null or empty value in streamIds.");
+}
