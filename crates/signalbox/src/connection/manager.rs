@@ -252,9 +252,16 @@ impl ConnectionManager {
                 drop(state);
                 Ok((entry, Attached::Again))
             }
+            // Stateful reconnect: a new socket takes over from the previous one, also when the
+            // server has not yet noticed that the previous one died (the client often notices
+            // first and reconnects at once); the previous socket is then cancelled, as ASP.NET
+            // Core cancels the previous transport.
             ConnectionState::Active(TransportType::WebSockets)
                 if transport == TransportType::WebSockets
-                    && entry.resumable.get().is_some_and(|r| r.is_parked()) =>
+                    && entry
+                        .resumable
+                        .get()
+                        .is_some_and(|r| r.is_parked() || r.is_enabled()) =>
             {
                 drop(state);
                 Ok((entry, Attached::Again))
