@@ -8,7 +8,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::setting::{Declared, Setting};
-use super::{LogFormat, PresenceBroadcast, SigningAlgorithm, azure, cluster, cors, limits, oidc, ops, storage};
+use super::{
+    LogFormat, PresenceBroadcast, SigningAlgorithm, azure, cluster, cors, limits, oidc, ops,
+    storage,
+};
 use crate::client_ip::IpBlock;
 
 pub(crate) static LISTEN: Setting<SocketAddr> = Setting::new(

@@ -15,8 +15,11 @@ use super::{Db, StoreError};
 pub const MAX_KEYS: usize = 512;
 
 /// The query: the values of the keys that have one (a key left out has none).
-pub type Lookup<V> =
-    Arc<dyn Fn(Db, Vec<String>) -> BoxFuture<'static, Result<HashMap<String, V>, StoreError>> + Send + Sync>;
+pub type Lookup<V> = Arc<
+    dyn Fn(Db, Vec<String>) -> BoxFuture<'static, Result<HashMap<String, V>, StoreError>>
+        + Send
+        + Sync,
+>;
 
 type Waiter<V> = (String, oneshot::Sender<Option<Option<V>>>);
 

@@ -217,7 +217,11 @@ impl Inbox {
     /// undelivered (asked together with the other connections coming up meanwhile). Exact: the
     /// question is asked after the connection was registered with presence, so a notification
     /// stored after the answer finds the user online and is delivered live.
-    pub async fn replay_on_connect(&self, hub: &HubContext, user: &str) -> Result<usize, StoreError> {
+    pub async fn replay_on_connect(
+        &self,
+        hub: &HubContext,
+        user: &str,
+    ) -> Result<usize, StoreError> {
         if self.undelivered.get(user).await?.is_none() {
             return Ok(0);
         }

@@ -540,12 +540,11 @@ impl Db {
 
     /// The first `limit` users online on any node, sorted.
     pub async fn online_users_first(&self, limit: i64) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT DISTINCT user_name FROM connections ORDER BY user_name LIMIT $1",
-        )
-        .bind(limit)
-        .fetch_all(self.pool())
-        .await?;
+        let rows =
+            sqlx::query("SELECT DISTINCT user_name FROM connections ORDER BY user_name LIMIT $1")
+                .bind(limit)
+                .fetch_all(self.pool())
+                .await?;
         rows.iter()
             .map(|r| r.try_get("user_name").map_err(StoreError::from))
             .collect()
