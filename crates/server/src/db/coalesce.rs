@@ -14,6 +14,9 @@ use super::{Db, StoreError};
 /// Most keys in one query.
 pub const MAX_KEYS: usize = 512;
 
+/// Most lookups waiting for a query; past it, callers wait for room.
+pub const QUEUE_LIMIT: usize = 16 * 1024;
+
 /// The query: the values of the keys that have one (a key left out has none).
 pub type Lookup<V> = Arc<
     dyn Fn(Db, Vec<String>) -> BoxFuture<'static, Result<HashMap<String, V>, StoreError>>
@@ -28,7 +31,7 @@ pub struct Coalescer<V> {
     db: Db,
     lookup: Lookup<V>,
     /// Started on first use (inside the runtime).
-    queue: OnceLock<mpsc::UnboundedSender<Waiter<V>>>,
+    queue: OnceLock<mpsc::Sender<Waiter<V>>>,
 }
 
 impl<V> std::fmt::Debug for Coalescer<V> {
@@ -47,9 +50,9 @@ impl<V: Clone + Send + 'static> Coalescer<V> {
         }
     }
 
-    fn queue(&self) -> &mpsc::UnboundedSender<Waiter<V>> {
+    fn queue(&self) -> &mpsc::Sender<Waiter<V>> {
         self.queue.get_or_init(|| {
-            let (tx, rx) = mpsc::unbounded_channel();
+            let (tx, rx) = mpsc::channel(QUEUE_LIMIT);
             tokio::spawn(run(self.db.clone(), self.lookup.clone(), rx));
             tx
         })
@@ -59,7 +62,7 @@ impl<V: Clone + Send + 'static> Coalescer<V> {
     /// up alone, so the error returned is this key's own.
     pub async fn get(&self, key: &str) -> Result<Option<V>, StoreError> {
         let (tx, rx) = oneshot::channel();
-        if self.queue().send((key.to_owned(), tx)).is_ok()
+        if self.queue().send((key.to_owned(), tx)).await.is_ok()
             && let Ok(Some(answer)) = rx.await
         {
             return Ok(answer);
@@ -73,7 +76,7 @@ impl<V: Clone + Send + 'static> Coalescer<V> {
 async fn run<V: Clone + Send + 'static>(
     db: Db,
     lookup: Lookup<V>,
-    mut rx: mpsc::UnboundedReceiver<Waiter<V>>,
+    mut rx: mpsc::Receiver<Waiter<V>>,
 ) {
     let mut batch: Vec<Waiter<V>> = Vec::with_capacity(MAX_KEYS);
     while let Some(first) = rx.recv().await {

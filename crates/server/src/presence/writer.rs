@@ -16,6 +16,9 @@ use crate::db::{Db, StoreError};
 /// Most changes in one transaction.
 pub const MAX_BATCH: usize = 512;
 
+/// Most changes waiting for the writer; past it, callers wait for room.
+pub const QUEUE_LIMIT: usize = 16 * 1024;
+
 /// What a change did: whether it was the user's edge, and the time stored for it (ms).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Applied {
@@ -31,7 +34,7 @@ type Queued = (Change, oneshot::Sender<Result<Applied, StoreError>>);
 #[derive(Debug)]
 pub struct Writer {
     db: Db,
-    queue: OnceLock<mpsc::UnboundedSender<Queued>>,
+    queue: OnceLock<mpsc::Sender<Queued>>,
 }
 
 impl Writer {
@@ -46,12 +49,12 @@ impl Writer {
     /// Queues `change` and waits until it is committed.
     pub async fn apply(&self, change: Change) -> Result<Applied, StoreError> {
         let queue = self.queue.get_or_init(|| {
-            let (tx, rx) = mpsc::unbounded_channel();
+            let (tx, rx) = mpsc::channel(QUEUE_LIMIT);
             tokio::spawn(run(self.db.clone(), rx));
             tx
         });
         let (tx, rx) = oneshot::channel();
-        match queue.send((change.clone(), tx)) {
+        match queue.send((change.clone(), tx)).await {
             // Without an answer (the writer stopped), apply it here: both changes are
             // idempotent.
             Ok(()) => match rx.await {
@@ -65,7 +68,7 @@ impl Writer {
 }
 
 /// Applies the queued changes in batches until every sender is gone.
-async fn run(db: Db, mut rx: mpsc::UnboundedReceiver<Queued>) {
+async fn run(db: Db, mut rx: mpsc::Receiver<Queued>) {
     let mut batch: Vec<Queued> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
         batch.push(first);
