@@ -107,6 +107,55 @@ describe('signalbox serve', () => {
     }
   });
 
+  test('PresenceChanged reaches the connections that watch', { timeout: 30_000 }, async () => {
+    const alice = await login('alice');
+    const backend = await login('backend');
+    const connect = (token) =>
+      new signalR.HubConnectionBuilder()
+        .withUrl(`${url}/hubs/notifications`, {
+          accessTokenFactory: () => token,
+          transport: signalR.HttpTransportType.WebSockets,
+        })
+        .configureLogging(signalR.LogLevel.Warning)
+        .build();
+    const watcher = connect(alice.access_token);
+    const bystander = connect(alice.access_token);
+    const seenByBystander = [];
+    bystander.on('PresenceChanged', (event) => seenByBystander.push(event));
+    await watcher.start();
+    await bystander.start();
+    const other = connect(backend.access_token);
+    try {
+      // Watching everyone answers who is online now.
+      assert.deepEqual(await watcher.invoke('WatchPresence', null), ['alice']);
+      const online = nextInvocations(watcher, 'PresenceChanged', 1, { timeoutMs: 10_000 });
+      await other.start();
+      const [[edge]] = await online;
+      assert.equal(edge.user, 'backend');
+      assert.equal(edge.online, true);
+      // A marker sent to the bystander after the edge went out: nothing came before it.
+      const marker = nextInvocations(bystander, 'Notification', 1, { timeoutMs: 10_000 });
+      const sent = await api('POST', '/api/notifications', {
+        token: backend.access_token,
+        body: { user: 'alice', message: 'marker' },
+      });
+      assert.equal(sent.status, 201, JSON.stringify(sent.body));
+      await marker;
+      assert.deepEqual(seenByBystander, []);
+      // Watching by name.
+      assert.deepEqual(await bystander.invoke('WatchPresence', ['backend', 'nobody']), ['backend']);
+      const offline = nextInvocations(bystander, 'PresenceChanged', 1, { timeoutMs: 10_000 });
+      await other.stop();
+      const [[gone]] = await offline;
+      assert.equal(gone.user, 'backend');
+      assert.equal(gone.online, false);
+    } finally {
+      await other.stop();
+      await bystander.stop();
+      await watcher.stop();
+    }
+  });
+
   test('the publish API refuses callers without the permission', async () => {
     const alice = await login('alice');
     const res = await api('POST', '/api/notifications', {

@@ -71,6 +71,27 @@ impl ServiceApi {
         Ok(response.json().await?)
     }
 
+    /// The node's connections fully set up (presence recorded, missed notifications
+    /// replayed): the gauge `signalbox_connections_ready` of `GET /metrics`.
+    pub async fn ready(&self) -> anyhow::Result<u64> {
+        let response = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .header("authorization", &self.auth)
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!("GET /metrics: {}", response.status());
+        }
+        let text = response.text().await?;
+        let value = text
+            .lines()
+            .find_map(|line| line.strip_prefix("signalbox_connections_ready "))
+            .ok_or_else(|| anyhow!("GET /metrics: no signalbox_connections_ready"))?;
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // a count
+        Ok(value.trim().parse::<f64>()? as u64)
+    }
+
     /// `POST /api/notifications` with `target` (`{"users": […]}`, `{"everyone": true}`, …).
     pub async fn publish(&self, mut target: Value, message: &str) -> anyhow::Result<()> {
         let body = target

@@ -1,7 +1,8 @@
 //! The connection storm: N authenticated clients connect as fast as the generator can, to the
 //! service (`signalbox serve` on SQLite or PostgreSQL) and to the library (`bench-target`) as
 //! the reference. Measured from the client side (handshakes/s) and from outside: the time until
-//! the service reports every user online, the time until every user with unread notifications
+//! the service reports every connection fully set up (presence recorded and missed
+//! notifications replayed: the gauge `signalbox_connections_ready` of `/metrics`), the time until every user with unread notifications
 //! got its replay, the server's CPU seconds during the ramp and until it is idle again, and its
 //! memory per connection.
 
@@ -57,14 +58,17 @@ pub struct StormResult {
     pub connections: usize,
     /// The ramp, from the client side (`connects_per_sec` = handshakes/s).
     pub ramp: Ramp,
-    /// Storm start to every connected user online in the service's presence (the library:
-    /// to the last handshake). `None`: never reached.
+    /// Storm start to every connection fully set up in the service (presence row written,
+    /// replay done; the library: to the last handshake). `None`: never reached.
     pub set_up_secs: Option<f64>,
     /// Connections fully set up per second (connected / `set_up_secs`).
     pub set_up_per_sec: Option<f64>,
-    /// Highest online count seen.
+    /// Highest count of connections set up seen.
     pub online_reached: u64,
-    /// (seconds since the storm started, users online) as polled.
+    /// Users online in the service's presence (`GET /api/admin/stats`) once every connection
+    /// was set up: equal to the connections when the presence edges are exact.
+    pub online_users_after: Option<u64>,
+    /// (seconds since the storm started, connections set up) as polled.
     pub online_samples: Vec<(f64, u64)>,
     /// Users that had an unread notification before the storm.
     pub replay_users: usize,
@@ -88,7 +92,7 @@ pub struct StormResult {
     pub closed: u64,
 }
 
-/// Polls `online` until it reaches `target` (or, once `stop` is set, nothing moved for 20 s
+/// Polls the connections set up until they reach `target` (or, once `stop` is set, nothing moved for 20 s
 /// and 3 answers);
 /// returns (samples, seconds when reached, CPU seconds of `pid` then).
 async fn watch_online(
@@ -103,16 +107,16 @@ async fn watch_online(
     // Answers since the count last moved (a request can take seconds during a storm).
     let mut unchanged = 0;
     loop {
-        if let Ok(online) = api.online().await {
+        if let Ok(ready) = api.ready().await {
             unchanged += 1;
             let t = started.elapsed().as_secs_f64();
-            samples.push((t, online.users));
+            samples.push((t, ready));
             let goal = target.load(Ordering::Relaxed);
-            if online.users >= goal && goal > 0 {
+            if ready >= goal && goal > 0 {
                 return (samples, Some((t, cpu_seconds(pid).unwrap_or(0.0))));
             }
-            if online.users != last.0 {
-                last = (online.users, Instant::now());
+            if ready != last.0 {
+                last = (ready, Instant::now());
                 unchanged = 0;
             }
         }
@@ -123,7 +127,7 @@ async fn watch_online(
         {
             return (samples, None);
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -205,6 +209,7 @@ async fn storm_library(
         set_up_secs: Some(set_up),
         set_up_per_sec: Some(ramp.connected as f64 / set_up.max(1e-6)),
         online_reached: ramp.connected,
+        online_users_after: None,
         online_samples: Vec::new(),
         replay_users: 0,
         replays_received: 0,
@@ -286,6 +291,7 @@ async fn storm_service(
         None => (None, cpu_seconds(node.pid).unwrap_or(0.0)),
     };
     let online_reached = online_samples.iter().map(|s| s.1).max().unwrap_or(0);
+    let online_users_after = api.online().await.ok().map(|o| o.users);
     // Replays: until every user with an unread notification got it, or nothing came for 10 s
     // (at most 2 minutes).
     let replay_wait = Instant::now();
@@ -317,6 +323,7 @@ async fn storm_service(
         set_up_per_sec: set_up_secs.map(|t| ramp.connected as f64 / t.max(1e-6)),
         set_up_secs,
         online_reached,
+        online_users_after,
         online_samples,
         replay_users,
         replays_received: report.replays,
@@ -338,13 +345,15 @@ async fn storm_service(
 fn print_result(r: &StormResult) {
     let opt = |v: Option<f64>| v.map_or_else(|| "never".to_owned(), |v| format!("{v:.2} s"));
     eprintln!(
-        "[storm {}] {} connected ({} failed) at {:.0} handshakes/s; all online after {} ({:.0}/s); {}/{} replays, last after {}; CPU {:.1} s ramp + {:.1} s settle ({:.1} s); {:.0} B/connection",
+        "[storm {}] {} connected ({} failed) at {:.0} handshakes/s; all set up after {} ({:.0}/s), {} users online; {}/{} replays, last after {}; CPU {:.1} s ramp + {:.1} s settle ({:.1} s); {:.0} B/connection",
         format!("{:?}", r.target).to_lowercase(),
         r.ramp.connected,
         r.ramp.failed,
         r.ramp.connects_per_sec,
         opt(r.set_up_secs),
         r.set_up_per_sec.unwrap_or(0.0),
+        r.online_users_after
+            .map_or_else(|| "—".to_owned(), |n| n.to_string()),
         r.replays_received,
         r.replay_users,
         opt(r.replay_complete_secs),
@@ -388,8 +397,8 @@ pub fn storm_ratios(results: &[StormResult]) -> serde_json::Value {
         .collect()
 }
 
-/// `bench-storm-online.svg` in `dir`: users online (as the service reports them) against time
-/// since the storm started, per service target.
+/// `bench-storm-online.svg` in `dir`: connections fully set up (as the service reports them)
+/// against time since the storm started, per service target.
 pub fn storm_plots(dir: &std::path::Path, results: &[StormResult]) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     let series: Vec<Series> = results
@@ -410,9 +419,9 @@ pub fn storm_plots(dir: &std::path::Path, results: &[StormResult]) -> anyhow::Re
     }
     line_chart(
         &dir.join("bench-storm-online.svg"),
-        "Connection storm: users online in the service's presence",
+        "Connection storm: connections fully set up in the service",
         "seconds since the storm started",
-        "users online",
+        "connections set up",
         &series,
     )
 }

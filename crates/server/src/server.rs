@@ -106,7 +106,7 @@ pub async fn build(config: Config) -> Result<Service, StartError> {
         None => None,
     };
 
-    let presence = Presence::new(db.clone(), config.node.clone());
+    let presence = Presence::new(db.clone(), config.node.clone(), config.presence.broadcast);
     let webhooks = crate::webhooks::Webhooks::new(db.clone(), &config.webhooks, &config.node)?;
     presence.attach_webhooks(webhooks.clone());
     let recovered = presence.recover().await?;

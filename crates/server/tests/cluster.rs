@@ -370,7 +370,10 @@ async fn every_target_exactly_once(bp: Bp) {
             .unwrap();
         assert_eq!(response.status(), 204);
     }
-    // Drop the PresenceChanged events of the connects above.
+    // Every client watches everyone's presence; drop the events of the connects above.
+    for client in &mut c {
+        client.invoke("WatchPresence", json!([null])).await.unwrap();
+    }
     for client in &mut c {
         client.collect("PresenceChanged", QUIET).await;
     }
@@ -442,6 +445,9 @@ async fn killed_node_users_go_offline(bp: Bp) {
     let mut grace = cluster.connect("grace", 1, 1).await;
     // erin on node2 only.
     let _erin = cluster.connect("erin", 2, 2).await;
+    for client in [&mut frank, &mut grace] {
+        client.invoke("WatchPresence", json!([null])).await.unwrap();
+    }
     frank.collect("PresenceChanged", QUIET).await;
     grace.collect("PresenceChanged", QUIET).await;
 

@@ -42,10 +42,13 @@ pub struct Stats {
     pub database: String,
     /// Connections open on this node.
     pub connections_here: usize,
+    /// Connections of this node fully set up (presence recorded, missed notifications
+    /// replayed).
+    pub connections_ready: usize,
     /// Connections recorded by presence, all nodes.
     pub connections_total: i64,
     /// How many users are online (all nodes).
-    pub online_count: usize,
+    pub online_count: i64,
     /// The first online users, sorted.
     pub online_users: Vec<String>,
     /// Groups with their member counts.
@@ -101,7 +104,10 @@ pub struct ConnectionInfo {
 
 /// `GET /api/admin/stats`.
 pub async fn stats(State(state): State<AppState>, _admin: Admin) -> Result<Json<Stats>, ApiError> {
-    let online = state.presence.online_users().await?;
+    let (online, online_count) = state
+        .presence
+        .online_summary(i64::try_from(ONLINE_LISTED).unwrap_or(i64::MAX))
+        .await?;
     let connections_total = state.presence.connection_total().await?;
     let groups = state
         .groups
@@ -131,8 +137,9 @@ pub async fn stats(State(state): State<AppState>, _admin: Admin) -> Result<Json<
         database: state.db.backend().to_string(),
         connections_here: state.hub.lifetime_manager().connection_count(),
         connections_total,
-        online_count: online.len(),
-        online_users: online.into_iter().take(ONLINE_LISTED).collect(),
+        connections_ready: state.presence.ready_count(),
+        online_count,
+        online_users: online,
         groups,
         totals,
         samples: state.metrics.samples(),

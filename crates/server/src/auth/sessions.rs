@@ -14,6 +14,7 @@ use signalbox::HubContext;
 
 use super::store::{AccountStatus, AuthEvent};
 use crate::clock::{duration_ms, now_ms};
+use crate::db::coalesce::Coalescer;
 use crate::db::{Db, StoreError};
 
 /// How often each node reads the events other processes wrote.
@@ -49,6 +50,8 @@ struct Tracked {
 #[derive(Debug)]
 struct Inner {
     db: Db,
+    /// Account checks of concurrent requests, answered by one query (never cached).
+    accounts: Coalescer<AccountStatus>,
     hub: OnceLock<HubContext>,
     // std mutex: never held across an await.
     local: Mutex<HashMap<String, Tracked>>,
@@ -65,6 +68,12 @@ impl Sessions {
     pub fn new(db: Db) -> Self {
         Self {
             inner: Arc::new(Inner {
+                accounts: Coalescer::new(
+                    db.clone(),
+                    Arc::new(|db: Db, names: Vec<String>| {
+                        Box::pin(async move { db.account_statuses(&names).await }) as _
+                    }),
+                ),
                 db,
                 hub: OnceLock::new(),
                 local: Mutex::new(HashMap::new()),
@@ -88,7 +97,13 @@ impl Sessions {
 
     /// Whether `user`'s sign-in (with session `session`, when the token names one) still stands.
     pub async fn check(&self, user: &str, session: Option<&str>) -> Result<(), SessionError> {
-        match self.inner.db.account_status(user).await? {
+        match self
+            .inner
+            .accounts
+            .get(user)
+            .await?
+            .unwrap_or(AccountStatus::Missing)
+        {
             AccountStatus::Missing => return Err(SessionError::UnknownUser),
             AccountStatus::Disabled => return Err(SessionError::Revoked),
             AccountStatus::Active => {}

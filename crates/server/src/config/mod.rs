@@ -14,6 +14,7 @@ mod env;
 mod limits;
 mod oidc;
 mod ops;
+mod presence;
 pub mod report;
 pub mod setting;
 pub mod settings;
@@ -33,6 +34,7 @@ pub use env::{OTHER_VARIABLES, UnknownVariable, report_unknown_env, unknown_vari
 pub use limits::RateLimitConfig;
 pub use oidc::{ClientSecret, OidcClientConfig, OidcConfig};
 pub use ops::{AdminConfig, LogConfig, LogFormat, MetricsConfig};
+pub use presence::{PresenceBroadcast, PresenceConfig};
 pub use storage::{DEFAULT_DATA_DIR, InboxConfig, default_database};
 pub use upstream::{
     UPSTREAM_INITIAL_BACKOFF, UPSTREAM_MAX_BACKOFF, UpstreamConfig, UpstreamTemplate,
@@ -119,6 +121,8 @@ pub struct Config {
     pub cors: CorsConfig,
     /// The durable inbox.
     pub inbox: InboxConfig,
+    /// Presence: who is told about users going online and offline.
+    pub presence: PresenceConfig,
     /// An external OpenID Connect issuer whose tokens are accepted.
     pub oidc: Option<OidcConfig>,
     /// The page's sign-in as a confidential client of that issuer (`oidc.client_secret`,
@@ -159,6 +163,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             cors: CorsConfig::declared(),
             inbox: InboxConfig::default(),
+            presence: PresenceConfig::default(),
             oidc: None,
             oidc_client: OidcClientConfig::default(),
             log: LogConfig::default(),
@@ -211,6 +216,7 @@ impl Config {
             auth: auth::resolve(values)?,
             cors: cors::resolve(values)?,
             inbox,
+            presence: presence::resolve(values)?,
             oidc,
             oidc_client,
             log,

@@ -8,7 +8,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::setting::{Declared, Setting};
-use super::{LogFormat, SigningAlgorithm, azure, cluster, cors, limits, oidc, ops, storage};
+use super::{
+    LogFormat, PresenceBroadcast, SigningAlgorithm, azure, cluster, cors, limits, oidc, ops,
+    storage,
+};
 use crate::client_ip::IpBlock;
 
 pub(crate) static LISTEN: Setting<SocketAddr> = Setting::new(
@@ -270,6 +273,13 @@ pub(crate) static INBOX_RETENTION: Setting<Duration> = Setting::new(
     "Notifications older than this are deleted (checked at start and hourly); expired refresh tokens are deleted at the same time.",
 )
     .default(Duration::from_secs(30 * 86_400));
+
+pub(crate) static PRESENCE_BROADCAST: Setting<PresenceBroadcast> = Setting::new(
+    "presence.broadcast",
+    "SIGNALBOX_PRESENCE_BROADCAST",
+    "Who receives `PresenceChanged` when a user goes online or offline: `watchers` (the connections that called `WatchPresence` for that user or for everyone), `all` (every connection of the hub; a storm of N users then costs N²/2 frames) or `off` (presence is recorded but not pushed).",
+)
+    .default(PresenceBroadcast::Watchers);
 
 pub(crate) static OIDC_ISSUER: Setting<String> = Setting::new(
     "oidc.issuer",
@@ -558,6 +568,7 @@ pub static SETTINGS: &[&dyn Declared] = &[
     &LOGIN_BACKOFF,
     &LOGIN_BACKOFF_MAX,
     &INBOX_RETENTION,
+    &PRESENCE_BROADCAST,
     &OIDC_ISSUER,
     &OIDC_DISCOVERY_URL,
     &OIDC_JWKS_URL,

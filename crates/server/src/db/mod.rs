@@ -2,6 +2,7 @@
 //! through sqlx's `Any` driver. Queries are written once, with `$n` placeholders, which both
 //! backends accept; timestamps are stored as milliseconds since the Unix epoch.
 
+pub mod coalesce;
 mod migrations;
 
 use std::fmt;

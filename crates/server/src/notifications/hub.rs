@@ -2,7 +2,9 @@
 //! user's group, is recorded by presence, and receives the notifications it missed.
 //!
 //! Server methods: `SendNotification(userId, message)` (needs the notify permission claim),
-//! `MarkRead(id)`, `GetOnlineUsers()`. Client methods: `Notification`, `PresenceChanged`.
+//! `MarkRead(id)`, `GetOnlineUsers()`, `WatchPresence(users | null)` (returns those of them
+//! online; `null`: everyone), `UnwatchPresence(users | null)`. Client methods: `Notification`,
+//! `PresenceChanged` (to watchers, see [`crate::presence::watch`]).
 
 use std::sync::Arc;
 
@@ -13,7 +15,7 @@ use crate::auth::accounts::Accounts;
 use crate::auth::identity::Authenticator;
 use crate::db::StoreError;
 use crate::notifications::inbox::{Inbox, MAX_MESSAGE_LENGTH, user_group};
-use crate::presence::Presence;
+use crate::presence::{Presence, PresenceError};
 
 /// Where the hub is mounted.
 pub const HUB_PATH: &str = "/hubs/notifications";
@@ -34,6 +36,13 @@ pub struct HubServices {
 fn internal(error: &StoreError) -> HubError {
     tracing::error!(%error, "storage failure in a hub method");
     HubError::internal(error.to_string())
+}
+
+fn presence_error(error: PresenceError) -> HubError {
+    match error {
+        PresenceError::Store(e) => internal(&e),
+        PresenceError::Watch(e) => HubError::new(e.to_string()),
+    }
 }
 
 /// The caller's local user, as recorded when it connected.
@@ -75,7 +84,9 @@ pub fn notifications_hub(
     let on_disconnect = services.clone();
     let send = services.clone();
     let mark = services.clone();
-    let online = services;
+    let online = services.clone();
+    let watch = services.clone();
+    let unwatch = services;
     let mut builder = Hub::builder("notifications");
     if let Some(lifetime) = scaling.lifetime {
         builder = builder.lifetime_manager(lifetime);
@@ -119,7 +130,12 @@ pub fn notifications_hub(
                     .connected(hub, caller.connection_id(), &user, user_agent)
                     .await
                     .map_err(|e| internal(&e))?;
-                let replayed = s.inbox.replay(hub, &user).await.map_err(|e| internal(&e))?;
+                let replayed = s
+                    .inbox
+                    .replay_on_connect(hub, &user)
+                    .await
+                    .map_err(|e| internal(&e))?;
+                s.presence.set_up(caller.connection_id());
                 tracing::debug!(%user, replayed, "connected");
                 Ok(())
             }
@@ -177,5 +193,29 @@ pub fn notifications_hub(
             let s = online.clone();
             async move { s.presence.online_users().await.map_err(|e| internal(&e)) }
         })
+        .method(
+            "WatchPresence",
+            move |caller: Caller, (users,): (Option<Vec<String>>,)| {
+                let s = watch.clone();
+                async move {
+                    s.presence
+                        .watch(caller.context(), caller.connection_id(), users.as_deref())
+                        .await
+                        .map_err(presence_error)
+                }
+            },
+        )
+        .method(
+            "UnwatchPresence",
+            move |caller: Caller, (users,): (Option<Vec<String>>,)| {
+                let s = unwatch.clone();
+                async move {
+                    s.presence
+                        .unwatch(caller.context(), caller.connection_id(), users.as_deref())
+                        .await
+                        .map_err(presence_error)
+                }
+            },
+        )
         .build()
 }

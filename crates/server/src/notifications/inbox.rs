@@ -9,6 +9,7 @@
 //! with connections on other nodes are left undelivered; when it is back, each node delivers the
 //! undelivered notifications of its users ([`Inbox::redeliver_local`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -19,6 +20,7 @@ use utoipa::ToSchema;
 use super::store::NotificationRow;
 use crate::clock::{duration_ms, now_ms, rfc3339};
 use crate::cluster::backplane::ClusterBackplane;
+use crate::db::coalesce::Coalescer;
 use crate::db::{Db, StoreError};
 use crate::presence::Presence;
 
@@ -99,15 +101,24 @@ pub struct Inbox {
     db: Db,
     presence: Presence,
     backplane: Option<ClusterBackplane>,
+    /// Which users have undelivered notifications, asked by many connects in one query.
+    undelivered: Arc<Coalescer<()>>,
 }
 
 impl Inbox {
     /// An inbox over `db`, delivering to the connections `presence` knows.
     pub fn new(db: Db, presence: Presence) -> Self {
+        let undelivered = Coalescer::new(
+            db.clone(),
+            Arc::new(|db: Db, users: Vec<String>| {
+                Box::pin(async move { db.undelivered_recipients(&users).await }) as _
+            }),
+        );
         Self {
             db,
             presence,
             backplane: None,
+            undelivered: Arc::new(undelivered),
         }
     }
 
@@ -200,6 +211,21 @@ impl Inbox {
             crate::ops::metrics::delivered(row.created_at, true);
         }
         Ok(rows.len())
+    }
+
+    /// [`Inbox::replay`] for a connection that just came up, skipped when `user` has nothing
+    /// undelivered (asked together with the other connections coming up meanwhile). Exact: the
+    /// question is asked after the connection was registered with presence, so a notification
+    /// stored after the answer finds the user online and is delivered live.
+    pub async fn replay_on_connect(
+        &self,
+        hub: &HubContext,
+        user: &str,
+    ) -> Result<usize, StoreError> {
+        if self.undelivered.get(user).await?.is_none() {
+            return Ok(0);
+        }
+        self.replay(hub, user).await
     }
 
     /// The newest notifications of `user` (at most `limit`), optionally only unread ones.

@@ -11,6 +11,7 @@
 //! |---|---|---|
 //! | `signalbox_notifications_published_total` | counter | — (one per stored recipient row) |
 //! | `signalbox_notification_delivery_seconds` | histogram | `path` = `live` or `replay` (from `created_at` to the send to the connections) |
+//! | `signalbox_connections_ready` | gauge | — (hub connections of this node with presence recorded and missed notifications replayed; see [`crate::presence`]) |
 //! | `signalbox_inbox_unread` | gauge | — (unread notifications in the database, all nodes; refreshed every 15 s) |
 //! | `signalbox_backplane_connected` | gauge | — (1 while connected; see [`backplane`]) |
 //! | `signalbox_backplane_lost_messages_total` | counter | — (envelopes that could not be published) |
@@ -175,6 +176,11 @@ pub fn register() {
         "From a notification's creation to its send to the recipient's connections"
     );
     metrics::describe_gauge!(INBOX_UNREAD, "Unread notifications in the database");
+    metrics::describe_gauge!(
+        crate::presence::CONNECTIONS_READY,
+        "Hub connections of this node with presence recorded and missed notifications replayed"
+    );
+    metrics::gauge!(crate::presence::CONNECTIONS_READY).increment(0.0);
     metrics::describe_counter!(
         backplane::LOST,
         "Backplane envelopes that could not be published"

@@ -1,13 +1,16 @@
 //! Presence: a user is online while at least one of their connections (tabs, devices) is live.
 //! Each connection has a row (connection id, user, node, connected_at, user agent); the user's
-//! `last_connected_at` / `last_disconnected_at` change, and `PresenceChanged` is pushed to every
-//! client, only on the offline→online and online→offline edges. With several nodes on one
-//! database each edge is decided in one transaction (see `store.rs`), so it is pushed once
-//! across the cluster; the connections of a dead node are removed by [`crate::cluster`]. The edges and
+//! `last_connected_at` / `last_disconnected_at` change, and `PresenceChanged` is pushed, only on
+//! the offline→online and online→offline edges, to the connections watching that user
+//! (`watch.rs`; or to every connection, or to none, as `presence.broadcast` says). With several
+//! nodes on one database each edge is decided in one transaction (see `store.rs`; concurrent
+//! changes share one, see `writer.rs`), so it is pushed once across the cluster; the connections of a dead node are removed by [`crate::cluster`]. The edges and
 //! the connections opening and closing are also recorded for the lifecycle webhooks
 //! ([`crate::webhooks`]), when they are on.
 
 pub mod store;
+pub mod watch;
+pub mod writer;
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -18,18 +21,26 @@ use signalbox::HubContext;
 use utoipa::ToSchema;
 
 use crate::clock::{now_ms, rfc3339};
+use crate::config::PresenceBroadcast;
 use crate::db::{Db, StoreError};
 
-pub use store::{ConnectionRow, Disconnect, PresenceRow};
+pub use store::{Change, ConnectionRow, Disconnect, PresenceRow};
+pub use watch::{WATCH_ALL_GROUP, WatchError, Watchers, watch_group};
+use writer::Writer;
 
 /// Client method that receives [`PresenceChanged`].
 pub const PRESENCE_CHANGED: &str = "PresenceChanged";
 
 /// Per-user serialisation stripes: connects and disconnects of one user run one at a time so
-/// edges are seen exactly once; different users rarely share a stripe.
-const STRIPES: usize = 64;
+/// edges are seen (and pushed) in order; different users rarely share a stripe, so thousands of
+/// users connecting at once can share the writer's transactions.
+const STRIPES: usize = 4096;
 
-/// Sent to every client when a user goes online or offline.
+/// Gauge: connections of this node fully set up (presence recorded, missed notifications
+/// replayed).
+pub const CONNECTIONS_READY: &str = "signalbox_connections_ready";
+
+/// Sent to the connections watching a user when the user goes online or offline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct PresenceChanged {
     /// The user.
@@ -44,6 +55,8 @@ pub struct PresenceChanged {
 struct LocalState {
     by_user: HashMap<String, HashSet<String>>,
     by_connection: HashMap<String, String>,
+    /// Connections whose set-up is complete.
+    ready: HashSet<String>,
 }
 
 /// Tracks the connections of this node and records presence in the database.
@@ -59,6 +72,12 @@ struct Inner {
     // std mutex: never held across an await.
     local: Mutex<LocalState>,
     stripes: Vec<tokio::sync::Mutex<()>>,
+    /// Applies connects and disconnects, many per transaction.
+    writer: Writer,
+    /// Who watches whose presence.
+    watchers: Watchers,
+    /// Who is told about edges.
+    broadcast: PresenceBroadcast,
     /// Told about every connection and presence edge (lifecycle webhooks).
     webhooks: OnceLock<crate::webhooks::Webhooks>,
 }
@@ -97,17 +116,79 @@ impl Presence {
             .await
     }
 
-    /// Presence for node `node` stored in `db`.
-    pub fn new(db: Db, node: impl Into<String>) -> Self {
+    /// The first `limit` users online on any node (sorted), and how many there are.
+    pub async fn online_summary(&self, limit: i64) -> Result<(Vec<String>, i64), StoreError> {
+        let first = self.inner.db.online_users_first(limit).await?;
+        let count = self.inner.db.online_count().await?;
+        Ok((first, count))
+    }
+
+    /// Presence for node `node` stored in `db`, pushing edges as `broadcast` says.
+    pub fn new(db: Db, node: impl Into<String>, broadcast: PresenceBroadcast) -> Self {
         Self {
             inner: Arc::new(Inner {
+                writer: Writer::new(db.clone()),
                 db,
                 node: node.into(),
                 local: Mutex::new(LocalState::default()),
                 stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+                watchers: Watchers::default(),
+                broadcast,
                 webhooks: OnceLock::new(),
             }),
         }
+    }
+
+    /// Who is told about edges.
+    pub fn broadcast_mode(&self) -> PresenceBroadcast {
+        self.inner.broadcast
+    }
+
+    /// Connection `connection_id` starts watching `users` (`None`: everyone). Returns those of
+    /// them online now (everyone online, sorted, for `None`): edges after this answer are pushed.
+    pub async fn watch(
+        &self,
+        hub: &HubContext,
+        connection_id: &str,
+        users: Option<&[String]>,
+    ) -> Result<Vec<String>, PresenceError> {
+        self.inner
+            .watchers
+            .watch(hub, self.inner.broadcast, connection_id, users)
+            .await?;
+        Ok(match users {
+            None => self.inner.db.online_users().await?,
+            Some(users) => self.inner.db.online_among(users).await?,
+        })
+    }
+
+    /// Connection `connection_id` stops watching `users` (`None`: anyone).
+    pub async fn unwatch(
+        &self,
+        hub: &HubContext,
+        connection_id: &str,
+        users: Option<&[String]>,
+    ) -> Result<(), PresenceError> {
+        Ok(self
+            .inner
+            .watchers
+            .unwatch(hub, connection_id, users)
+            .await?)
+    }
+
+    /// Marks a connection of this node fully set up (its presence recorded and its missed
+    /// notifications replayed); ignored if it already ended.
+    pub fn set_up(&self, connection_id: &str) {
+        let mut local = self.local();
+        if local.by_connection.contains_key(connection_id) {
+            local.ready.insert(connection_id.to_owned());
+        }
+        ready_gauge(local.ready.len());
+    }
+
+    /// How many connections of this node are fully set up.
+    pub fn ready_count(&self) -> usize {
+        self.local().ready.len()
     }
 
     /// Tells `webhooks` about connections and presence edges from now on (once; call before
@@ -197,18 +278,18 @@ impl Presence {
         user_agent: Option<String>,
     ) -> Result<(), StoreError> {
         let _serial = self.stripe(user).lock().await;
-        let now = now_ms();
-        let online = self
+        let applied = self
             .inner
-            .db
-            .connect_edge(&ConnectionRow {
+            .writer
+            .apply(Change::Connect(ConnectionRow {
                 connection_id: connection_id.to_owned(),
                 user_name: user.to_owned(),
                 node: self.inner.node.clone(),
-                connected_at: now,
+                connected_at: now_ms(),
                 user_agent,
-            })
+            }))
             .await?;
+        let (online, now) = (applied.edge, applied.at);
         {
             let mut local = self.local();
             local
@@ -228,7 +309,7 @@ impl Presence {
         }
         webhooks.connection_opened(user, connection_id, now).await;
         if online {
-            broadcast(hub, user, true, now).await;
+            self.broadcast(hub, user, true, now).await;
         }
         Ok(())
     }
@@ -240,6 +321,7 @@ impl Presence {
         hub: &HubContext,
         connection_id: &str,
     ) -> Result<(), StoreError> {
+        self.inner.watchers.forget(connection_id);
         let Some(user) = self.user_of(connection_id) else {
             return Ok(());
         };
@@ -247,6 +329,9 @@ impl Presence {
         {
             let mut local = self.local();
             local.by_connection.remove(connection_id);
+            if local.ready.remove(connection_id) {
+                ready_gauge(local.ready.len());
+            }
             if let Some(set) = local.by_user.get_mut(&user) {
                 set.remove(connection_id);
                 if set.is_empty() {
@@ -254,19 +339,22 @@ impl Presence {
                 }
             }
         }
-        let now = now_ms();
-        let offline = self
+        let applied = self
             .inner
-            .db
-            .disconnect_edge(&user, Disconnect::Connection(connection_id), now)
+            .writer
+            .apply(Change::Disconnect {
+                user: user.clone(),
+                connection_id: connection_id.to_owned(),
+            })
             .await?;
+        let (offline, now) = (applied.edge, applied.at);
         let webhooks = self.webhooks();
         if offline {
             webhooks.presence_changed(&user, now).await;
         }
         webhooks.connection_closed(&user, connection_id, now).await;
         if offline {
-            broadcast(hub, &user, false, now).await;
+            self.broadcast(hub, &user, false, now).await;
         }
         Ok(())
     }
@@ -291,7 +379,7 @@ impl Presence {
             if self.inner.db.connect_edge(&row).await? {
                 online += 1;
                 self.webhooks().presence_changed(&user, now).await;
-                broadcast(hub, &user, true, now).await;
+                self.broadcast(hub, &user, true, now).await;
             }
         }
         Ok(online)
@@ -308,7 +396,7 @@ impl Presence {
             .await?;
         if offline {
             self.webhooks().presence_changed(user, now).await;
-            broadcast(hub, user, false, now).await;
+            self.broadcast(hub, user, false, now).await;
         }
         Ok(offline)
     }
@@ -319,19 +407,45 @@ impl Presence {
         let mut local = self.local();
         local.by_user.clear();
         local.by_connection.clear();
+        local.ready.clear();
+        ready_gauge(0);
         drop(local);
         tracing::debug!(offline = users.len(), "presence rows of this node removed");
         Ok(())
     }
+    /// Pushes `PresenceChanged` to those `presence.broadcast` names.
+    async fn broadcast(&self, hub: &HubContext, user: &str, online: bool, at: i64) {
+        let clients = hub.clients();
+        let target = match self.inner.broadcast {
+            PresenceBroadcast::Off => return,
+            PresenceBroadcast::All => clients.all(),
+            PresenceBroadcast::Watchers => {
+                clients.groups([WATCH_ALL_GROUP.to_owned(), watch_group(user)])
+            }
+        };
+        let event = PresenceChanged {
+            user: user.to_owned(),
+            online,
+            at: rfc3339(at),
+        };
+        if let Err(error) = target.send(PRESENCE_CHANGED, (event,)).await {
+            tracing::warn!(%error, user, "cannot push PresenceChanged");
+        }
+    }
 }
 
-async fn broadcast(hub: &HubContext, user: &str, online: bool, at: i64) {
-    let event = PresenceChanged {
-        user: user.to_owned(),
-        online,
-        at: rfc3339(at),
-    };
-    if let Err(error) = hub.clients().all().send(PRESENCE_CHANGED, (event,)).await {
-        tracing::warn!(%error, user, "cannot push PresenceChanged");
-    }
+/// Why a watch request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PresenceError {
+    /// The request was refused.
+    #[error(transparent)]
+    Watch(#[from] WatchError),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[allow(clippy::cast_precision_loss)] // a gauge
+fn ready_gauge(ready: usize) {
+    metrics::gauge!(CONNECTIONS_READY).set(ready as f64);
 }

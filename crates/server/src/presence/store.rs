@@ -5,11 +5,19 @@
 //! Each edge transaction first locks the user's row (a no-op `UPDATE`, which both PostgreSQL and
 //! SQLite accept): the connects, disconnects and reaps of one user run one at a time across the
 //! cluster, and the count of the user's connections read afterwards is the truth.
+//!
+//! Connects and disconnects arriving together are applied in one transaction
+//! ([`Db::apply_presence_changes`], fed by [`super::writer`]): it locks the rows of all their
+//! users in name order (so two nodes' batches cannot deadlock), reads their connection counts,
+//! and plays the changes in the order they were queued, so each one still sees its own edge.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::db::{Db, StoreError};
+use crate::db::coalesce::placeholders;
+use crate::db::{Backend, Db, StoreError};
 
 /// Locks the row of user `$1` until the transaction ends.
 const LOCK_USER: &str = "UPDATE users SET last_connected_at = last_connected_at WHERE name = $1";
@@ -297,4 +305,248 @@ pub enum Disconnect<'a> {
     Connection(&'a str),
     /// Every connection of the user on a node.
     Node(&'a str),
+}
+
+/// One queued change of presence.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// A connection opened.
+    Connect(ConnectionRow),
+    /// A connection of `user` closed.
+    Disconnect {
+        /// The user.
+        user: String,
+        /// The connection.
+        connection_id: String,
+    },
+}
+
+impl Change {
+    fn user(&self) -> &str {
+        match self {
+            Change::Connect(row) => &row.user_name,
+            Change::Disconnect { user, .. } => user,
+        }
+    }
+
+    fn connection_id(&self) -> &str {
+        match self {
+            Change::Connect(row) => &row.connection_id,
+            Change::Disconnect { connection_id, .. } => connection_id,
+        }
+    }
+}
+
+/// Rows per multi-row `INSERT` (5 parameters each).
+const INSERT_ROWS: usize = 200;
+
+/// Several changes at once.
+impl Db {
+    /// Applies `changes` in one transaction, in order, stamping edges with `now`. Returns, for
+    /// each change, whether it was an edge (the user went online, or offline), exactly as
+    /// [`Db::connect_edge`] and [`Db::disconnect_edge`] would have one by one.
+    pub async fn apply_presence_changes(
+        &self,
+        changes: &[Change],
+        now: i64,
+    ) -> Result<Vec<bool>, StoreError> {
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let users: Vec<&str> = changes
+            .iter()
+            .map(Change::user)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let ids: Vec<&str> = changes
+            .iter()
+            .map(Change::connection_id)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let in_users = placeholders(1, users.len());
+        let mut tx = self.pool().begin().await?;
+        // The users' rows, locked in name order.
+        let lock = match self.backend() {
+            Backend::Postgres => format!(
+                "SELECT name FROM users WHERE name IN ({in_users}) ORDER BY name FOR UPDATE"
+            ),
+            // One writer at a time: the first write takes the database's write lock.
+            Backend::Sqlite => format!(
+                "UPDATE users SET last_connected_at = last_connected_at WHERE name IN ({in_users})"
+            ),
+        };
+        let mut query = sqlx::query(&lock);
+        for user in &users {
+            query = query.bind(*user);
+        }
+        query.execute(&mut *tx).await?;
+        let counts_sql = format!(
+            "SELECT user_name, COUNT(*) AS n FROM connections WHERE user_name IN ({in_users}) \
+             GROUP BY user_name"
+        );
+        let mut query = sqlx::query(&counts_sql);
+        for user in &users {
+            query = query.bind(*user);
+        }
+        let mut counts: HashMap<String, i64> = HashMap::new();
+        for row in query.fetch_all(&mut *tx).await? {
+            counts.insert(row.try_get("user_name")?, row.try_get("n")?);
+        }
+        let existing_sql = format!(
+            "SELECT connection_id FROM connections WHERE connection_id IN ({})",
+            placeholders(1, ids.len())
+        );
+        let mut query = sqlx::query(&existing_sql);
+        for id in &ids {
+            query = query.bind(*id);
+        }
+        let mut existing: HashSet<String> = HashSet::new();
+        for row in query.fetch_all(&mut *tx).await? {
+            existing.insert(row.try_get("connection_id")?);
+        }
+        let stored_before = existing.clone();
+
+        // Play the changes in order.
+        let mut edges = Vec::with_capacity(changes.len());
+        let mut inserted: HashMap<&str, &ConnectionRow> = HashMap::new();
+        let mut went_online: BTreeSet<&str> = BTreeSet::new();
+        let mut went_offline: BTreeSet<&str> = BTreeSet::new();
+        for change in changes {
+            let count = counts.entry(change.user().to_owned()).or_insert(0);
+            let edge = match change {
+                Change::Connect(row) => {
+                    if existing.insert(row.connection_id.clone()) {
+                        inserted.insert(&row.connection_id, row);
+                        *count += 1;
+                        *count == 1
+                    } else {
+                        false
+                    }
+                }
+                Change::Disconnect { connection_id, .. } => {
+                    if existing.remove(connection_id) {
+                        inserted.remove(connection_id.as_str());
+                        *count -= 1;
+                        *count == 0
+                    } else {
+                        false
+                    }
+                }
+            };
+            if edge {
+                match change {
+                    Change::Connect(_) => went_online.insert(change.user()),
+                    Change::Disconnect { .. } => went_offline.insert(change.user()),
+                };
+            }
+            edges.push(edge);
+        }
+
+        // The net effect.
+        let deleted: Vec<&str> = ids
+            .iter()
+            .copied()
+            .filter(|id| stored_before.contains(*id) && !existing.contains(*id))
+            .collect();
+        if !deleted.is_empty() {
+            let sql = format!(
+                "DELETE FROM connections WHERE connection_id IN ({})",
+                placeholders(1, deleted.len())
+            );
+            let mut query = sqlx::query(&sql);
+            for id in &deleted {
+                query = query.bind(*id);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        let rows: Vec<&ConnectionRow> = changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Connect(row) => inserted.get(row.connection_id.as_str()).copied(),
+                Change::Disconnect { .. } => None,
+            })
+            .collect();
+        for chunk in rows.chunks(INSERT_ROWS) {
+            let values = (0..chunk.len())
+                .map(|i| format!("({})", placeholders(i * 5 + 1, 5)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "INSERT INTO connections (connection_id, user_name, node, connected_at, user_agent) \
+                 VALUES {values} ON CONFLICT (connection_id) DO NOTHING"
+            );
+            let mut query = sqlx::query(&sql);
+            for row in chunk {
+                query = query
+                    .bind(&row.connection_id)
+                    .bind(&row.user_name)
+                    .bind(&row.node)
+                    .bind(row.connected_at)
+                    .bind(row.user_agent.as_deref());
+            }
+            query.execute(&mut *tx).await?;
+        }
+        for (column, users) in [
+            ("last_connected_at", &went_online),
+            ("last_disconnected_at", &went_offline),
+        ] {
+            if users.is_empty() {
+                continue;
+            }
+            let sql = format!(
+                "UPDATE users SET {column} = $1 WHERE name IN ({})",
+                placeholders(2, users.len())
+            );
+            let mut query = sqlx::query(&sql).bind(now);
+            for user in users {
+                query = query.bind(*user);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(edges)
+    }
+
+    /// Those of `users` with a live connection on any node.
+    pub async fn online_among(&self, users: &[String]) -> Result<Vec<String>, StoreError> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT DISTINCT user_name FROM connections WHERE user_name IN ({}) ORDER BY user_name",
+            placeholders(1, users.len())
+        );
+        let mut query = sqlx::query(&sql);
+        for user in users {
+            query = query.bind(user);
+        }
+        query
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(|r| r.try_get("user_name").map_err(StoreError::from))
+            .collect()
+    }
+
+    /// How many users have a live connection, on any node.
+    pub async fn online_count(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(DISTINCT user_name) AS n FROM connections")
+            .fetch_one(self.pool())
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// The first `limit` users online on any node, sorted.
+    pub async fn online_users_first(&self, limit: i64) -> Result<Vec<String>, StoreError> {
+        let rows =
+            sqlx::query("SELECT DISTINCT user_name FROM connections ORDER BY user_name LIMIT $1")
+                .bind(limit)
+                .fetch_all(self.pool())
+                .await?;
+        rows.iter()
+            .map(|r| r.try_get("user_name").map_err(StoreError::from))
+            .collect()
+    }
 }

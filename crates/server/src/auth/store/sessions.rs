@@ -83,6 +83,35 @@ impl Db {
         Ok(result.rows_affected())
     }
 
+    /// The status of each of `names` that exists (a missing one is left out).
+    pub async fn account_statuses(
+        &self,
+        names: &[String],
+    ) -> Result<std::collections::HashMap<String, AccountStatus>, StoreError> {
+        if names.is_empty() {
+            return Ok(std::collections::HashMap::new());
+        }
+        let sql = format!(
+            "SELECT name, disabled_at FROM users WHERE name IN ({})",
+            crate::db::coalesce::placeholders(1, names.len())
+        );
+        let mut query = sqlx::query(&sql);
+        for name in names {
+            query = query.bind(name);
+        }
+        let mut statuses = std::collections::HashMap::with_capacity(names.len());
+        for row in query.fetch_all(self.pool()).await? {
+            let disabled: Option<i64> = row.try_get("disabled_at")?;
+            let status = if disabled.is_some() {
+                AccountStatus::Disabled
+            } else {
+                AccountStatus::Active
+            };
+            statuses.insert(row.try_get("name")?, status);
+        }
+        Ok(statuses)
+    }
+
     /// Whether an account exists and is enabled.
     pub async fn account_status(&self, name: &str) -> Result<AccountStatus, StoreError> {
         let row = sqlx::query("SELECT disabled_at FROM users WHERE name = $1")

@@ -3,6 +3,7 @@
 
 mod notifications;
 mod outbox;
+mod undelivered;
 
 pub use notifications::NotificationRow;
 pub use outbox::{ListenError, PublishRequestRow, listen_publish_requests};

@@ -633,10 +633,18 @@
     // Events that arrive while the snapshot is on its way are applied after it.
     state.presenceBuffer = [];
     try {
-      const users = await connection.invoke('GetOnlineUsers');
+      // Watching everyone's presence answers who is online now; changes follow as
+      // PresenceChanged. A new connection (also after a reconnect) watches again.
+      const users = await connection.invoke('WatchPresence', null);
       state.online = new Set(users);
     } catch {
-      // Keep what we had.
+      // The server does not push presence (presence.broadcast = off): a snapshot only.
+      try {
+        const users = await connection.invoke('GetOnlineUsers');
+        state.online = new Set(users);
+      } catch {
+        // Keep what we had.
+      }
     }
     const buffered = state.presenceBuffer || [];
     state.presenceBuffer = null;
