@@ -8,6 +8,31 @@
 //! `user:NAME` group spans the cluster). While the backplane is down, notifications for users
 //! with connections on other nodes are left undelivered; when it is back, each node delivers the
 //! undelivered notifications of its users ([`Inbox::redeliver_local`]).
+//!
+//! ## Many recipients
+//!
+//! A notification to many users (`everyone`, a group, a long `users` list) costs a few
+//! statements, not a few per recipient:
+//!
+//! - **Storing**: the rows go in multi-row INSERTs of up to
+//!   [`INSERT_CHUNK`](super::store::INSERT_CHUNK) rows in one transaction; the values the rows
+//!   share (sender, message, time) are bound once per statement, each row adds its id and
+//!   recipient. The `Any` driver binds scalars only (no arrays, so no `unnest` on PostgreSQL);
+//!   multi-row VALUES work on both databases and stay far below SQLite's 32,766 parameters.
+//! - **Who to push to**: users connected to this node come from memory. Without a backplane
+//!   that is all. With a healthy backplane, users connected elsewhere are found by reading the
+//!   users online (presence's `connections` table) once for the whole notification, rather than
+//!   counting each user's connections; for a handful of recipients the per-user count is
+//!   cheaper and kept. While the backplane is down only local users are candidates, and each
+//!   is checked for connections elsewhere (degraded mode, bounded by this node's users).
+//! - **Claiming**: the rows to push are marked delivered with set-based UPDATEs (`id IN (…)`,
+//!   chunked, `RETURNING id`); only the ids this call claimed are pushed, so a replay racing
+//!   with it (a connection coming up) delivers each row once, whoever wins.
+//! - **Pushing**: each row has its own id, so each recipient gets its own message on their
+//!   `user:NAME` group; these pushes run concurrently. With a backplane that is one envelope per
+//!   recipient online. A single cluster-wide broadcast carrying every (user, id) pair was
+//!   considered and not chosen: each node would deserialise the whole list, and the
+//!   per-user group already reaches exactly the nodes with that user's connections.
 
 use std::collections::HashSet;
 use std::time::Duration;
