@@ -202,7 +202,10 @@ async fn measure(
         let t = now_us();
         let started = Instant::now();
         let result = api
-            .publish(json!({ "everyone": true }), &bench_message(t, 1, seq as u64))
+            .publish(
+                json!({ "everyone": true }),
+                &bench_message(t, 1, seq as u64),
+            )
             .await;
         request_secs += started.elapsed().as_secs_f64();
         request.record(now_us().saturating_sub(t));

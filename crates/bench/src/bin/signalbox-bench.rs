@@ -140,10 +140,20 @@ enum Cmd {
         #[arg(long, short = 'k', default_value_t = 3)]
         publishes: usize,
         /// Databases, side by side.
-        #[arg(long, value_enum, value_delimiter = ',', default_value = "sqlite,postgres")]
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "sqlite,postgres"
+        )]
         against: Vec<PublishTarget>,
         /// Recipients connected, offline, or both.
-        #[arg(long, value_enum, value_delimiter = ',', default_value = "online,offline")]
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "online,offline"
+        )]
         recipients: Vec<Recipients>,
         /// An earlier `signalbox` binary to run side by side as the baseline.
         #[arg(long)]

@@ -64,6 +64,11 @@ pub const INSERT_CHUNK: usize = 1000;
 /// Most ids one claiming UPDATE names (plus one bound value for the time).
 pub(crate) const CLAIM_CHUNK: usize = 1000;
 
+/// SQLite refuses statements with more bound parameters than this.
+const SQLITE_MAX_PARAMETERS: usize = 32_766;
+const _: () = assert!(7 * INSERT_CHUNK < SQLITE_MAX_PARAMETERS);
+const _: () = assert!(CLAIM_CHUNK < SQLITE_MAX_PARAMETERS);
+
 /// `$first, $first+1, …` (`count` placeholders).
 pub(crate) fn placeholders(first: usize, count: usize) -> String {
     let mut out = String::with_capacity(count * 7);
@@ -247,5 +252,53 @@ impl Db {
             .execute(self.pool())
             .await?;
         Ok(result.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str, recipient: &str, message: &str) -> NotificationRow {
+        NotificationRow {
+            id: id.to_owned(),
+            recipient: recipient.to_owned(),
+            sender: None,
+            message: message.to_owned(),
+            created_at: 1,
+            delivered_at: None,
+            read_at: None,
+        }
+    }
+
+    #[test]
+    fn placeholders_are_numbered_from_first() {
+        assert_eq!(placeholders(3, 3), "$3, $4, $5");
+        assert_eq!(placeholders(1, 0), "");
+    }
+
+    #[test]
+    fn rows_of_one_publish_bind_their_shared_values_once() {
+        assert_eq!(
+            insert_sql(2, true),
+            format!(
+                "INSERT INTO notifications ({COLUMNS}) VALUES \
+                 ($6, $7, $1, $2, $3, $4, $5), ($8, $9, $1, $2, $3, $4, $5)"
+            )
+        );
+        assert!(shares_body(&[row("a", "x", "m"), row("b", "y", "m")]));
+        assert!(!shares_body(&[row("a", "x", "m"), row("b", "y", "other")]));
+        assert!(!shares_body(&[]));
+    }
+
+    #[test]
+    fn other_rows_bind_seven_values_each() {
+        assert_eq!(
+            insert_sql(2, false),
+            format!(
+                "INSERT INTO notifications ({COLUMNS}) VALUES \
+                 ($1, $2, $3, $4, $5, $6, $7), ($8, $9, $10, $11, $12, $13, $14)"
+            )
+        );
     }
 }
