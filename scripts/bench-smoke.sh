@@ -28,6 +28,7 @@ common=(--targets "$targets" --protocols json,messagepack --workers 2 --sources 
 service=(--server-bin "$target_dir/debug/signalbox" --workers 2 --sources 2)
 "$bench" storm "${service[@]}" -n 200 --against library,sqlite --replay-users 20 \
   --settle-timeout 5 --out "$out/storm.json"
+"$bench" publish "${service[@]}" -n 300 -k 2 --against sqlite --out "$out/publish.json"
 "$bench" cluster "${service[@]}" --nodes 2 -n 400 --step-count 2 --rate 1 --secs 1 \
   --out "$out/cluster.json"
 
@@ -72,5 +73,8 @@ for s in cluster["steps"]:
     assert s["delivered"] == s["expected"] == s["connected"] and s["lost"] == 0, s
     assert s["duplicates"] == 0 and s["closed"] == 0 and s["latency"]["p99_ms"] > 0, s
     assert len(s["nodes"]) == 2 and all(n["rss_kib"] > 0 for n in s["nodes"]), s
+for r in json.load(open(os.path.join(d, "publish.json")))["publish"]:
+    assert r["published"] == 2 and r["rows_stored"] == 2 * 301 and r["lost"] == 0, r
+    assert r["duplicates"] == 0 and r["delivered"] == r["expected"] == 2 * r["connected"], r
 print("bench smoke: all scenarios OK")
 PY

@@ -10,6 +10,7 @@ pub mod coord;
 pub mod database;
 pub mod hist;
 pub mod plot;
+pub mod publish;
 pub mod service;
 pub mod service_api;
 pub mod storm;

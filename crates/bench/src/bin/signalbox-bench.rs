@@ -13,6 +13,9 @@ use signalbox_bench::client::{WorkerSpec, run_worker};
 use signalbox_bench::cluster::{ClusterOptions, cluster, cluster_plots};
 use signalbox_bench::coord::{self, Fanout, FanoutResult, IdleResult, Setup};
 use signalbox_bench::plot::{Series, line_chart};
+use signalbox_bench::publish::{
+    PublishOptions, PublishTarget, Recipients, publish, publish_ratios,
+};
 use signalbox_bench::storm::{StormOptions, StormTarget, storm, storm_plots, storm_ratios};
 use signalbox_bench::wire::{Kind, Proto};
 
@@ -120,6 +123,44 @@ enum Cmd {
         /// Directory for the SVG plot (online users over time).
         #[arg(long)]
         plots: Option<PathBuf>,
+    },
+    /// Publishing to everyone on the service (`signalbox serve`, SQLite and PostgreSQL): N
+    /// accounts all connected or all offline, K notifications with `everyone: true`; request
+    /// duration, inbox rows stored/s, deliveries/s, lost and duplicates, side by side with a
+    /// baseline binary if given.
+    Publish {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        service: ServiceArgs,
+        /// Accounts (and, online, connections).
+        #[arg(long, short = 'n', default_value_t = 10_000)]
+        connections: usize,
+        /// Notifications published per run.
+        #[arg(long, short = 'k', default_value_t = 3)]
+        publishes: usize,
+        /// Databases, side by side.
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "sqlite,postgres"
+        )]
+        against: Vec<PublishTarget>,
+        /// Recipients connected, offline, or both.
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "online,offline"
+        )]
+        recipients: Vec<Recipients>,
+        /// An earlier `signalbox` binary to run side by side as the baseline.
+        #[arg(long)]
+        baseline_bin: Option<PathBuf>,
+        /// Longest wait for more deliveries once nothing arrives, seconds.
+        #[arg(long, default_value_t = 10.0)]
+        drain_timeout: f64,
     },
     /// M service nodes on a backplane and one PostgreSQL database; connections raised in steps,
     /// everyone notified at a fixed rate at each step: losses, duplicates, latency, per-node
@@ -549,6 +590,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(dir) = plots {
                 storm_plots(&dir, &results)?;
             }
+            write_out(common.out.as_ref(), &out)
+        }
+        Cmd::Publish {
+            common,
+            service,
+            connections,
+            publishes,
+            against,
+            recipients,
+            baseline_bin,
+            drain_timeout,
+        } => {
+            let setup = common.setup()?;
+            let options = PublishOptions {
+                server_bin: service.server_bin(),
+                baseline_bin,
+                database_url: service.database_url.clone(),
+                publishes,
+                drain_timeout: std::time::Duration::from_secs_f64(drain_timeout),
+                proto: common.protocols.first().copied().unwrap_or(Proto::Json),
+            };
+            let mut out = header();
+            let runs = publish(&setup, &options, &against, &recipients, connections).await?;
+            out["ratios"] = publish_ratios(&runs);
+            out["publish"] = serde_json::to_value(&runs)?;
+            out["finished_loadavg"] = signalbox_bench::sys::machine()["loadavg"].clone();
             write_out(common.out.as_ref(), &out)
         }
         Cmd::Cluster {

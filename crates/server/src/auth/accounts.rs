@@ -130,6 +130,17 @@ impl Accounts {
         Ok(self.db.user(name).await?.is_some())
     }
 
+    /// Those of `names` that are not accounts, in the order given (one query for up to
+    /// 30,000 names).
+    pub async fn unknown(&self, names: &[String]) -> Result<Vec<String>, StoreError> {
+        let known = self.db.existing_user_names(names).await?;
+        Ok(names
+            .iter()
+            .filter(|name| !known.contains(name.as_str()))
+            .cloned()
+            .collect())
+    }
+
     /// The names of every account, sorted.
     pub async fn names(&self) -> Result<Vec<String>, StoreError> {
         self.db.user_names().await

@@ -8,9 +8,37 @@
 //! `user:NAME` group spans the cluster). While the backplane is down, notifications for users
 //! with connections on other nodes are left undelivered; when it is back, each node delivers the
 //! undelivered notifications of its users ([`Inbox::redeliver_local`]).
+//!
+//! ## Many recipients
+//!
+//! A notification to many users (`everyone`, a group, a long `users` list) costs a few
+//! statements, not a few per recipient:
+//!
+//! - **Storing**: the rows go in multi-row INSERTs of up to
+//!   [`INSERT_CHUNK`](super::store::INSERT_CHUNK) rows in one transaction; the values the rows
+//!   share (sender, message, time) are bound once per statement, each row adds its id and
+//!   recipient. The `Any` driver binds scalars only (no arrays, so no `unnest` on PostgreSQL);
+//!   multi-row VALUES work on both databases and stay far below SQLite's 32,766 parameters.
+//! - **Who to push to**: users connected to this node come from memory. Without a backplane
+//!   that is all. With a healthy backplane, users connected elsewhere are found by reading the
+//!   users online (presence's `connections` table) once for the whole notification, rather than
+//!   counting each user's connections; for a handful of recipients the per-user count is
+//!   cheaper and kept. While the backplane is down only local users are candidates, and each
+//!   is checked for connections elsewhere (degraded mode, bounded by this node's users).
+//! - **Claiming**: the rows to push are marked delivered with set-based UPDATEs (`id IN (…)`,
+//!   chunked, `RETURNING id`); only the ids this call claimed are pushed, so a replay racing
+//!   with it (a connection coming up) delivers each row once, whoever wins.
+//! - **Pushing**: each row has its own id, so each recipient gets its own message on their
+//!   `user:NAME` group; these pushes run concurrently. With a backplane that is one envelope per
+//!   recipient online. A single cluster-wide broadcast carrying every (user, id) pair was
+//!   considered and not chosen: each node would deserialise the whole list, and the
+//!   per-user group already reaches exactly the nodes with that user's connections.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
+
+use futures_util::StreamExt as _;
 
 use serde::Serialize;
 use signalbox::HubContext;
@@ -29,6 +57,13 @@ pub const NOTIFICATION: &str = "Notification";
 
 /// Longest accepted message, in bytes.
 pub const MAX_MESSAGE_LENGTH: usize = 16 * 1024;
+
+/// Up to this many recipients connected elsewhere are looked up one by one; more, and the
+/// users online anywhere are read once.
+const FEW_USERS: usize = 8;
+
+/// Pushes to distinct recipients in flight at once (each may wait for the backplane).
+const PUSH_CONCURRENCY: usize = 64;
 
 /// The SignalR group every connection of `user` joins.
 pub fn user_group(user: &str) -> String {
@@ -129,19 +164,39 @@ impl Inbox {
         self
     }
 
-    /// Whether a notification for `user` should be pushed now: the user is connected here, or
-    /// elsewhere and the backplane can reach them. While the backplane is down, a user also
-    /// connected to other nodes is left for [`Inbox::redeliver_local`], so that no connection
-    /// misses it.
-    async fn deliverable(&self, user: &str) -> Result<bool, StoreError> {
-        let here = self.presence.is_online_here(user);
+    /// Which of `users` a notification should be pushed to now: those connected here, and those
+    /// connected elsewhere if the backplane can reach them. While the backplane is down, a user
+    /// also connected to other nodes is left for [`Inbox::redeliver_local`], so that no
+    /// connection misses it. Asks the database at most once for many users (see the module doc).
+    async fn deliverable<'a>(&self, users: &[&'a str]) -> Result<HashSet<&'a str>, StoreError> {
+        let (here, elsewhere): (Vec<&'a str>, Vec<&'a str>) = users
+            .iter()
+            .partition(|user| self.presence.is_online_here(user));
         let Some(backplane) = &self.backplane else {
-            return Ok(here);
+            return Ok(here.into_iter().collect());
         };
+        let mut reachable: HashSet<&'a str> = HashSet::with_capacity(users.len());
         if backplane.is_healthy() {
-            return Ok(here || self.presence.connection_count(user).await? > 0);
+            reachable.extend(here);
+            if elsewhere.len() <= FEW_USERS {
+                for user in elsewhere {
+                    if self.presence.connection_count(user).await? > 0 {
+                        reachable.insert(user);
+                    }
+                }
+            } else {
+                let online: HashSet<String> =
+                    self.presence.online_users().await?.into_iter().collect();
+                reachable.extend(elsewhere.into_iter().filter(|u| online.contains(*u)));
+            }
+        } else {
+            for user in here {
+                if self.presence.remote_connection_count(user).await? == 0 {
+                    reachable.insert(user);
+                }
+            }
         }
-        Ok(here && self.presence.remote_connection_count(user).await? == 0)
+        Ok(reachable)
     }
 
     /// Delivers the undelivered notifications of every user connected to this node (after the
@@ -184,21 +239,43 @@ impl Inbox {
     }
 
     /// Delivers stored notifications to those of their recipients online (the second half of
-    /// [`Inbox::send`]; also used by [`crate::notifications::outbox`] after its own transaction stored them).
+    /// [`Inbox::send`]; also used by [`crate::notifications::outbox`] after its own transaction
+    /// stored them): finds the recipients to push to, claims their rows with set-based UPDATEs
+    /// and pushes each claimed row to its recipient's group, [`PUSH_CONCURRENCY`] at a time.
     pub(crate) async fn deliver(
         &self,
         hub: &HubContext,
         rows: &[NotificationRow],
     ) -> Result<(), StoreError> {
-        for row in rows {
-            // Offline (or unreachable): left for the replay when a connection comes up.
-            if self.deliverable(&row.recipient).await?
-                && self.db.claim_delivery(&row.id, now_ms()).await?
-            {
+        let users: Vec<&str> = rows.iter().map(|row| row.recipient.as_str()).collect();
+        // Offline (or unreachable): left for the replay when a connection comes up.
+        let reachable = self.deliverable(&users).await?;
+        let ids: Vec<&str> = rows
+            .iter()
+            .filter(|row| reachable.contains(row.recipient.as_str()))
+            .map(|row| row.id.as_str())
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let claimed = self
+            .db
+            .claim_deliveries(&ids, now_ms())
+            .instrument(tracing::info_span!(
+                "inbox claim",
+                otel.kind = "client",
+                db.operation.name = "update",
+                notifications = ids.len()
+            ))
+            .await?;
+        // A recipient has one row per notification, so the pushes of one call are to distinct
+        // users and may run concurrently without reordering anyone's notifications.
+        futures_util::stream::iter(rows.iter().filter(|row| claimed.contains(&row.id)))
+            .for_each_concurrent(PUSH_CONCURRENCY, |row| async move {
                 push(hub, &row.recipient, row).await;
                 crate::ops::metrics::delivered(row.created_at, false);
-            }
-        }
+            })
+            .await;
         Ok(())
     }
 

@@ -153,15 +153,18 @@ pub async fn publish(
             "name exactly one target: user, users, group or everyone".to_owned(),
         ));
     }
-    let recipients: Vec<String> = if let Some(user) = body.user {
-        vec![user]
+    // Recipients read from the users table (a group's members, every account) exist; those
+    // named by the caller are checked, all in one query.
+    let (recipients, named): (Vec<String>, bool) = if let Some(user) = body.user {
+        (vec![user], true)
     } else if let Some(users) = body.users {
         // Deduplicated, in a stable order.
-        users
+        let users: Vec<String> = users
             .into_iter()
             .collect::<BTreeSet<_>>()
             .into_iter()
-            .collect()
+            .collect();
+        (users, true)
     } else if let Some(group) = body.group {
         let members = groups.members(&group).await?;
         if members.is_empty() {
@@ -169,24 +172,21 @@ pub async fn publish(
                 "group '{group}' has no members"
             )));
         }
-        members
+        (members, false)
     } else {
-        accounts.names().await?
+        (accounts.names().await?, false)
     };
     if recipients.is_empty() {
         return Err(ApiError::BadRequest("no recipients".to_owned()));
     }
-    let mut unknown = Vec::new();
-    for user in &recipients {
-        if !accounts.exists(user).await? {
-            unknown.push(user.clone());
+    if named {
+        let unknown = accounts.unknown(&recipients).await?;
+        if !unknown.is_empty() {
+            return Err(ApiError::NotFound(format!(
+                "unknown user(s): {}",
+                unknown.join(", ")
+            )));
         }
-    }
-    if !unknown.is_empty() {
-        return Err(ApiError::NotFound(format!(
-            "unknown user(s): {}",
-            unknown.join(", ")
-        )));
     }
     let stored = inbox
         .send(&hub, Some(&caller.user), &recipients, &body.message)

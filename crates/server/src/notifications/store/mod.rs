@@ -5,5 +5,5 @@ mod notifications;
 mod outbox;
 mod undelivered;
 
-pub use notifications::NotificationRow;
+pub use notifications::{INSERT_CHUNK, NotificationRow};
 pub use outbox::{ListenError, PublishRequestRow, listen_publish_requests};

@@ -1,7 +1,10 @@
 //! The `notifications` table: the durable inbox, one row per recipient.
 
+use std::collections::HashSet;
+use std::fmt::Write as _;
+
 use sqlx::Row;
-use sqlx::any::AnyRow;
+use sqlx::any::{AnyArguments, AnyRow};
 
 use crate::db::{Db, StoreError};
 
@@ -54,6 +57,85 @@ pub(super) fn bind_row<'q>(
         .bind(row.read_at)
 }
 
+/// Most rows one INSERT stores. A chunk binds at most 7 values per row, 7,000 in all: well under
+/// SQLite's limit of 32,766 bound parameters per statement and PostgreSQL's 65,535.
+pub const INSERT_CHUNK: usize = 1000;
+
+/// Most ids one claiming UPDATE names (plus one bound value for the time).
+pub(crate) const CLAIM_CHUNK: usize = 1000;
+
+/// SQLite refuses statements with more bound parameters than this.
+const SQLITE_MAX_PARAMETERS: usize = 32_766;
+const _: () = assert!(7 * INSERT_CHUNK < SQLITE_MAX_PARAMETERS);
+const _: () = assert!(CLAIM_CHUNK < SQLITE_MAX_PARAMETERS);
+
+/// `$first, $first+1, …` (`count` placeholders).
+pub(crate) fn placeholders(first: usize, count: usize) -> String {
+    let mut out = String::with_capacity(count * 7);
+    for n in first..first + count {
+        if n > first {
+            out.push_str(", ");
+        }
+        let _ = write!(out, "${n}");
+    }
+    out
+}
+
+/// Whether the rows share every column but the id and the recipient (the rows of one publish).
+fn shares_body(rows: &[NotificationRow]) -> bool {
+    rows.first().is_some_and(|a| {
+        rows.iter().all(|b| {
+            a.sender == b.sender
+                && a.message == b.message
+                && a.created_at == b.created_at
+                && a.delivered_at == b.delivered_at
+                && a.read_at == b.read_at
+        })
+    })
+}
+
+/// The multi-row INSERT of `rows` rows. With a `shared` body, the values the rows share are
+/// bound once (`$1`…`$5`) and each row adds two (id, recipient), so that a long message is not
+/// sent once per recipient; otherwise each row binds its seven columns.
+fn insert_sql(rows: usize, shared: bool) -> String {
+    let mut sql = format!("INSERT INTO notifications ({COLUMNS}) VALUES ");
+    for i in 0..rows {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        if shared {
+            let n = 6 + 2 * i;
+            let _ = write!(sql, "(${n}, ${}, $1, $2, $3, $4, $5)", n + 1);
+        } else {
+            let _ = write!(sql, "({})", placeholders(1 + 7 * i, 7));
+        }
+    }
+    sql
+}
+
+/// Binds the values of [`insert_sql`]`(chunk.len(), shared)`.
+fn bind_chunk<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Any, AnyArguments<'q>>,
+    chunk: &'q [NotificationRow],
+    shared: bool,
+) -> sqlx::query::Query<'q, sqlx::Any, AnyArguments<'q>> {
+    match chunk.first() {
+        Some(first) if shared => {
+            query = query
+                .bind(first.sender.as_deref())
+                .bind(&first.message)
+                .bind(first.created_at)
+                .bind(first.delivered_at)
+                .bind(first.read_at);
+            for row in chunk {
+                query = query.bind(&row.id).bind(&row.recipient);
+            }
+            query
+        }
+        _ => chunk.iter().fold(query, bind_row),
+    }
+}
+
 impl Db {
     /// How many notifications are unread, all users together.
     pub async fn unread_total(&self) -> Result<i64, StoreError> {
@@ -63,30 +145,45 @@ impl Db {
         Ok(row.try_get("n")?)
     }
 
-    /// Stores notifications (all or none).
+    /// Stores notifications (all or none), in multi-row INSERTs of at most [`INSERT_CHUNK`] rows
+    /// inside one transaction.
     pub async fn insert_notifications(&self, rows: &[NotificationRow]) -> Result<(), StoreError> {
         let mut tx = self.pool().begin().await?;
-        for row in rows {
-            let sql = format!(
-                "INSERT INTO notifications ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-            );
-            bind_row(sqlx::query(&sql), row).execute(&mut *tx).await?;
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let shared = shares_body(chunk);
+            let sql = insert_sql(chunk.len(), shared);
+            bind_chunk(sqlx::query(&sql), chunk, shared)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())
     }
 
-    /// Marks one notification delivered unless it already is: `true` for the one caller that
-    /// claims it (and must then deliver it).
-    pub async fn claim_delivery(&self, id: &str, now: i64) -> Result<bool, StoreError> {
-        let result = sqlx::query(
-            "UPDATE notifications SET delivered_at = $2 WHERE id = $1 AND delivered_at IS NULL",
-        )
-        .bind(id)
-        .bind(now)
-        .execute(self.pool())
-        .await?;
-        Ok(result.rows_affected() == 1)
+    /// Marks the notifications `ids` delivered, those not delivered yet, with one UPDATE per
+    /// [`CLAIM_CHUNK`] ids. Returns the ids claimed: this caller must deliver exactly those
+    /// (whoever else raced for the others, a replay for instance, got them).
+    pub async fn claim_deliveries(
+        &self,
+        ids: &[&str],
+        now: i64,
+    ) -> Result<HashSet<String>, StoreError> {
+        let mut claimed = HashSet::with_capacity(ids.len());
+        for chunk in ids.chunks(CLAIM_CHUNK) {
+            let sql = format!(
+                "UPDATE notifications SET delivered_at = $1 \
+                 WHERE delivered_at IS NULL AND id IN ({}) RETURNING id",
+                placeholders(2, chunk.len())
+            );
+            let mut query = sqlx::query(&sql).bind(now);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            for row in query.fetch_all(self.pool()).await? {
+                claimed.insert(row.try_get::<String, _>("id")?);
+            }
+        }
+        Ok(claimed)
     }
 
     /// Claims every undelivered notification of a user, oldest first.
@@ -155,5 +252,53 @@ impl Db {
             .execute(self.pool())
             .await?;
         Ok(result.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str, recipient: &str, message: &str) -> NotificationRow {
+        NotificationRow {
+            id: id.to_owned(),
+            recipient: recipient.to_owned(),
+            sender: None,
+            message: message.to_owned(),
+            created_at: 1,
+            delivered_at: None,
+            read_at: None,
+        }
+    }
+
+    #[test]
+    fn placeholders_are_numbered_from_first() {
+        assert_eq!(placeholders(3, 3), "$3, $4, $5");
+        assert_eq!(placeholders(1, 0), "");
+    }
+
+    #[test]
+    fn rows_of_one_publish_bind_their_shared_values_once() {
+        assert_eq!(
+            insert_sql(2, true),
+            format!(
+                "INSERT INTO notifications ({COLUMNS}) VALUES \
+                 ($6, $7, $1, $2, $3, $4, $5), ($8, $9, $1, $2, $3, $4, $5)"
+            )
+        );
+        assert!(shares_body(&[row("a", "x", "m"), row("b", "y", "m")]));
+        assert!(!shares_body(&[row("a", "x", "m"), row("b", "y", "other")]));
+        assert!(!shares_body(&[]));
+    }
+
+    #[test]
+    fn other_rows_bind_seven_values_each() {
+        assert_eq!(
+            insert_sql(2, false),
+            format!(
+                "INSERT INTO notifications ({COLUMNS}) VALUES \
+                 ($1, $2, $3, $4, $5, $6, $7), ($8, $9, $10, $11, $12, $13, $14)"
+            )
+        );
     }
 }

@@ -2,13 +2,14 @@
 //! its own transaction with `signalbox_publish(...)`, waiting for a node to store them in the
 //! inbox. See [`crate::notifications::outbox`] and docs/transactional-publish.md.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use sqlx::Row;
 use sqlx::postgres::PgListener;
 
 use super::notifications::NotificationRow;
-use super::notifications::{COLUMNS, bind_row};
+use super::notifications::{COLUMNS, INSERT_CHUNK, bind_row, placeholders};
 use crate::db::{Db, StoreError, json_column};
 
 /// A publish request claimed by this node.
@@ -124,18 +125,27 @@ impl Db {
             tx.rollback().await?;
             return Ok(None);
         }
-        let mut stored = Vec::with_capacity(rows.len());
-        for row in rows {
+        // Multi-row inserts of the rows whose recipient still exists; RETURNING says which.
+        let mut inserted = HashSet::with_capacity(rows.len());
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let values = (0..chunk.len())
+                .map(|i| format!("({})", placeholders(1 + 7 * i, 7)))
+                .collect::<Vec<_>>()
+                .join(", ");
             let sql = format!(
                 "INSERT INTO notifications ({COLUMNS}) \
-                 SELECT $1, $2, $3, $4, $5, $6, $7 \
-                 WHERE EXISTS (SELECT 1 FROM users WHERE name = $2)"
+                 SELECT v.* FROM (VALUES {values}) AS v ({COLUMNS}) \
+                 WHERE EXISTS (SELECT 1 FROM users WHERE name = v.recipient) RETURNING id"
             );
-            let inserted = bind_row(sqlx::query(&sql), &row).execute(&mut *tx).await?;
-            if inserted.rows_affected() == 1 {
-                stored.push(row);
+            let query = chunk.iter().fold(sqlx::query(&sql), bind_row);
+            for row in query.fetch_all(&mut *tx).await? {
+                inserted.insert(row.try_get::<String, _>("id")?);
             }
         }
+        let stored: Vec<NotificationRow> = rows
+            .into_iter()
+            .filter(|row| inserted.contains(&row.id))
+            .collect();
         sqlx::query("UPDATE publish_requests SET done_at = now() WHERE id = $1::uuid")
             .bind(id)
             .execute(&mut *tx)
