@@ -223,7 +223,10 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_are_dropped() {
         let mut headers = HeaderMap::new();
-        headers.insert(CONNECTION, HeaderValue::from_static("keep-alive, x-private"));
+        headers.insert(
+            CONNECTION,
+            HeaderValue::from_static("keep-alive, x-private"),
+        );
         headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         headers.insert("x-private", HeaderValue::from_static("1"));
         headers.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
