@@ -76,6 +76,11 @@ const SPECIFIC: &[(i64, &str, Sql)] = &[
         "webhooks",
         Sql::Portable(include_str!("../../migrations/0008_webhooks.sql")),
     ),
+    (
+        9,
+        "node_address",
+        Sql::Portable(include_str!("../../migrations/0009_node_address.sql")),
+    ),
 ];
 
 /// Every migration for `backend`, oldest first.
