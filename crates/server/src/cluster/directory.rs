@@ -25,8 +25,9 @@ use crate::db::{Db, StoreError};
 pub fn advertised_url(configured: Option<&str>, bound: SocketAddr) -> Option<String> {
     match configured {
         Some(url) => Some(url.to_owned()),
-        None => (!bound.ip().is_unspecified() && bound.port() != 0)
-            .then(|| format!("http://{bound}")),
+        None => {
+            (!bound.ip().is_unspecified() && bound.port() != 0).then(|| format!("http://{bound}"))
+        }
     }
 }
 

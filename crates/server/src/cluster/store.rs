@@ -28,7 +28,11 @@ impl Db {
     }
 
     /// The recorded URL of `node`, if its heartbeat is at or after `cutoff` (ms).
-    pub async fn node_address(&self, node: &str, cutoff: i64) -> Result<Option<String>, StoreError> {
+    pub async fn node_address(
+        &self,
+        node: &str,
+        cutoff: i64,
+    ) -> Result<Option<String>, StoreError> {
         Ok(sqlx::query_scalar::<_, Option<String>>(
             "SELECT address FROM nodes WHERE node_id = $1 AND heartbeat_at >= $2",
         )

@@ -61,7 +61,10 @@ impl std::fmt::Debug for HubScaling {
         f.debug_struct("HubScaling")
             .field("scaled", &self.lifetime.is_some())
             .field("signed_tokens", &self.connection_token_secret.is_some())
-            .field("cluster_node", &self.cluster_node.as_ref().map(|node| &node.id))
+            .field(
+                "cluster_node",
+                &self.cluster_node.as_ref().map(|node| &node.id),
+            )
             .finish()
     }
 }
