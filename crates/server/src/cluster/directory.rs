@@ -131,6 +131,28 @@ pub async fn record(db: &Db, node: &str, url: &str) -> Result<(), StoreError> {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn live_nodes_are_found_at_their_recorded_address() {
+        let db = Db::open("sqlite::memory:").await.unwrap();
+        db.register_node("a", now_ms()).await.unwrap();
+        record(&db, "a", "http://10.0.0.7:8080").await.unwrap();
+        // Silent for a minute: dead.
+        db.register_node("b", now_ms() - 60_000).await.unwrap();
+        record(&db, "b", "http://10.0.0.8:8080").await.unwrap();
+        // Alive, but reachable nowhere.
+        db.register_node("c", now_ms()).await.unwrap();
+        let directory =
+            NodeAddresses::new(db.clone(), Duration::from_secs(15), Duration::from_secs(60));
+        let a: Uri = "http://10.0.0.7:8080".parse().unwrap();
+        assert_eq!(directory.resolve("a").await, Some(a.clone()));
+        assert_eq!(directory.resolve("b").await, None);
+        assert_eq!(directory.resolve("c").await, None);
+        assert_eq!(directory.resolve("d").await, None);
+        // Answers are cached: a node gone a moment ago is still found until the cache expires.
+        db.remove_node("a").await.unwrap();
+        assert_eq!(directory.resolve("a").await, Some(a));
+    }
+
     #[test]
     fn the_default_is_the_concrete_listen_address() {
         let bound: SocketAddr = "127.0.0.1:8080".parse().unwrap();
