@@ -126,7 +126,7 @@ async fn beat(services: &ClusterServices, node: &str) -> Result<(), StoreError> 
         node,
         "this node was taken for dead by the others; recording its connections again"
     );
-    register(&services, node, now).await?;
+    register(services, node, now).await?;
     let online = services.presence.reregister(&services.hub).await?;
     tracing::info!(online, "connections recorded again");
     Ok(())
