@@ -278,3 +278,55 @@ async fn an_unknown_or_unreachable_owner_is_an_unknown_connection() {
     // The owner itself still serves it.
     assert_eq!(http(cluster.a, "POST", &path, &[], b"y").await.status, 200);
 }
+
+#[tokio::test]
+async fn a_node_shutting_down_ends_the_event_streams_it_forwards() {
+    use signalbox::Hub;
+    let directory = Arc::new(Directory::default());
+    let hub = |node: &'static str| {
+        Hub::builder("chat")
+            .connection_options(
+                ConnectionOptions::default()
+                    .connection_token_secret(Arc::from(TOKEN_SECRET))
+                    .cluster_node(ClusterNode::new(node, directory.clone())),
+            )
+            .build()
+    };
+    let (hub_a, hub_b) = (hub("a"), hub("b"));
+    let context_b = hub_b.context();
+    let a = serve(Router::new().map_hub("/chat", hub_a)).await;
+    let b = serve(Router::new().map_hub("/chat", hub_b)).await;
+    directory.set("a", a);
+    directory.set("b", b);
+
+    let n = http(a, "POST", "/chat/negotiate?negotiateVersion=1", &[], b"").await;
+    let token = n.json()["connectionToken"].as_str().unwrap().to_owned();
+    let mut stream = tokio::net::TcpStream::connect(b).await.unwrap();
+    let request = format!(
+        "GET /chat?id={token} HTTP/1.1\r\nHost: {b}\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut received = Vec::new();
+    read_until(&mut stream, &mut received, ":\r\n").await;
+
+    // b stops: the stream it passes through from a ends, and the client is free to reconnect.
+    context_b.shutdown(Duration::from_secs(5)).await;
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(common::EVENTUALLY, stream.read(&mut buf))
+            .await
+            .expect("the forwarded stream to end when its node shuts down")
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+    }
+    // The connection on a ended with it.
+    common::eventually("the connection to end on a", || async {
+        http(a, "POST", &format!("/chat?id={token}"), &[], b"{}\x1e")
+            .await
+            .status
+            == 404
+    })
+    .await;
+}

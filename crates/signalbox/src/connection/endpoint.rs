@@ -89,7 +89,7 @@ where
         &settings.options.cluster_node,
         &settings.options.connection_token_secret,
     ) {
-        (Some(node), Some(_)) => Some(Forwarder::new(node.clone())),
+        (Some(node), Some(_)) => Some(Forwarder::new(node.clone(), settings.shutdown.clone())),
         _ => None,
     };
     let endpoint = Arc::new(Endpoint {

@@ -20,7 +20,9 @@
 //! - the hop carries [`FORWARDED`] (this node's id), and a request carrying it is never forwarded
 //!   again: a node that does not hold the connection answers 404;
 //! - an owner that is unknown, unreachable within [`CONNECT_TIMEOUT`], or that does not answer in
-//!   time is answered 404 like an unknown connection, which makes the client reconnect.
+//!   time is answered 404 like an unknown connection, which makes the client reconnect;
+//! - when this node shuts down, the answers it is streaming through end (as its own connections
+//!   close), so an event stream passing through does not hold up the shutdown.
 //!
 //! Tokens and query strings are never logged.
 
@@ -29,6 +31,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt as _;
 use http::header::{
     CONNECTION, CONTENT_TYPE, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
     TRANSFER_ENCODING, UPGRADE,
@@ -37,6 +40,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use tokio_util::sync::CancellationToken;
 
 use super::ClusterNode;
 
@@ -83,16 +87,23 @@ pub(crate) enum ForwardError {
 pub(crate) struct Forwarder {
     node: ClusterNode,
     client: Client<HttpConnector, Body>,
+    /// Cancelled when this node shuts down: the answers being streamed through end.
+    shutdown: CancellationToken,
 }
 
 impl Forwarder {
-    /// A forwarder for `node`, with a pool of connections to the other nodes.
-    pub(crate) fn new(node: ClusterNode) -> Self {
+    /// A forwarder for `node`, with a pool of connections to the other nodes; the answers it
+    /// streams through end when `shutdown` is cancelled.
+    pub(crate) fn new(node: ClusterNode, shutdown: CancellationToken) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new()).build(connector);
-        Self { node, client }
+        Self {
+            node,
+            client,
+            shutdown,
+        }
     }
 
     /// This node's id.
@@ -151,7 +162,10 @@ impl Forwarder {
             .map_err(|_| ForwardError::Timeout(response_timeout))??;
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(parts, Body::new(body)))
+        let body = Body::new(body)
+            .into_data_stream()
+            .take_until(self.shutdown.clone().cancelled_owned());
+        Ok(Response::from_parts(parts, Body::from_stream(body)))
     }
 }
 
