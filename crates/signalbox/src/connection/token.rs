@@ -7,7 +7,9 @@
 //! where `{owner}` is the base64url id of the node that negotiated (node ids may contain dots).
 //! Tokens without an owner (`{id}.{issued at}.{mac}`, signed by nodes of earlier versions, or by
 //! nodes that have no id configured) are still accepted: a WebSocket is adopted as before, and
-//! the other transports are served only by the node that holds the connection.
+//! the other transports are served only by the node that holds the connection. Nodes of earlier
+//! versions refuse tokens that name an owner (404: the client negotiates again), which a rolling
+//! upgrade meets at most once per connection.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
