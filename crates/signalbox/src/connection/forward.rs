@@ -121,14 +121,20 @@ impl Forwarder {
         let method = request.method().clone();
         match self.try_forward(owner, request, response_timeout).await {
             Ok(response) => {
+                crate::metrics::forwarded("forwarded");
                 tracing::debug!(target: "signalbox::transport", node = owner, %method, status = %response.status(), "request forwarded to the node holding the connection");
                 response
             }
             Err(ForwardError::UnknownNode) => {
+                crate::metrics::forwarded("unknown_node");
                 tracing::debug!(target: "signalbox::transport", node = owner, %method, "the node holding the connection is unknown");
                 not_found()
             }
             Err(error) => {
+                crate::metrics::forwarded(match &error {
+                    ForwardError::Timeout(_) => "timeout",
+                    _ => "unreachable",
+                });
                 tracing::warn!(target: "signalbox::transport", node = owner, %method, %error, "cannot forward a request to the node holding the connection");
                 not_found()
             }
