@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue, Method, header};
-use signalbox::{HubRouterExt, Policy};
+use signalbox::{ClusterNode, HubRouterExt, Policy};
 use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::trace::TraceLayer;
@@ -21,6 +21,7 @@ use crate::auth::sessions::Sessions;
 use crate::auth::tokens::{TokenError, TokenService};
 use crate::client_ip::TrustedProxies;
 use crate::cluster::backplane::ClusterBackplane;
+use crate::cluster::directory::{AdvertisedUrl, NodeAddresses, advertised_url};
 use crate::cluster::{Cluster, ClusterServices};
 use crate::config::{Config, ConfigError, CorsConfig};
 use crate::db::{Db, StoreError};
@@ -71,6 +72,8 @@ pub struct Service {
     /// Removes expired group memberships of serverless hubs.
     azure_purge: Option<tokio::task::JoinHandle<()>>,
     cluster: Cluster,
+    /// The URL at which the other nodes reach this one, once known.
+    address: AdvertisedUrl,
     sampler: tokio::task::JoinHandle<()>,
     session_watch: tokio::task::JoinHandle<()>,
     outbox: Option<crate::notifications::outbox::Outbox>,
@@ -126,6 +129,15 @@ pub async fn build(config: Config) -> Result<Service, StartError> {
         config.auth.permission_claim.clone(),
         [config.auth.notify_permission.clone()],
     );
+    // Where the other nodes are, for requests of connections they hold.
+    let cluster_node = ClusterNode::new(
+        config.node.as_str(),
+        Arc::new(NodeAddresses::new(
+            db.clone(),
+            config.cluster.node_timeout,
+            config.cluster.heartbeat_interval,
+        )),
+    );
     let hub = notifications_hub(
         identity.clone(),
         notify.clone(),
@@ -138,10 +150,15 @@ pub async fn build(config: Config) -> Result<Service, StartError> {
         HubScaling {
             lifetime: backplane.as_ref().map(ClusterBackplane::lifetime_manager),
             connection_token_secret: config.connection_token_secret.clone(),
+            cluster_node: Some(cluster_node.clone()),
         },
     );
     sessions.attach_hub(hub.context());
     let session_watch = sessions.spawn_watch();
+    let address = AdvertisedUrl::new(advertised_url(
+        config.cluster.advertise_url.as_deref(),
+        config.listen,
+    ));
     let cluster = Cluster::start(
         ClusterServices {
             db: db.clone(),
@@ -149,6 +166,7 @@ pub async fn build(config: Config) -> Result<Service, StartError> {
             inbox: inbox.clone(),
             hub: hub.context(),
             backplane: backplane.clone(),
+            address: address.clone(),
         },
         &config.cluster,
     )
@@ -171,7 +189,7 @@ pub async fn build(config: Config) -> Result<Service, StartError> {
         readiness.register(crate::ops::health::BackplaneCheck(backplane.clone()));
     }
     // Azure SignalR Service compatibility, when access keys are configured.
-    let azure = crate::azure::Azure::new(&config, &db, backplane.clone());
+    let azure = crate::azure::Azure::new(&config, &db, backplane.clone(), Some(cluster_node));
     if let (Some(azure), Some(backplane)) = (&azure, &backplane) {
         // Existence checks, member lists and closes by scope ask the other nodes.
         let cluster = crate::azure::cluster::AzureCluster::start(
@@ -253,6 +271,7 @@ pub async fn build(config: Config) -> Result<Service, StartError> {
         refresh_purge,
         azure_purge,
         cluster,
+        address,
         sampler,
         session_watch,
         outbox,
@@ -306,6 +325,28 @@ impl Service {
         self.router.clone()
     }
 
+    /// Records the URL at which the other nodes reach this one, now that the bound address is
+    /// known (`http://{bound}` unless `cluster.advertise_url` says otherwise).
+    async fn advertise(&self, bound: SocketAddr) {
+        let config = &self.state.config;
+        if let Some(url) = advertised_url(None, bound)
+            && self.address.set_if_unknown(url.clone())
+            && let Err(error) =
+                crate::cluster::directory::record(&self.state.db, &config.node, &url).await
+        {
+            tracing::warn!(%error, "cannot record this node's address");
+        }
+        match self.address.get() {
+            Some(url) => tracing::debug!(%url, "the other nodes reach this one at this address"),
+            None if config.backplane.is_some() => tracing::warn!(
+                "cluster.advertise_url is not set and the listen address is not concrete: \
+                 Server-Sent Events and long-polling requests for this node's connections that \
+                 reach other nodes cannot be forwarded here (they need sticky sessions)"
+            ),
+            None => {}
+        }
+    }
+
     /// Serves on `listener` until `shutdown` resolves (with each request's TCP peer known, for
     /// the per-IP rate limits). Then the hub closes its connections
     /// (clients are told they may reconnect; presence records them offline), and the rows this
@@ -315,6 +356,9 @@ impl Service {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        if let Ok(bound) = listener.local_addr() {
+            self.advertise(bound).await;
+        }
         let hub = self.state.hub.clone();
         let azure = self.state.azure.clone();
         let signal = async move {

@@ -48,7 +48,9 @@ pub mod trace;
 pub use auth::{
     AuthRequest, Authenticated, Authenticator, JwtAuth, Policy, Principal, SharedAuthenticator,
 };
-pub use connection::{ConnectionEndpoint, HttpRequestInfo, RawConnection, redact_query};
+pub use connection::{
+    ClusterNode, ConnectionEndpoint, HttpRequestInfo, NodeDirectory, RawConnection, redact_query,
+};
 pub use context::HubContext;
 pub use hub::{Caller, Hub, HubBuilder, HubError, InvocationReply, UnknownInvocation};
 pub use lifetime::{

@@ -21,6 +21,7 @@
 //! | `signalbox_backplane_envelopes_rejected_total` | counter | `reason` (`unknown_version`, `malformed`) |
 //! | `signalbox_backplane_envelopes_in_flight` | gauge | — (received envelopes being handled) |
 //! | `signalbox_backplane_envelopes_waited_total` | counter | — (times the receive loop waited for a free slot) |
+//! | `signalbox_forwarded_requests_total` | counter | `outcome` (`forwarded`, `unknown_node`, `unreachable`, `timeout`) |
 //!
 //! Call [`register`] once the recorder is installed and [`register_hub`] for each hub, so every
 //! series is exported from the start: counters at 0 and the connection gauges at their current
@@ -73,6 +74,14 @@ pub const BACKPLANE_ENVELOPES_IN_FLIGHT: &str = "signalbox_backplane_envelopes_i
 /// Times a [`crate::ScaledLifetimeManager`]'s receive loop found every handling slot taken and
 /// stopped reading from the backplane until one was free.
 pub const BACKPLANE_ENVELOPES_WAITED: &str = "signalbox_backplane_envelopes_waited_total";
+/// Requests of Server-Sent Events and long polling for connections held by another node, passed
+/// on to that node, by outcome ([`FORWARD_OUTCOMES`]).
+pub const FORWARDED_REQUESTS: &str = "signalbox_forwarded_requests_total";
+
+/// Every `outcome` label of [`FORWARDED_REQUESTS`]: the owner answered (`forwarded`, whatever its
+/// status), or the request was answered 404 because the owner is unknown to the node directory
+/// (`unknown_node`), could not be reached (`unreachable`) or did not answer in time (`timeout`).
+pub const FORWARD_OUTCOMES: &[&str] = &["forwarded", "unknown_node", "unreachable", "timeout"];
 
 /// The `reason` label of [`BACKPLANE_ENVELOPES_REJECTED`] for an envelope whose version byte this
 /// node does not read.
@@ -138,6 +147,9 @@ pub fn register() {
     }
     metrics::gauge!(BACKPLANE_ENVELOPES_IN_FLIGHT).increment(0.0);
     metrics::counter!(BACKPLANE_ENVELOPES_WAITED).increment(0);
+    for outcome in FORWARD_OUTCOMES {
+        metrics::counter!(FORWARDED_REQUESTS, "outcome" => *outcome).increment(0);
+    }
 }
 
 /// Registers the series of one hub: [`CONNECTIONS`] (at its current value) and [`CONNECTS`] for
@@ -213,6 +225,10 @@ fn describe() {
         "Negotiate requests answered with a connection"
     );
     metrics::describe_counter!(AUTH_FAILURES, "Refused bearer tokens, by reason");
+    metrics::describe_counter!(
+        FORWARDED_REQUESTS,
+        "Requests for connections of other nodes passed on to them, by outcome"
+    );
     metrics::describe_counter!(INVOCATIONS, "Hub invocations, by outcome");
     metrics::describe_histogram!(
         INVOCATION_DURATION,
@@ -298,6 +314,10 @@ pub(crate) fn disconnected(
     metrics::gauge!(CONNECTIONS, &labels).decrement(1.0);
     metrics::counter!(DISCONNECTS, "hub" => hub.to_owned(), "reason" => reason.label())
         .increment(1);
+}
+
+pub(crate) fn forwarded(outcome: &'static str) {
+    metrics::counter!(FORWARDED_REQUESTS, "outcome" => outcome).increment(1);
 }
 
 pub(crate) fn negotiated() {

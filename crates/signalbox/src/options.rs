@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use signalbox_protocol::{Protocol, TransportType};
 
+use crate::connection::ClusterNode;
 use crate::hub::RateLimit;
 
 /// Per-hub options (ASP.NET Core `HubOptions`): start from [`HubOptions::default`] and change
@@ -202,10 +203,18 @@ pub struct ConnectionOptions {
     /// with version 0 cannot be refreshed. Defaults to `false`.
     pub enable_authentication_refresh: bool,
     /// A secret shared by every node of a cluster. With it, connection tokens are signed and
-    /// self-describing, so a WebSocket may connect to any node, not only the one that negotiated
-    /// (no sticky sessions for WebSockets; SSE and long polling still need them). Tokens are
-    /// accepted on other nodes for `disconnect_timeout` after negotiate. Defaults to `None`.
+    /// self-describing, so a WebSocket may connect to any node, not only the one that negotiated.
+    /// A WebSocket's token is accepted on other nodes for `disconnect_timeout` after negotiate.
+    /// With [`cluster_node`](Self::cluster_node) set too, Server-Sent Events and long polling need
+    /// no sticky sessions either. Defaults to `None`.
     pub connection_token_secret: Option<Arc<[u8]>>,
+    /// This node and where the others are. With
+    /// [`connection_token_secret`](Self::connection_token_secret), tokens name the node that
+    /// negotiated, and the requests of Server-Sent Events and long polling (the event stream, each
+    /// poll, each send, the closing `DELETE`) that reach another node are forwarded to it over
+    /// HTTP, so a load balancer may spread them over the nodes. Defaults to `None`: such requests
+    /// must reach the negotiating node (sticky sessions).
+    pub cluster_node: Option<ClusterNode>,
 }
 
 impl Default for ConnectionOptions {
@@ -229,6 +238,7 @@ impl Default for ConnectionOptions {
             close_on_authentication_expiration: false,
             enable_authentication_refresh: false,
             connection_token_secret: None,
+            cluster_node: None,
         }
     }
 }
@@ -322,6 +332,12 @@ impl ConnectionOptions {
         connection_token_secret: impl Into<Option<Arc<[u8]>>>,
     ) -> Self {
         self.connection_token_secret = connection_token_secret.into();
+        self
+    }
+
+    /// Sets [`cluster_node`](Self::cluster_node): this node and the directory of the others.
+    pub fn cluster_node(mut self, cluster_node: impl Into<Option<ClusterNode>>) -> Self {
+        self.cluster_node = cluster_node.into();
         self
     }
 }

@@ -219,6 +219,9 @@ pub struct AzureHubServices {
     pub channel_prefix: String,
     /// The secret connection tokens are signed with, so a WebSocket may reach any node.
     pub connection_token_secret: Option<String>,
+    /// This node and where the others are, so requests of Server-Sent Events and long polling
+    /// may reach any node too (forwarded to the one holding the connection).
+    pub cluster_node: Option<signalbox::ClusterNode>,
 }
 
 impl std::fmt::Debug for AzureHubServices {
@@ -347,7 +350,8 @@ fn build_hub(name: &str, services: &AzureHubServices, lifetime: Lifetime) -> Azu
                         .connection_token_secret
                         .as_ref()
                         .map(|secret| Arc::from(secret.as_bytes())),
-                ),
+                )
+                .cluster_node(services.cluster_node.clone()),
         )
         .authentication(ClientTokens {
             keys: services.keys.clone(),

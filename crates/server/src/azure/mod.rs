@@ -61,8 +61,14 @@ impl std::fmt::Debug for Azure {
 
 impl Azure {
     /// The services, when access keys are configured (`None` otherwise: Azure compatibility is
-    /// off). With a backplane, each hub's messages travel over it.
-    pub fn new(config: &Config, db: &Db, backplane: Option<ClusterBackplane>) -> Option<Self> {
+    /// off). With a backplane, each hub's messages travel over it; with `cluster_node`, requests
+    /// for connections of other nodes are forwarded to them.
+    pub fn new(
+        config: &Config,
+        db: &Db,
+        backplane: Option<ClusterBackplane>,
+        cluster_node: Option<signalbox::ClusterNode>,
+    ) -> Option<Self> {
         if !config.azure.is_enabled() {
             return None;
         }
@@ -77,6 +83,7 @@ impl Azure {
             backplane,
             channel_prefix: config.cluster.channel_prefix.clone(),
             connection_token_secret: config.connection_token_secret.clone(),
+            cluster_node,
         });
         let directory = directory::Directory::new(hubs.clone(), store.clone());
         Some(Self {

@@ -16,6 +16,7 @@
 //! node timeout.
 
 pub mod backplane;
+pub mod directory;
 pub mod store;
 
 use std::time::Duration;
@@ -24,6 +25,7 @@ use signalbox::HubContext;
 
 use crate::clock::{duration_ms, now_ms};
 use crate::cluster::backplane::ClusterBackplane;
+use crate::cluster::directory::AdvertisedUrl;
 use crate::config::ClusterConfig;
 use crate::db::{Db, StoreError};
 
@@ -56,6 +58,8 @@ pub struct ClusterServices {
     pub hub: HubContext,
     /// The backplane, if any.
     pub backplane: Option<ClusterBackplane>,
+    /// The URL at which the other nodes reach this one, once known.
+    pub address: AdvertisedUrl,
 }
 
 impl Cluster {
@@ -66,7 +70,7 @@ impl Cluster {
         config: &ClusterConfig,
     ) -> Result<Self, StoreError> {
         let node = services.presence.node().to_owned();
-        services.db.register_node(&node, now_ms()).await?;
+        register(&services, &node, now_ms()).await?;
         let mut tasks = vec![tokio::spawn(heartbeats(
             services.clone(),
             config.heartbeat_interval,
@@ -122,9 +126,18 @@ async fn beat(services: &ClusterServices, node: &str) -> Result<(), StoreError> 
         node,
         "this node was taken for dead by the others; recording its connections again"
     );
-    services.db.register_node(node, now).await?;
+    register(services, node, now).await?;
     let online = services.presence.reregister(&services.hub).await?;
     tracing::info!(online, "connections recorded again");
+    Ok(())
+}
+
+/// Records this node's row, with its address when known.
+async fn register(services: &ClusterServices, node: &str, now: i64) -> Result<(), StoreError> {
+    services.db.register_node(node, now).await?;
+    if let Some(address) = services.address.get() {
+        directory::record(&services.db, node, &address).await?;
+    }
     Ok(())
 }
 

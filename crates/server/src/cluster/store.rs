@@ -17,6 +17,32 @@ impl Db {
         Ok(())
     }
 
+    /// Records the URL at which the other nodes reach `node`.
+    pub async fn set_node_address(&self, node: &str, address: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE nodes SET address = $2 WHERE node_id = $1")
+            .bind(node)
+            .bind(address)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// The recorded URL of `node`, if its heartbeat is at or after `cutoff` (ms).
+    pub async fn node_address(
+        &self,
+        node: &str,
+        cutoff: i64,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar::<_, Option<String>>(
+            "SELECT address FROM nodes WHERE node_id = $1 AND heartbeat_at >= $2",
+        )
+        .bind(node)
+        .bind(cutoff)
+        .fetch_optional(self.pool())
+        .await?
+        .flatten())
+    }
+
     /// Refreshes this node's heartbeat; `false` if its row is gone (another node declared it
     /// dead and removed its connections).
     pub async fn heartbeat(&self, node: &str, now: i64) -> Result<bool, StoreError> {

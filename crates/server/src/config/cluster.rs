@@ -18,6 +18,10 @@ pub struct ClusterConfig {
     /// Prefix of the backplane's channels; clusters sharing one Redis or NATS server need
     /// different prefixes. Default `signalbox`.
     pub channel_prefix: String,
+    /// The base URL at which the other nodes reach this one, to forward requests of Server-Sent
+    /// Events and long polling. `None`: `http://LISTEN` once bound, when that is a concrete
+    /// address (see `crate::cluster::directory::advertised_url`).
+    pub advertise_url: Option<String>,
 }
 
 impl Default for ClusterConfig {
@@ -26,6 +30,7 @@ impl Default for ClusterConfig {
             heartbeat_interval: s::HEARTBEAT_INTERVAL.fallback(),
             node_timeout: s::NODE_TIMEOUT.fallback(),
             channel_prefix: s::CHANNEL_PREFIX.fallback(),
+            advertise_url: None,
         }
     }
 }
@@ -126,6 +131,25 @@ pub(super) fn check_channel_prefix(prefix: &String) -> Result<(), String> {
     Ok(())
 }
 
+#[allow(
+    clippy::ptr_arg,
+    reason = "a rule takes a reference to its setting's type"
+)]
+pub(super) fn check_advertise_url(url: &String) -> Result<(), String> {
+    let url = url.trim();
+    let valid = url
+        .strip_prefix("http://")
+        .filter(|rest| !rest.is_empty() && !rest.starts_with('/') && !rest.contains(['?', '#']))
+        .is_some_and(|_| url.parse::<http::Uri>().is_ok());
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "{url:?} is not an http:// URL such as http://10.0.0.7:8080"
+        ))
+    }
+}
+
 /// The node id, the backplane, the connection token secret and the heartbeat settings.
 pub(super) fn resolve(
     values: &Values,
@@ -145,6 +169,9 @@ pub(super) fn resolve(
         heartbeat_interval: values.value(&s::HEARTBEAT_INTERVAL)?,
         node_timeout: values.value(&s::NODE_TIMEOUT)?,
         channel_prefix: values.value(&s::CHANNEL_PREFIX)?.trim().to_owned(),
+        advertise_url: values
+            .get(&s::ADVERTISE_URL)?
+            .map(|url| url.trim().trim_end_matches('/').to_owned()),
     };
     if cluster.node_timeout < cluster.heartbeat_interval * 2 {
         return Err(s::NODE_TIMEOUT.invalid(format!(

@@ -103,6 +103,15 @@ pub(crate) static CHANNEL_PREFIX: Setting<String> = Setting::new(
     .default("signalbox")
     .check(cluster::check_channel_prefix);
 
+pub(crate) static ADVERTISE_URL: Setting<String> = Setting::new(
+    "cluster.advertise_url",
+    "SIGNALBOX_ADVERTISE_URL",
+    "The `http://HOST:PORT` at which the other nodes reach this one (recorded with its heartbeat). A request of Server-Sent Events or long polling that reaches a node other than the one holding its connection is forwarded there, so no transport needs sticky sessions (with `connection_token_secret`). Set it when `listen` is `0.0.0.0`/`[::]` or behind address translation.",
+)
+    .unset("`http://LISTEN` when `listen` is a concrete address (after binding, for port 0); with `0.0.0.0` or `[::]`, none: such requests must reach the node holding the connection")
+    .flag("--advertise-url URL")
+    .check(cluster::check_advertise_url);
+
 pub(crate) static JWT_SECRET: Setting<String> = Setting::new(
     "auth.jwt_secret",
     "SIGNALBOX_JWT_SECRET",
@@ -544,6 +553,7 @@ pub static SETTINGS: &[&dyn Declared] = &[
     &HEARTBEAT_INTERVAL,
     &NODE_TIMEOUT,
     &CHANNEL_PREFIX,
+    &ADVERTISE_URL,
     &JWT_SECRET,
     &JWT_ALGORITHM,
     &JWT_PRIVATE_KEY,

@@ -81,6 +81,11 @@ const SPECIFIC: &[(i64, &str, Sql)] = &[
         "undelivered_index",
         Sql::Portable(include_str!("../../migrations/0009_undelivered_index.sql")),
     ),
+    (
+        10,
+        "node_address",
+        Sql::Portable(include_str!("../../migrations/0010_node_address.sql")),
+    ),
 ];
 
 /// Every migration for `backend`, oldest first.

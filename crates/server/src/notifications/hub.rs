@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use signalbox::lifetime::HubLifetimeManager;
-use signalbox::{Caller, ConnectionOptions, Hub, HubError, Policy};
+use signalbox::{Caller, ClusterNode, ConnectionOptions, Hub, HubError, Policy};
 
 use crate::auth::accounts::Accounts;
 use crate::auth::identity::Authenticator;
@@ -60,6 +60,9 @@ pub struct HubScaling {
     pub lifetime: Option<Arc<dyn HubLifetimeManager>>,
     /// The secret connection tokens are signed with, so WebSockets may connect to any node.
     pub connection_token_secret: Option<String>,
+    /// This node and where the others are: with the secret, requests of Server-Sent Events and
+    /// long polling that reach another node are forwarded to the one holding the connection.
+    pub cluster_node: Option<ClusterNode>,
 }
 
 impl std::fmt::Debug for HubScaling {
@@ -67,6 +70,10 @@ impl std::fmt::Debug for HubScaling {
         f.debug_struct("HubScaling")
             .field("scaled", &self.lifetime.is_some())
             .field("signed_tokens", &self.connection_token_secret.is_some())
+            .field(
+                "cluster_node",
+                &self.cluster_node.as_ref().map(|node| &node.id),
+            )
             .finish()
     }
 }
@@ -99,7 +106,8 @@ pub fn notifications_hub(
                 scaling
                     .connection_token_secret
                     .map(|secret| Arc::from(secret.into_bytes().into_boxed_slice())),
-            ),
+            )
+            .cluster_node(scaling.cluster_node),
     );
     builder
         .authentication(auth)

@@ -20,6 +20,7 @@
 //! | `signalbox_backplane_envelopes_in_flight` | gauge | — (received envelopes being handled; bounded, see the library's `ScaledOptions`) |
 //! | `signalbox_backplane_envelopes_waited_total` | counter | — (times every handling slot was taken) |
 //! | `signalbox_backplane_envelopes_rejected_total` | counter | `reason` = `unknown_version`, `malformed` |
+//! | `signalbox_forwarded_requests_total` | counter | `outcome` = `forwarded`, `unknown_node`, `unreachable`, `timeout` (requests for other nodes' connections) |
 //! | `signalbox_rate_limited_total` | counter | `endpoint` (see [`crate::rate_limit`]) |
 //! | `signalbox_http_requests_total` | counter | `route` (the route template, or `unmatched`), `method`, `status` (`2xx`…) |
 //! | `signalbox_http_request_duration_seconds` | histogram | `route`, `method` (until the response head) |

@@ -19,6 +19,7 @@ use signalbox_protocol::{
     TransportType, select_negotiate_version,
 };
 
+use super::forward::{self, Forwarder};
 use super::manager::{AttachError, Attached, ConnectionEntry, ConnectionManager, ConnectionState};
 use super::transport::websocket::{self, WebSocketSession};
 use super::transport::{long_polling, sse};
@@ -67,6 +68,9 @@ struct Endpoint {
     settings: EndpointSettings,
     handler: Arc<dyn ConnectionHandler>,
     manager: Arc<ConnectionManager>,
+    /// Passes requests for connections of other nodes on to them (with a cluster node and a
+    /// connection token secret).
+    forwarder: Option<Forwarder>,
 }
 
 /// Adds the routes of an endpoint running `handler` on each connection: `POST {path}/negotiate`,
@@ -81,10 +85,18 @@ where
     S: Clone + Send + Sync + 'static,
 {
     let path = path.trim_end_matches('/');
+    let forwarder = match (
+        &settings.options.cluster_node,
+        &settings.options.connection_token_secret,
+    ) {
+        (Some(node), Some(_)) => Some(Forwarder::new(node.clone(), settings.shutdown.clone())),
+        _ => None,
+    };
     let endpoint = Arc::new(Endpoint {
         settings,
         handler,
         manager: Arc::new(ConnectionManager::default()),
+        forwarder,
     });
     router
         .route(
@@ -192,6 +204,38 @@ impl Endpoint {
         )
     }
 
+    /// Where to pass a request for `token` on to: the forwarder and the owner's id, when this node
+    /// does not hold the connection, the token (signed with the cluster's secret) names another
+    /// node, and no node forwarded the request already.
+    fn owner_elsewhere(&self, token: &str, headers: &HeaderMap) -> Option<(&Forwarder, String)> {
+        let forwarder = self.forwarder.as_ref()?;
+        if forward::was_forwarded(headers) || self.manager.get(token).is_some() {
+            return None;
+        }
+        let secret = self.settings.options.connection_token_secret.as_deref()?;
+        // The signature is what matters, not the token's age: a connection may run for days.
+        let owner = super::token::verify_claims(secret, token, std::time::Duration::MAX)?.owner?;
+        (owner != forwarder.node_id()).then_some((forwarder, owner))
+    }
+
+    /// Forwards `request` (for connection `token`) when another node holds the connection;
+    /// otherwise gives it back.
+    #[allow(clippy::result_large_err)]
+    async fn forward_if_elsewhere(&self, request: Request) -> Result<Response, Request> {
+        let Some(token) = query_param(request.uri(), "id") else {
+            return Err(request);
+        };
+        let Some((forwarder, owner)) = self.owner_elsewhere(&token, request.headers()) else {
+            return Err(request);
+        };
+        let timeout = if request.method() == http::Method::GET {
+            forward::RESPONSE_TIMEOUT + self.settings.options.long_poll_timeout
+        } else {
+            forward::RESPONSE_TIMEOUT
+        };
+        Ok(forwarder.forward(&owner, request, timeout).await)
+    }
+
     fn available_transports(&self) -> Vec<AvailableTransport> {
         self.settings
             .options
@@ -265,6 +309,7 @@ async fn negotiate_in_span(endpoint: Arc<Endpoint>, headers: HeaderMap, uri: Uri
         version,
         stateful,
         options.connection_token_secret.as_deref(),
+        endpoint.forwarder.as_ref().map(Forwarder::node_id),
     );
     tracing::debug!(target: "signalbox::transport", connection_id = %entry.id, version, stateful, "negotiated");
     tracing::Span::current().record("signalr.connection.id", &*entry.id);
@@ -327,15 +372,14 @@ fn spawn_handler(endpoint: &Arc<Endpoint>, entry: Arc<ConnectionEntry>, connecti
 }
 
 async fn connect(State(endpoint): State<Arc<Endpoint>>, request: Request) -> Response {
-    let (mut parts, _body) = request.into_parts();
-    let wants_sse = parts
-        .headers
+    let wants_sse = request
+        .headers()
         .get_all(ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.contains("text/event-stream"));
-    let is_upgrade = parts
-        .headers
+    let is_upgrade = request
+        .headers()
         .get(UPGRADE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
@@ -349,6 +393,16 @@ async fn connect(State(endpoint): State<Arc<Endpoint>>, request: Request) -> Res
     if !endpoint.transport_enabled(transport) {
         return not_supported(transport);
     }
+    // A WebSocket runs wherever it lands; an event stream or a poll runs where the connection is.
+    let request = if transport == TransportType::WebSockets {
+        request
+    } else {
+        match endpoint.forward_if_elsewhere(request).await {
+            Ok(response) => return response,
+            Err(request) => request,
+        }
+    };
+    let (mut parts, _body) = request.into_parts();
     let principal = match endpoint.authorize(&parts.headers, &parts.uri).await {
         Ok(principal) => principal,
         Err(response) => return response,
@@ -469,6 +523,10 @@ async fn upgrade_websocket(
 }
 
 async fn send(State(endpoint): State<Arc<Endpoint>>, request: Request) -> Response {
+    let request = match endpoint.forward_if_elsewhere(request).await {
+        Ok(response) => return response,
+        Err(request) => request,
+    };
     let (parts, body) = request.into_parts();
     let Some(token) = query_param(&parts.uri, "id") else {
         return text(StatusCode::BAD_REQUEST, "Connection ID required");
@@ -498,7 +556,13 @@ async fn send(State(endpoint): State<Arc<Endpoint>>, request: Request) -> Respon
     text(StatusCode::OK, "")
 }
 
-async fn delete(State(endpoint): State<Arc<Endpoint>>, headers: HeaderMap, uri: Uri) -> Response {
+async fn delete(State(endpoint): State<Arc<Endpoint>>, request: Request) -> Response {
+    let request = match endpoint.forward_if_elsewhere(request).await {
+        Ok(response) => return response,
+        Err(request) => request,
+    };
+    let (parts, _body) = request.into_parts();
+    let (headers, uri) = (parts.headers, parts.uri);
     let Some(token) = query_param(&uri, "id") else {
         return text(StatusCode::BAD_REQUEST, "Connection ID required");
     };

@@ -158,21 +158,23 @@ pub(crate) struct ConnectionManager {
 impl ConnectionManager {
     /// Creates a connection; for negotiate version 0 the token is the id.
     pub(crate) fn create(&self, negotiate_version: u32, stateful: bool) -> Arc<ConnectionEntry> {
-        self.create_signed(negotiate_version, stateful, None)
+        self.create_signed(negotiate_version, stateful, None, None)
     }
 
-    /// Creates a connection whose token (negotiate version 1) is signed with `secret`, when given.
+    /// Creates a connection whose token (negotiate version 1) is signed with `secret`, when given,
+    /// and names `owner`, this node (see `token.rs`).
     pub(crate) fn create_signed(
         &self,
         negotiate_version: u32,
         stateful: bool,
         secret: Option<&[u8]>,
+        owner: Option<&str>,
     ) -> Arc<ConnectionEntry> {
         let id: Arc<str> = Arc::from(new_id());
         let token = if negotiate_version >= 1 {
             Arc::from(
                 secret
-                    .and_then(|secret| super::token::sign(secret, &id))
+                    .and_then(|secret| super::token::sign(secret, &id, owner))
                     .unwrap_or_else(new_id),
             )
         } else {

@@ -2,8 +2,10 @@
 //! and knows nothing of hub messages (TransportProtocols.md; SignalR's `Http.Connections`).
 
 pub(crate) mod endpoint;
+mod forward;
 mod id;
 pub(crate) mod manager;
+mod node_directory;
 mod raw;
 pub(crate) mod refresh;
 mod refresh_error;
@@ -22,6 +24,7 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::auth::Principal;
 
+pub use node_directory::{ClusterNode, NodeDirectory};
 pub use raw::{ConnectionEndpoint, RawConnection};
 pub use refresh_error::RefreshError;
 pub use request::{HttpRequestInfo, redact_query};

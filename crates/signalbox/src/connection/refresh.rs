@@ -327,7 +327,7 @@ mod tests {
         // A token signed with the cluster secret names a connection of another node, however old.
         let secret: Arc<[u8]> = Arc::from(&b"a shared connection token secret"[..]);
         options.connection_token_secret = Some(secret.clone());
-        let signed = super::super::token::sign(&secret, "remote-id").unwrap();
+        let signed = super::super::token::sign(&secret, "remote-id", None).unwrap();
         match find(&options, &manager, &uri(&format!("?id={signed}"))) {
             Ok(Target::Remote { id }) => assert_eq!(id, "remote-id"),
             other => panic!("{other:?}"),
