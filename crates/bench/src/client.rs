@@ -55,6 +55,10 @@ pub struct WorkerSpec {
     pub groups: usize,
     /// Connection attempts in flight at once.
     pub concurrency: usize,
+    /// SignalR connects start with `POST {hub}/negotiate?negotiateVersion=1` and connect with
+    /// the connection token it returns, as the official clients do.
+    #[serde(default)]
+    pub negotiate: bool,
 }
 
 /// Events a worker writes to stdout, one JSON object per line.
@@ -209,7 +213,30 @@ struct Open {
     handshake_us: u64,
 }
 
-async fn open(spec: &WorkerSpec, index: usize) -> anyhow::Result<Open> {
+/// `POST {hub}/negotiate?negotiateVersion=1` with a bearer token: the connection token.
+async fn negotiate(
+    http: &reqwest::Client,
+    addr: SocketAddr,
+    path: &str,
+    access_token: &str,
+) -> anyhow::Result<String> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Negotiated {
+        connection_token: String,
+    }
+    let response = http
+        .post(format!("http://{addr}{path}/negotiate?negotiateVersion=1"))
+        .bearer_auth(access_token)
+        .send()
+        .await
+        .context("negotiate")?
+        .error_for_status()
+        .context("negotiate")?;
+    Ok(response.json::<Negotiated>().await?.connection_token)
+}
+
+async fn open(spec: &WorkerSpec, http: &reqwest::Client, index: usize) -> anyhow::Result<Open> {
     let started = Instant::now();
     let socket = TcpSocket::new_v4()?;
     if !spec.sources.is_empty() {
@@ -223,20 +250,24 @@ async fn open(spec: &WorkerSpec, index: usize) -> anyhow::Result<Open> {
     } else {
         spec.addrs[index % spec.addrs.len()]
     };
+    let user = user_of(index);
+    let access_token = match spec.kind {
+        Kind::Service => service_token(&spec.secret, &user, &serde_json::Map::new())?,
+        kind if kind.is_signalr() => token(&spec.secret, &user)?,
+        _ => String::new(),
+    };
+    let connection = if spec.negotiate && spec.kind.is_signalr() {
+        let id = negotiate(http, addr, spec.kind.hub_path(), &access_token).await?;
+        format!("id={id}&")
+    } else {
+        String::new()
+    };
     let stream = socket.connect(addr).await.context("tcp connect")?;
     stream.set_nodelay(true)?;
-    let user = user_of(index);
-    let url = if spec.kind == Kind::Service {
+    let url = if spec.kind.is_signalr() {
         format!(
-            "ws://{addr}{}?access_token={}",
+            "ws://{addr}{}?{connection}access_token={access_token}",
             spec.kind.hub_path(),
-            service_token(&spec.secret, &user, &serde_json::Map::new())?
-        )
-    } else if spec.kind.is_signalr() {
-        format!(
-            "ws://{addr}{}?access_token={}",
-            spec.kind.hub_path(),
-            token(&spec.secret, &user)?
         )
     } else {
         let mut url = format!("ws://{addr}/?user={user}");
@@ -449,9 +480,15 @@ pub async fn run_worker(spec: WorkerSpec) -> anyhow::Result<()> {
     let semaphore = Arc::new(Semaphore::new(spec.concurrency.max(1)));
     let mut stdout = tokio::io::stdout();
     let started = Instant::now();
+    // Keep-alive connections for negotiate, as many as connects in flight.
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(spec.concurrency.max(1))
+        .tcp_nodelay(true)
+        .build()?;
     let mut ramp = tokio::task::JoinSet::new();
     for i in 0..spec.count {
         let index = spec.first + i;
+        let http = http.clone();
         let (spec, stats, closed, connected, failed, handshakes, errors, semaphore) = (
             spec.clone(),
             stats.clone(),
@@ -466,7 +503,7 @@ pub async fn run_worker(spec: WorkerSpec) -> anyhow::Result<()> {
             let Ok(permit) = semaphore.acquire_owned().await else {
                 return;
             };
-            let result = tokio::time::timeout(Duration::from_secs(30), open(&spec, index)).await;
+            let result = tokio::time::timeout(Duration::from_secs(30), open(&spec, &http, index)).await;
             drop(permit);
             match result.unwrap_or_else(|_| Err(anyhow!("timed out after 30 s"))) {
                 Ok(conn) => {

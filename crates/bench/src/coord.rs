@@ -38,6 +38,8 @@ pub struct Setup {
     pub concurrency: usize,
     /// Padding bytes per published message.
     pub payload: usize,
+    /// SignalR connects negotiate first (see [`WorkerSpec::negotiate`]).
+    pub negotiate: bool,
 }
 
 /// A running server under test.
@@ -238,6 +240,7 @@ impl Workers {
                 secret: setup.secret.clone(),
                 groups,
                 concurrency: setup.concurrency,
+                negotiate: setup.negotiate,
             };
             first += share;
             let mut child = Command::new(&exe)

@@ -249,6 +249,11 @@ struct Common {
     /// The bench-target binary (default: next to this one).
     #[arg(long)]
     target_bin: Option<PathBuf>,
+    /// Each SignalR connect starts with `POST {hub}/negotiate?negotiateVersion=1` (bearer
+    /// token, over a per-worker keep-alive pool), then connects with the returned token, as the
+    /// official clients do; without it, the WebSocket connects directly (`skipNegotiation`).
+    #[arg(long)]
+    negotiate: bool,
     /// Results file (default: stdout).
     #[arg(long, short)]
     out: Option<PathBuf>,
@@ -312,6 +317,7 @@ impl Common {
             sources: self.sources,
             concurrency: self.concurrency,
             payload: self.payload,
+            negotiate: self.negotiate,
         })
     }
 

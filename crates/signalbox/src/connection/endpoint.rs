@@ -22,6 +22,8 @@ use signalbox_protocol::{
 use super::forward::{self, Forwarder};
 use super::manager::{AttachError, Attached, ConnectionEntry, ConnectionManager, ConnectionState};
 use super::transport::websocket::{self, WebSocketSession};
+use super::transport::websocket_driver::DriverLimits;
+use super::transport::websocket_upgrade;
 use super::transport::{long_polling, sse};
 use super::{Connection, HttpRequestInfo, RefreshError};
 use futures_util::future::BoxFuture;
@@ -362,13 +364,20 @@ fn attach_error(error: AttachError) -> Response {
 
 /// Runs the handler on a connection until it ends, then removes it from the table.
 fn spawn_handler(endpoint: &Arc<Endpoint>, entry: Arc<ConnectionEntry>, connection: Connection) {
+    tokio::spawn(run_handler(endpoint.clone(), entry, connection));
+}
+
+fn run_handler(
+    endpoint: Arc<Endpoint>,
+    entry: Arc<ConnectionEntry>,
+    connection: Connection,
+) -> impl Future<Output = ()> + Send + 'static {
     let connection = super::refresh::track(&endpoint.settings.options, &entry, connection);
-    let endpoint = endpoint.clone();
-    tokio::spawn(async move {
+    async move {
         endpoint.handler.clone().run(connection).await;
         entry.dispose();
         endpoint.manager.remove(&entry.token);
-    });
+    }
 }
 
 async fn connect(State(endpoint): State<Arc<Endpoint>>, request: Request) -> Response {
@@ -468,6 +477,9 @@ async fn upgrade_websocket(
     principal: Option<Principal>,
     request: Arc<HttpRequestInfo>,
 ) -> Response {
+    if attached == Attached::First && !entry.stateful {
+        return websocket_connection(endpoint, parts, entry, principal, request).await;
+    }
     let upgrade = match WebSocketUpgrade::from_request_parts(parts, &()).await {
         Ok(upgrade) => upgrade,
         Err(rejection) => {
@@ -511,15 +523,57 @@ async fn upgrade_websocket(
                 closed: entry.closed.clone(),
             };
             // The handler runs in a task of its own so that this (larger) upgrade task ends now.
-            let connection = if entry.stateful {
-                websocket::connect_resumable(socket, session, &entry, buffer_size)
-            } else {
-                // The writer ends by itself once it has flushed what the handler queued and
-                // closed the socket.
-                websocket::connect(socket, session)
-            };
+            let connection = websocket::connect_resumable(socket, session, &entry, buffer_size);
             spawn_handler(&endpoint, entry, connection);
         })
+}
+
+/// A WebSocket without stateful reconnect: one task runs both the handler and the socket's
+/// [`Driver`](super::transport::websocket_driver::Driver).
+async fn websocket_connection(
+    endpoint: &Arc<Endpoint>,
+    parts: &mut http::request::Parts,
+    entry: Arc<ConnectionEntry>,
+    principal: Option<Principal>,
+    request: Arc<HttpRequestInfo>,
+) -> Response {
+    let accepted = match websocket_upgrade::accept(parts).await {
+        Ok(accepted) => accepted,
+        Err(response) => {
+            endpoint.manager.remove(&entry.token);
+            return response;
+        }
+    };
+    let options = &endpoint.settings.options;
+    let limits = DriverLimits {
+        read_size: options.websocket_read_buffer_size,
+        write_batch: options.websocket_write_buffer_size,
+        max_message: options.websocket_max_message_size,
+        send_timeout: options.transport_send_timeout,
+    };
+    let session = WebSocketSession {
+        id: entry.id.clone(),
+        principal,
+        request,
+        queue_capacity: endpoint.settings.queue_capacity,
+        send_timeout: options.transport_send_timeout,
+        closed: entry.closed.clone(),
+    };
+    let endpoint = endpoint.clone();
+    let upgrade = accepted.upgrade;
+    tokio::spawn(async move {
+        let io = match upgrade.await {
+            Ok(io) => io,
+            Err(error) => {
+                tracing::debug!(target: "signalbox::transport", %error, "websocket upgrade failed");
+                endpoint.manager.remove(&entry.token);
+                return;
+            }
+        };
+        let (connection, driver) = websocket::connect(io, session, limits);
+        futures_util::future::join(run_handler(endpoint, entry, connection), driver).await;
+    });
+    accepted.response
 }
 
 async fn send(State(endpoint): State<Arc<Endpoint>>, request: Request) -> Response {

@@ -1,8 +1,12 @@
 //! The three transports (TransportProtocols.md): WebSockets, Server-Sent Events and long polling.
 
+mod inbox;
 pub(crate) mod long_polling;
 pub(crate) mod sse;
 pub(crate) mod websocket;
+pub(crate) mod websocket_driver;
+mod websocket_frame;
+pub(crate) mod websocket_upgrade;
 
 use bytes::Bytes;
 use futures_util::Stream;

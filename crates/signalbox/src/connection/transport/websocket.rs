@@ -2,7 +2,9 @@
 //!
 //! Incoming text and binary frames are passed up as a byte stream; every outgoing frame carries the
 //! whole messages queued by the hub, as text frames for JSON and binary frames for MessagePack.
-//! With stateful reconnect the connection outlives its socket (see `resume`).
+//! With stateful reconnect the connection outlives its socket (see `resume`); such sockets are
+//! axum's (tungstenite). Every other socket is driven by [`Driver`], which holds no buffers while
+//! the connection is idle.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,13 +13,16 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
 use bytes::Bytes;
+use hyper::upgrade::Upgraded;
 use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt, future};
+use futures_util::{SinkExt, StreamExt};
 use signalbox_protocol::TransportType;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::inbox::{Inbox, InboxStream};
 use super::receiver_stream;
+use super::websocket_driver::{Driver, DriverLimits};
 use crate::auth::Principal;
 use crate::connection::manager::ConnectionEntry;
 use crate::connection::resume::{self, Resumable};
@@ -57,51 +62,40 @@ fn classify(message: Result<Message, axum::Error>) -> Inbound {
     }
 }
 
-/// Splits the socket into a [`Connection`] for the hub layer and a writer task.
-pub(crate) fn connect(socket: WebSocket, session: WebSocketSession) -> Connection {
-    let (sink, stream) = socket.split();
+/// A connection over a raw upgraded socket: the [`Connection`] for the hub layer and the
+/// [`Driver`] that moves its bytes. Both run in one task (see `endpoint`); the driver ends once
+/// it has sent what the hub queued and closed the socket.
+pub(crate) fn connect(
+    io: Upgraded,
+    session: WebSocketSession,
+    limits: DriverLimits,
+) -> (Connection, Driver) {
     let (tx, rx) = mpsc::channel(session.queue_capacity.max(1));
     let binary = Arc::new(AtomicBool::new(false));
-    let transport_closed = session.closed;
-    let peer_closed = CancellationToken::new();
-    tokio::spawn(write_loop(
-        sink,
+    let inbox = Arc::new(Inbox::default());
+    let driver = Driver::new(
+        io,
         rx,
+        inbox.clone(),
         binary.clone(),
-        session.send_timeout,
-        transport_closed.clone(),
-        peer_closed.clone(),
-    ));
-    let inbound = stream
-        .map(classify)
-        .inspect(move |item| {
-            if matches!(item, Inbound::Closed) {
-                // Answer the client's close frame now, not once the handler is done.
-                peer_closed.cancel();
-            }
-        })
-        .take_while(|item| future::ready(matches!(item, Inbound::Data(_) | Inbound::Skip)))
-        .filter_map(|item| {
-            future::ready(match item {
-                Inbound::Data(data) => Some(data),
-                Inbound::Skip | Inbound::Closed | Inbound::Dropped => None,
-            })
-        })
-        .boxed();
-    Connection {
+        limits,
+        session.closed.clone(),
+    );
+    let connection = Connection {
         id: session.id,
         transport: TransportType::WebSockets,
         principal: session.principal,
         auth: None,
         request: session.request,
-        inbound,
+        inbound: InboxStream(inbox).boxed(),
         outbound: tx,
         binary,
         supports_binary: true,
         keep_alive: true,
         resumable: None,
-        transport_closed,
-    }
+        transport_closed: session.closed,
+    };
+    (connection, driver)
 }
 
 /// The first socket of a connection that negotiated stateful reconnect: the hub gets a connection
