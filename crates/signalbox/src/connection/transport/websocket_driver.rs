@@ -165,9 +165,7 @@ impl Driver {
     fn frame(&mut self, frame: frame::Frame) -> Result<(), FrameError> {
         match frame.opcode {
             OpCode::Text | OpCode::Binary if self.fragments.is_some() => Err(FrameError::Protocol),
-            OpCode::Text | OpCode::Binary if frame.fin => {
-                self.deliver(frame.opcode, frame.payload)
-            }
+            OpCode::Text | OpCode::Binary if frame.fin => self.deliver(frame.opcode, frame.payload),
             OpCode::Text | OpCode::Binary => {
                 self.fragments = Some((frame.opcode, frame.payload));
                 Ok(())
