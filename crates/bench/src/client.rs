@@ -503,7 +503,8 @@ pub async fn run_worker(spec: WorkerSpec) -> anyhow::Result<()> {
             let Ok(permit) = semaphore.acquire_owned().await else {
                 return;
             };
-            let result = tokio::time::timeout(Duration::from_secs(30), open(&spec, &http, index)).await;
+            let result =
+                tokio::time::timeout(Duration::from_secs(30), open(&spec, &http, index)).await;
             drop(permit);
             match result.unwrap_or_else(|_| Err(anyhow!("timed out after 30 s"))) {
                 Ok(conn) => {

@@ -164,12 +164,15 @@ pub struct ConnectionOptions {
     /// A negotiated connection that no transport picks up within this time is discarded.
     /// Defaults to 15 seconds.
     pub disconnect_timeout: Duration,
-    /// WebSocket read buffer per connection, in bytes: allocated for each connection's whole life,
-    /// and the most read from the socket at once. Defaults to 1 KiB (tungstenite's own default is
-    /// 128 KiB): clients of notification hubs mostly send small messages, and a larger message is
-    /// read in several reads into a buffer that grows to fit it.
+    /// The most read from a WebSocket at once, in bytes (at most 8 KiB; the read goes to a
+    /// buffer on the stack, kept only while a frame is incomplete; stateful-reconnect sockets
+    /// keep tungstenite's read buffer of this size for their whole life). Defaults to 1 KiB:
+    /// clients of notification hubs mostly send small messages, and a larger message is read in
+    /// several reads.
     pub websocket_read_buffer_size: usize,
-    /// WebSocket write buffer per connection, in bytes. Defaults to 4 KiB.
+    /// WebSocket write batch, in bytes: queued frames are written together up to about this
+    /// size (the buffer is released once written; stateful-reconnect sockets keep
+    /// tungstenite's write buffer of this size). Defaults to 4 KiB.
     pub websocket_write_buffer_size: usize,
     /// Largest WebSocket message accepted, in bytes. Defaults to 1 MiB; hub messages are limited
     /// separately by [`HubOptions::maximum_receive_message_size`].

@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
 use bytes::Bytes;
-use hyper::upgrade::Upgraded;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::Upgraded;
 use signalbox_protocol::TransportType;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;

@@ -4,7 +4,7 @@
 //! An idle connection holds no buffers: bytes are read into a buffer on the stack and kept only
 //! while a frame is incomplete; frames to send are encoded into a buffer that is released once
 //! written. The future runs in the connection's own task, next to the hub's handler (see
-//! `endpoint::spawn_handler`), so a connection is one task.
+//! `endpoint::websocket_connection`), so a connection is one task.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -165,9 +165,7 @@ impl Driver {
     fn frame(&mut self, frame: frame::Frame) -> Result<(), FrameError> {
         match frame.opcode {
             OpCode::Text | OpCode::Binary if self.fragments.is_some() => Err(FrameError::Protocol),
-            OpCode::Text | OpCode::Binary if frame.fin => {
-                self.deliver(frame.opcode, frame.payload)
-            }
+            OpCode::Text | OpCode::Binary if frame.fin => self.deliver(frame.opcode, frame.payload),
             OpCode::Text | OpCode::Binary => {
                 self.fragments = Some((frame.opcode, frame.payload));
                 Ok(())

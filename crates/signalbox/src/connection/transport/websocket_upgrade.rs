@@ -78,10 +78,7 @@ mod tests {
             .unwrap();
         let (mut parts, ()) = request.into_parts();
         let accepted = accept(&mut parts).await.unwrap();
-        assert_eq!(
-            accepted.response.status(),
-            StatusCode::SWITCHING_PROTOCOLS
-        );
+        assert_eq!(accepted.response.status(), StatusCode::SWITCHING_PROTOCOLS);
         assert_eq!(
             accepted.response.headers()[SEC_WEBSOCKET_ACCEPT],
             "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
