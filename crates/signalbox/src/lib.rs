@@ -48,6 +48,8 @@ pub mod trace;
 pub use auth::{
     AuthRequest, Authenticated, Authenticator, JwtAuth, Policy, Principal, SharedAuthenticator,
 };
+#[doc(hidden)]
+pub use connection::__fuzz_websocket_frames;
 pub use connection::{ConnectionEndpoint, HttpRequestInfo, RawConnection, redact_query};
 pub use context::HubContext;
 pub use hub::{Caller, Hub, HubBuilder, HubError, InvocationReply, UnknownInvocation};
