@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fuzz smoke test: every cargo-fuzz target in fuzz/ for a short bounded time (FUZZ_SECONDS,
-# default 10 s each; 8 targets), starting from the committed seed corpora. New inputs go to a
+# default 10 s each; 9 targets), starting from the committed seed corpora. New inputs go to a
 # temporary directory, so fuzz/corpus stays as committed. A crash fails the script and leaves
 # the input in fuzz/artifacts/<target>/ (see docs/fuzzing.md for minimising and reproducing).
 #

@@ -51,6 +51,8 @@ pub use auth::{
 pub use connection::{
     ClusterNode, ConnectionEndpoint, HttpRequestInfo, NodeDirectory, RawConnection, redact_query,
 };
+#[doc(hidden)]
+pub use connection::__fuzz_websocket_frames;
 pub use context::HubContext;
 pub use hub::{Caller, Hub, HubBuilder, HubError, InvocationReply, UnknownInvocation};
 pub use lifetime::{

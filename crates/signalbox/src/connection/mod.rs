@@ -28,6 +28,8 @@ pub use node_directory::{ClusterNode, NodeDirectory};
 pub use raw::{ConnectionEndpoint, RawConnection};
 pub use refresh_error::RefreshError;
 pub use request::{HttpRequestInfo, redact_query};
+#[doc(hidden)]
+pub use transport::fuzz_frames as __fuzz_websocket_frames;
 
 /// A transport connection handed to the hub layer: inbound byte chunks (not aligned with
 /// messages), and an outbound queue of frames each holding whole messages only.

@@ -8,6 +8,8 @@ pub(crate) mod websocket_driver;
 mod websocket_frame;
 pub(crate) mod websocket_upgrade;
 
+pub use websocket_frame::fuzz_frames;
+
 use bytes::Bytes;
 use futures_util::Stream;
 use tokio::sync::mpsc;

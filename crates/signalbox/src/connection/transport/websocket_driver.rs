@@ -21,8 +21,10 @@ use tokio::sync::mpsc;
 use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
 
+use tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
+
 use super::inbox::Inbox;
-use super::websocket_frame::{self as frame, FrameError, OpCode, close_code};
+use super::websocket_frame::{self as frame, FrameError};
 
 /// Bytes read from the socket at once, at most (a buffer on the stack).
 const READ_CHUNK: usize = 8 * 1024;
@@ -119,9 +121,9 @@ impl Driver {
     /// Encodes one queued frame into `out`.
     fn queue(&mut self, data: &Bytes) {
         if self.binary.load(Ordering::Acquire) {
-            frame::encode(&mut self.out, OpCode::Binary, data);
+            frame::encode(&mut self.out, frame::BINARY, data);
         } else if std::str::from_utf8(data).is_ok() {
-            frame::encode(&mut self.out, OpCode::Text, data);
+            frame::encode(&mut self.out, frame::TEXT, data);
         } else {
             tracing::error!(target: "signalbox::transport", "dropping a text frame that is not UTF-8");
             return;
@@ -131,14 +133,14 @@ impl Driver {
 
     /// Queues a close frame and stops taking data: nothing more is read or sent after it.
     fn close(&mut self, payload: &[u8]) {
-        frame::encode(&mut self.out, OpCode::Close, payload);
+        frame::encode(&mut self.out, frame::CLOSE, payload);
         self.state = State::Closing;
         self.inbox.end();
     }
 
     fn fail(&mut self, error: FrameError) {
         tracing::debug!(target: "signalbox::transport", %error, "closing the websocket");
-        self.close(&error.close_code().to_be_bytes());
+        self.close(&u16::from(error.close_code()).to_be_bytes());
     }
 
     /// Handles the bytes just read: whole data frames go to the inbox, control frames are
@@ -163,14 +165,19 @@ impl Driver {
     }
 
     fn frame(&mut self, frame: frame::Frame) -> Result<(), FrameError> {
-        match frame.opcode {
-            OpCode::Text | OpCode::Binary if self.fragments.is_some() => Err(FrameError::Protocol),
-            OpCode::Text | OpCode::Binary if frame.fin => self.deliver(frame.opcode, frame.payload),
-            OpCode::Text | OpCode::Binary => {
-                self.fragments = Some((frame.opcode, frame.payload));
+        let fin = frame.fin();
+        match frame.opcode() {
+            OpCode::Data(Data::Text | Data::Binary) if self.fragments.is_some() => {
+                Err(FrameError::Protocol)
+            }
+            opcode @ OpCode::Data(Data::Text | Data::Binary) if fin => {
+                self.deliver(opcode, frame.payload)
+            }
+            opcode @ OpCode::Data(Data::Text | Data::Binary) => {
+                self.fragments = Some((opcode, frame.payload));
                 Ok(())
             }
-            OpCode::Continuation => {
+            OpCode::Data(Data::Continue) => {
                 let Some((opcode, mut message)) = self.fragments.take() else {
                     return Err(FrameError::Protocol);
                 };
@@ -178,19 +185,19 @@ impl Driver {
                     return Err(FrameError::TooBig);
                 }
                 message.unsplit(frame.payload);
-                if frame.fin {
+                if fin {
                     self.deliver(opcode, message)
                 } else {
                     self.fragments = Some((opcode, message));
                     Ok(())
                 }
             }
-            OpCode::Ping => {
-                frame::encode(&mut self.out, OpCode::Pong, &frame.payload);
+            OpCode::Control(Control::Ping) => {
+                frame::encode(&mut self.out, frame::PONG, &frame.payload);
                 Ok(())
             }
-            OpCode::Pong => Ok(()),
-            OpCode::Close => {
+            OpCode::Control(Control::Pong) => Ok(()),
+            OpCode::Control(Control::Close) => {
                 if !frame::valid_close_payload(&frame.payload) {
                     return Err(FrameError::Protocol);
                 }
@@ -199,11 +206,15 @@ impl Driver {
                 self.close(&frame.payload);
                 Ok(())
             }
+            // The parser refuses reserved opcodes already.
+            OpCode::Data(Data::Reserved(_)) | OpCode::Control(Control::Reserved(_)) => {
+                Err(FrameError::Protocol)
+            }
         }
     }
 
     fn deliver(&mut self, opcode: OpCode, payload: BytesMut) -> Result<(), FrameError> {
-        if opcode == OpCode::Text && std::str::from_utf8(&payload).is_err() {
+        if opcode == frame::TEXT && std::str::from_utf8(&payload).is_err() {
             return Err(FrameError::InvalidUtf8);
         }
         self.inbox.push(payload);
@@ -249,7 +260,7 @@ impl Driver {
             }
             Poll::Ready(None) => {
                 // The hub is done with this connection: close normally.
-                frame::encode_close(&mut self.out, close_code::NORMAL);
+                frame::encode_close(&mut self.out, CloseCode::Normal);
                 self.state = State::Closing;
                 self.inbox.end();
                 true

@@ -5,14 +5,10 @@
 use axum::extract::FromRequestParts;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
 use http::header::{CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE};
 use http::{HeaderValue, StatusCode, Version};
 use hyper::upgrade::OnUpgrade;
-use sha1::{Digest as _, Sha1};
-
-/// The GUID of RFC 6455 §1.3.
-const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+use tungstenite::handshake::derive_accept_key;
 
 /// An accepted handshake: the response to send, and the upgraded connection to come.
 #[derive(Debug)]
@@ -39,11 +35,7 @@ pub(crate) async fn accept(parts: &mut http::request::Parts) -> Result<Accepted,
         let Some(key) = parts.headers.get(SEC_WEBSOCKET_KEY) else {
             return Err(StatusCode::BAD_REQUEST.into_response());
         };
-        let mut sha1 = Sha1::new();
-        sha1.update(key.as_bytes());
-        sha1.update(GUID);
-        let accept = base64::engine::general_purpose::STANDARD.encode(sha1.finalize());
-        let Ok(accept) = HeaderValue::from_str(&accept) else {
+        let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) else {
             return Err(StatusCode::INTERNAL_SERVER_ERROR.into_response());
         };
         (
