@@ -48,11 +48,11 @@ pub mod trace;
 pub use auth::{
     AuthRequest, Authenticated, Authenticator, JwtAuth, Policy, Principal, SharedAuthenticator,
 };
+#[doc(hidden)]
+pub use connection::__fuzz_websocket_frames;
 pub use connection::{
     ClusterNode, ConnectionEndpoint, HttpRequestInfo, NodeDirectory, RawConnection, redact_query,
 };
-#[doc(hidden)]
-pub use connection::__fuzz_websocket_frames;
 pub use context::HubContext;
 pub use hub::{Caller, Hub, HubBuilder, HubError, InvocationReply, UnknownInvocation};
 pub use lifetime::{

@@ -639,18 +639,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             plots,
         } => {
             let mut setup = common.setup()?;
-            // About 28,000 ephemeral ports per source address.
-            let sources = connections.div_ceil(25_000);
-            if setup.sources < sources {
-                eprintln!("using {sources} source addresses for {connections} connections");
-                setup.sources = sources;
-            }
-            let steps = if steps.is_empty() {
+            let steps: Vec<usize> = if steps.is_empty() {
                 let k = step_count.max(1);
                 (1..=k).map(|i| connections * i / k).collect()
             } else {
                 steps
             };
+            // About 28,000 ephemeral ports per source address, but the kernel's search for a
+            // free port costs more the fuller the range is (at 80 % full the generator spent
+            // its time in `connect`): one address per 10,000 connections.
+            let most = steps.iter().copied().max().unwrap_or(connections);
+            let sources = most.div_ceil(10_000);
+            if setup.sources < sources {
+                eprintln!("using {sources} source addresses for {most} connections");
+                setup.sources = sources;
+            }
             let options = ClusterOptions {
                 server_bin: service.server_bin(),
                 database_url: service.database_url.clone(),
