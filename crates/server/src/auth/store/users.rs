@@ -135,7 +135,7 @@ impl Db {
         row.as_ref().map(user_from_row).transpose()
     }
 
-    /// Which of `names` are accounts, with one query per [`NAMES_CHUNK`] names.
+    /// Which of `names` are accounts, with one query per `NAMES_CHUNK` (30,000) names.
     pub async fn existing_user_names(
         &self,
         names: &[String],

@@ -161,7 +161,7 @@ impl Db {
     }
 
     /// Marks the notifications `ids` delivered, those not delivered yet, with one UPDATE per
-    /// [`CLAIM_CHUNK`] ids. Returns the ids claimed: this caller must deliver exactly those
+    /// `CLAIM_CHUNK` (1,000) ids. Returns the ids claimed: this caller must deliver exactly those
     /// (whoever else raced for the others, a replay for instance, got them).
     pub async fn claim_deliveries(
         &self,
