@@ -14,7 +14,6 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use sqlx::Row;
-use sqlx::any::AnyRow;
 
 use crate::db::coalesce::placeholders;
 use crate::db::{Backend, Db, StoreError};
@@ -48,16 +47,6 @@ pub struct PresenceRow {
     pub last_connected_at: Option<i64>,
     /// When the user last went offline (ms).
     pub last_disconnected_at: Option<i64>,
-}
-
-fn connection_from_row(row: &AnyRow) -> Result<ConnectionRow, StoreError> {
-    Ok(ConnectionRow {
-        connection_id: row.try_get("connection_id")?,
-        user_name: row.try_get("user_name")?,
-        node: row.try_get("node")?,
-        connected_at: row.try_get("connected_at")?,
-        user_agent: row.try_get("user_agent")?,
-    })
 }
 
 impl Db {
@@ -132,32 +121,39 @@ impl Db {
         Ok(())
     }
 
-    /// A user's presence; `None` when the user does not exist.
+    /// A user's presence; `None` when the user does not exist. One statement, so the
+    /// connections and the timestamps come from the same snapshot (an edge commits both).
     pub async fn presence(&self, user_name: &str) -> Result<Option<PresenceRow>, StoreError> {
-        let Some(user) = sqlx::query(
-            "SELECT last_connected_at, last_disconnected_at FROM users WHERE name = $1",
-        )
-        .bind(user_name)
-        .fetch_optional(self.pool())
-        .await?
-        else {
-            return Ok(None);
-        };
         let rows = sqlx::query(
-            "SELECT connection_id, user_name, node, connected_at, user_agent FROM connections \
-             WHERE user_name = $1 ORDER BY connected_at, connection_id",
+            "SELECT u.last_connected_at, u.last_disconnected_at, c.connection_id, c.node, \
+             c.connected_at, c.user_agent FROM users u \
+             LEFT JOIN connections c ON c.user_name = u.name \
+             WHERE u.name = $1 ORDER BY c.connected_at, c.connection_id",
         )
         .bind(user_name)
         .fetch_all(self.pool())
         .await?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let mut connections = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let Some(connection_id) = row.try_get::<Option<String>, _>("connection_id")? else {
+                continue;
+            };
+            connections.push(ConnectionRow {
+                connection_id,
+                user_name: user_name.to_owned(),
+                node: row.try_get("node")?,
+                connected_at: row.try_get("connected_at")?,
+                user_agent: row.try_get("user_agent")?,
+            });
+        }
         Ok(Some(PresenceRow {
             user_name: user_name.to_owned(),
-            connections: rows
-                .iter()
-                .map(connection_from_row)
-                .collect::<Result<_, _>>()?,
-            last_connected_at: user.try_get("last_connected_at")?,
-            last_disconnected_at: user.try_get("last_disconnected_at")?,
+            connections,
+            last_connected_at: first.try_get("last_connected_at")?,
+            last_disconnected_at: first.try_get("last_disconnected_at")?,
         }))
     }
 
