@@ -105,11 +105,3 @@ async fn run<V: Clone + Send + 'static>(
         }
     }
 }
-
-/// `$start, $start+1, …` (`n` placeholders), for `IN (…)` lists.
-pub fn placeholders(start: usize, n: usize) -> String {
-    (start..start + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}

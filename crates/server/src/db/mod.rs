@@ -6,6 +6,7 @@ pub mod coalesce;
 mod migrations;
 
 use std::fmt;
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use sqlx::any::AnyPoolOptions;
@@ -212,9 +213,27 @@ pub(crate) fn json_column<T: serde::de::DeserializeOwned>(
     serde_json::from_str(text).map_err(|_| StoreError::Corrupt(what))
 }
 
+/// `$first, $first+1, …` (`count` placeholders), for `IN (…)` lists and multi-row `VALUES`.
+pub fn placeholders(first: usize, count: usize) -> String {
+    let mut out = String::with_capacity(count * 7);
+    for n in first..first + count {
+        if n > first {
+            out.push_str(", ");
+        }
+        let _ = write!(out, "${n}");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn placeholders_are_numbered_from_first() {
+        assert_eq!(placeholders(3, 3), "$3, $4, $5");
+        assert_eq!(placeholders(1, 0), "");
+    }
 
     #[test]
     fn urls() {

@@ -15,7 +15,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use sqlx::Row;
 
-use crate::db::coalesce::placeholders;
+use crate::db::placeholders;
 use crate::db::{Backend, Db, StoreError};
 
 /// Locks the row of user `$1` until the transaction ends.

@@ -93,7 +93,7 @@ impl Db {
         }
         let sql = format!(
             "SELECT name, disabled_at FROM users WHERE name IN ({})",
-            crate::db::coalesce::placeholders(1, names.len())
+            crate::db::placeholders(1, names.len())
         );
         let mut query = sqlx::query(&sql);
         for name in names {

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use sqlx::Row;
 use sqlx::any::{AnyArguments, AnyRow};
 
-use crate::db::{Db, StoreError};
+use crate::db::{Db, StoreError, placeholders};
 
 /// One stored notification.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,18 +68,6 @@ pub(crate) const CLAIM_CHUNK: usize = 1000;
 const SQLITE_MAX_PARAMETERS: usize = 32_766;
 const _: () = assert!(7 * INSERT_CHUNK < SQLITE_MAX_PARAMETERS);
 const _: () = assert!(CLAIM_CHUNK < SQLITE_MAX_PARAMETERS);
-
-/// `$first, $first+1, …` (`count` placeholders).
-pub(crate) fn placeholders(first: usize, count: usize) -> String {
-    let mut out = String::with_capacity(count * 7);
-    for n in first..first + count {
-        if n > first {
-            out.push_str(", ");
-        }
-        let _ = write!(out, "${n}");
-    }
-    out
-}
 
 /// Whether the rows share every column but the id and the recipient (the rows of one publish).
 fn shares_body(rows: &[NotificationRow]) -> bool {
@@ -269,12 +257,6 @@ mod tests {
             delivered_at: None,
             read_at: None,
         }
-    }
-
-    #[test]
-    fn placeholders_are_numbered_from_first() {
-        assert_eq!(placeholders(3, 3), "$3, $4, $5");
-        assert_eq!(placeholders(1, 0), "");
     }
 
     #[test]

@@ -9,7 +9,8 @@ use sqlx::Row;
 use sqlx::postgres::PgListener;
 
 use super::notifications::NotificationRow;
-use super::notifications::{COLUMNS, INSERT_CHUNK, bind_row, placeholders};
+use super::notifications::{COLUMNS, INSERT_CHUNK, bind_row};
+use crate::db::placeholders;
 use crate::db::{Db, StoreError, json_column};
 
 /// A publish request claimed by this node.

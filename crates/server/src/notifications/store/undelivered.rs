@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use sqlx::Row;
 
-use crate::db::coalesce::placeholders;
+use crate::db::placeholders;
 use crate::db::{Db, StoreError};
 
 impl Db {
