@@ -172,6 +172,14 @@ pub async fn build(config: Config) -> Result<Service, StartError> {
     )
     .await?;
     let retention = inbox.spawn_retention(config.inbox.retention, RETENTION_INTERVAL);
+    inbox
+        .broadcasts()
+        .start(
+            hub.context(),
+            backplane.as_ref(),
+            &config.cluster.channel_prefix,
+        )
+        .await?;
     // Transactional publish (PostgreSQL only): requests applications made with signalbox_publish.
     let outbox =
         crate::notifications::outbox::Outbox::start(crate::notifications::outbox::OutboxServices {
@@ -384,6 +392,7 @@ impl Service {
         .with_graceful_shutdown(signal)
         .await;
         self.retention.abort();
+        self.state.inbox.broadcasts().stop();
         self.refresh_purge.abort();
         if let Some(purge) = &self.azure_purge {
             purge.abort();

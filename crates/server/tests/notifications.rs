@@ -386,7 +386,9 @@ async fn publish_api_permissions_and_targets(backend: Backend) {
         )
         .await;
     assert_eq!(status, 201);
-    assert_eq!(everyone["ids"].as_array().unwrap().len(), 4);
+    // Stored once, for every account.
+    assert_eq!(everyone["ids"].as_array().unwrap().len(), 1);
+    assert_eq!(everyone["notifications"], json!([]));
 
     let (status, _) = app
         .post(

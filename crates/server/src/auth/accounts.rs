@@ -141,11 +141,6 @@ impl Accounts {
             .collect())
     }
 
-    /// The names of every account, sorted.
-    pub async fn names(&self) -> Result<Vec<String>, StoreError> {
-        self.db.user_names().await
-    }
-
     /// The first `limit` accounts by name, as an administrator lists them.
     pub async fn summaries(&self, limit: i64) -> Result<Vec<AccountSummaryRow>, StoreError> {
         self.db.account_summaries(limit).await

@@ -86,6 +86,11 @@ const SPECIFIC: &[(i64, &str, Sql)] = &[
         "node_address",
         Sql::Portable(include_str!("../../migrations/0010_node_address.sql")),
     ),
+    (
+        11,
+        "broadcasts",
+        Sql::Portable(include_str!("../../migrations/0011_broadcasts.sql")),
+    ),
 ];
 
 /// Every migration for `backend`, oldest first.

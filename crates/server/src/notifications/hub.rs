@@ -142,7 +142,12 @@ pub fn notifications_hub(
                     .inbox
                     .replay_on_connect(hub, &user)
                     .await
-                    .map_err(|e| internal(&e))?;
+                    .map_err(|e| internal(&e))?
+                    + s.inbox
+                        .broadcasts()
+                        .connected(hub, caller.connection_id(), &user)
+                        .await
+                        .map_err(|e| internal(&e))?;
                 s.presence.set_up(caller.connection_id());
                 tracing::debug!(%user, replayed, "connected");
                 Ok(())
@@ -152,6 +157,14 @@ pub fn notifications_hub(
             let s = on_disconnect.clone();
             async move {
                 s.identity.sessions().untrack(caller.connection_id());
+                if let Err(error) = s
+                    .inbox
+                    .broadcasts()
+                    .disconnected(caller.connection_id())
+                    .await
+                {
+                    tracing::warn!(%error, "cannot record the broadcasts a connection received");
+                }
                 s.presence
                     .disconnected(caller.context(), caller.connection_id())
                     .await

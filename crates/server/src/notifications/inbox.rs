@@ -1,4 +1,6 @@
-//! The durable inbox. A notification is stored, one row per recipient, before it is delivered.
+//! The durable inbox. A notification is stored, one row per recipient, before it is delivered;
+//! a notification to every account is stored once (see [`super::broadcasts`]) and listed, read
+//! and expired here with the others.
 //! Recipients online on this node get it at once (the row is marked delivered by whoever claims
 //! it first); a recipient who was offline gets everything undelivered when a connection comes
 //! up, once. Live delivery is at-most-once, as in SignalR; the stored row stays readable through
@@ -11,7 +13,7 @@
 //!
 //! ## Many recipients
 //!
-//! A notification to many users (`everyone`, a group, a long `users` list) costs a few
+//! A notification to many users (a group, a long `users` list) costs a few
 //! statements, not a few per recipient:
 //!
 //! - **Storing**: the rows go in multi-row INSERTs of up to
@@ -45,7 +47,8 @@ use signalbox::HubContext;
 use tracing::Instrument as _;
 use utoipa::ToSchema;
 
-use super::store::NotificationRow;
+use super::broadcasts::Broadcasts;
+use super::store::{BroadcastRow, NotificationRow, ReceivedBroadcast};
 use crate::clock::{duration_ms, now_ms, rfc3339};
 use crate::cluster::backplane::ClusterBackplane;
 use crate::db::coalesce::Coalescer;
@@ -121,6 +124,18 @@ impl From<NotificationRow> for InboxItem {
     }
 }
 
+impl From<ReceivedBroadcast> for InboxItem {
+    fn from(row: ReceivedBroadcast) -> Self {
+        Self {
+            id: row.broadcast.id,
+            from: row.broadcast.sender,
+            message: row.broadcast.message,
+            created_at: rfc3339(row.broadcast.created_at),
+            read_at: row.read_at.map(rfc3339),
+        }
+    }
+}
+
 /// One stored notification and its recipient.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Stored {
@@ -138,6 +153,8 @@ pub struct Inbox {
     backplane: Option<ClusterBackplane>,
     /// Which users have undelivered notifications, asked by many connects in one query.
     undelivered: Arc<Coalescer<()>>,
+    /// Notifications to every account.
+    broadcasts: Broadcasts,
 }
 
 impl Inbox {
@@ -150,11 +167,27 @@ impl Inbox {
             }),
         );
         Self {
+            broadcasts: Broadcasts::new(db.clone()),
             db,
             presence,
             backplane: None,
             undelivered: Arc::new(undelivered),
         }
+    }
+
+    /// The notifications to every account.
+    pub fn broadcasts(&self) -> &Broadcasts {
+        &self.broadcasts
+    }
+
+    /// Stores `message` once for every account and delivers it to every connection (see
+    /// [`super::broadcasts`]).
+    pub async fn send_to_everyone(
+        &self,
+        from: Option<&str>,
+        message: &str,
+    ) -> Result<BroadcastRow, StoreError> {
+        self.broadcasts.publish(from, message).await
     }
 
     /// Delivers to recipients on other nodes through `backplane`.
@@ -305,25 +338,43 @@ impl Inbox {
         self.replay(hub, user).await
     }
 
-    /// The newest notifications of `user` (at most `limit`), optionally only unread ones.
+    /// The newest notifications of `user` (at most `limit`), optionally only unread ones: its
+    /// own and those to every account, merged newest first.
     pub async fn list(
         &self,
         user: &str,
         unread_only: bool,
         limit: i64,
     ) -> Result<Vec<InboxItem>, StoreError> {
-        let rows = self.db.notifications_for(user, unread_only, limit).await?;
-        Ok(rows.into_iter().map(InboxItem::from).collect())
+        let own = self.db.notifications_for(user, unread_only, limit).await?;
+        let broadcasts = self.db.broadcasts_for(user, unread_only, limit).await?;
+        let mut items: Vec<(i64, InboxItem)> = own
+            .into_iter()
+            .map(|row| (row.created_at, InboxItem::from(row)))
+            .chain(
+                broadcasts
+                    .into_iter()
+                    .map(|row| (row.broadcast.created_at, InboxItem::from(row))),
+            )
+            .collect();
+        // Newest first; ids are time-ordered, so they break ties the same way.
+        items.sort_by(|a, b| (b.0, &b.1.id).cmp(&(a.0, &a.1.id)));
+        items.truncate(usize::try_from(limit).unwrap_or(0));
+        Ok(items.into_iter().map(|(_, item)| item).collect())
     }
 
-    /// Marks a notification of `user` read; `false` if `user` has no such notification.
+    /// Marks a notification of `user` read (its own or one to every account); `false` if `user`
+    /// has no such notification.
     pub async fn mark_read(&self, user: &str, id: &str) -> Result<bool, StoreError> {
-        self.db.mark_read(user, id, now_ms()).await
+        let now = now_ms();
+        Ok(self.db.mark_read(user, id, now).await?
+            || self.db.mark_broadcast_read(user, id, now).await?)
     }
 
-    /// How many notifications are unread, all users together.
+    /// How many notifications are unread, all users together (a notification to every account
+    /// counts once per account there was when it was stored).
     pub async fn unread_total(&self) -> Result<i64, StoreError> {
-        self.db.unread_total().await
+        Ok(self.db.unread_total().await? + self.db.unread_broadcasts().await?)
     }
 
     /// Deletes notifications older than `retention`, now and then every `interval`, until the
@@ -338,8 +389,12 @@ impl Inbox {
             let mut ticker = tokio::time::interval(interval);
             loop {
                 ticker.tick().await;
-                let now = now_ms();
-                match db.purge_notifications(now - duration_ms(retention)).await {
+                let before = now_ms() - duration_ms(retention);
+                let deleted = match db.purge_notifications(before).await {
+                    Ok(n) => db.purge_broadcasts(before).await.map(|b| n + b),
+                    Err(error) => Err(error),
+                };
+                match deleted {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(deleted = n, "expired notifications deleted"),
                     Err(error) => tracing::warn!(%error, "notification retention failed"),

@@ -1,7 +1,9 @@
-//! Notifications: the durable inbox ([`inbox`]), the publish API and the inbox over HTTP
+//! Notifications: the durable inbox ([`inbox`]), notifications to every account stored once
+//! ([`broadcasts`]), the publish API and the inbox over HTTP
 //! ([`mod@routes`]), the notification hub ([`hub`]), transactional publish from an application's
 //! own PostgreSQL transaction ([`outbox`]) and their tables ([`store`]).
 
+pub mod broadcasts;
 pub mod hub;
 pub mod inbox;
 pub mod outbox;

@@ -90,12 +90,15 @@ pub struct PublishRequest {
     pub message: String,
 }
 
-/// The stored notifications, one per recipient.
+/// The stored notifications: one per recipient, or one shared by every account for
+/// `everyone: true`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PublishResponse {
-    /// Ids of the stored notifications, in recipient order.
+    /// Ids of the stored notifications, in recipient order (for `everyone`, the one id every
+    /// account sees).
     pub ids: Vec<String>,
-    /// Each recipient with its notification id.
+    /// Each recipient with its notification id (empty for `everyone`: the notification is
+    /// stored once, for every account).
     pub notifications: Vec<StoredNotification>,
 }
 
@@ -117,8 +120,8 @@ impl From<Stored> for StoredNotification {
     }
 }
 
-/// Stores a notification for each recipient and delivers it to those online. Needs the notify
-/// permission claim.
+/// Stores a notification for each recipient (once for every account with `everyone`) and
+/// delivers it to those online. Needs the notify permission claim.
 #[utoipa::path(
     post, path = "/api/notifications", tag = "notifications",
     request_body = PublishRequest,
@@ -153,8 +156,27 @@ pub async fn publish(
             "name exactly one target: user, users, group or everyone".to_owned(),
         ));
     }
-    // Recipients read from the users table (a group's members, every account) exist; those
-    // named by the caller are checked, all in one query.
+    if body.everyone {
+        let stored = inbox
+            .send_to_everyone(Some(&caller.user), &body.message)
+            .instrument(tracing::info_span!(
+                "publish",
+                otel.name = "publish notification",
+                from = %caller.user,
+                everyone = true
+            ))
+            .await?;
+        tracing::info!(from = %caller.user, seq = stored.seq, "notification to everyone published");
+        return Ok((
+            StatusCode::CREATED,
+            Json(PublishResponse {
+                ids: vec![stored.id],
+                notifications: Vec::new(),
+            }),
+        ));
+    }
+    // Recipients read from the users table (a group's members) exist; those named by the caller
+    // are checked, all in one query.
     let (recipients, named): (Vec<String>, bool) = if let Some(user) = body.user {
         (vec![user], true)
     } else if let Some(users) = body.users {
@@ -165,7 +187,8 @@ pub async fn publish(
             .into_iter()
             .collect();
         (users, true)
-    } else if let Some(group) = body.group {
+    } else {
+        let group = body.group.unwrap_or_default();
         let members = groups.members(&group).await?;
         if members.is_empty() {
             return Err(ApiError::NotFound(format!(
@@ -173,8 +196,6 @@ pub async fn publish(
             )));
         }
         (members, false)
-    } else {
-        (accounts.names().await?, false)
     };
     if recipients.is_empty() {
         return Err(ApiError::BadRequest("no recipients".to_owned()));
