@@ -1,9 +1,11 @@
 //! Publishing to everyone: the service (`signalbox serve` on SQLite or PostgreSQL) with N
 //! accounts, all of them connected or all offline, is sent K notifications with
 //! `everyone: true`, one after the other. Measured per run: the request duration (the service
-//! stores one inbox row per account, then delivers to those online, before it answers), inbox
-//! rows stored per second, live deliveries per second, deliveries lost and duplicated. With a
-//! baseline binary (an earlier build of `signalbox`), every run is repeated on it, side by side.
+//! stores the notification, then delivers it to this node's connections, before it answers),
+//! inbox entries stored per second (published × accounts: what every account finds in its inbox,
+//! whether the build stores a row per account or, as now, one row shared by all), live
+//! deliveries per second, deliveries lost and duplicated. With a baseline binary (an earlier
+//! build of `signalbox`), every run is repeated on it, side by side.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -81,9 +83,9 @@ pub struct PublishRun {
     pub request: Summary,
     /// The requests' durations summed, seconds.
     pub request_secs: f64,
-    /// Inbox rows stored (published × accounts).
+    /// Inbox entries stored: published × accounts (rows, or entries of one shared row).
     pub rows_stored: u64,
-    /// Rows stored per second of request time.
+    /// Entries stored per second of request time.
     pub rows_per_sec: f64,
     /// published × connected.
     pub expected: u64,
@@ -293,7 +295,7 @@ async fn wait_online(api: &ServiceApi, goal: u64) {
 
 fn print_run(r: &PublishRun) {
     eprintln!(
-        "[publish {} {:?} {:?}] {} accounts, {} connected: {} notifications ({} failed), request p50 {:.0} ms max {:.0} ms, {:.0} rows/s; delivered {}/{} ({:.0}/s), lost {}, duplicates {}",
+        "[publish {} {:?} {:?}] {} accounts, {} connected: {} notifications ({} failed), request p50 {:.0} ms max {:.0} ms, {:.0} entries/s; delivered {}/{} ({:.0}/s), lost {}, duplicates {}",
         r.binary,
         r.target,
         r.recipients,

@@ -649,6 +649,72 @@ async fn authentication_across_nodes(bp: Bp) {
     alice.expect_closed(Duration::from_secs(15)).await;
 }
 
+/// A notification to everyone is stored once and reaches the connections of every node, once
+/// each: live, or by the replay on whichever node the account connects to next (what another
+/// node delivered is not replayed). While the backplane is down the nodes still find new
+/// broadcasts in the database.
+async fn broadcasts_across_nodes(bp: Bp) {
+    let port = free_port();
+    let mut server = bp.spawn_server(port);
+    wait_port(port, true).await;
+    let cluster = Cluster::start(
+        &bp.url(port),
+        "broadcasts",
+        &[
+            ("svc", &["permission=notify"]),
+            ("alice", &[]),
+            ("bob", &[]),
+            ("carol", &[]),
+        ],
+    )
+    .await;
+    let mut alice = cluster.connect("alice", 1, 1).await;
+    let mut bob = cluster.connect("bob", 2, 2).await;
+    let one = cluster
+        .publish(0, "svc", json!({"everyone": true, "message": "one"}))
+        .await;
+    assert_eq!(one["ids"].as_array().unwrap().len(), 1, "{one}");
+    assert_eq!(notifications(&mut alice).await, strings(&["one"]));
+    assert_eq!(notifications(&mut bob).await, strings(&["one"]));
+    // carol was offline: replayed where she connects.
+    let mut carol = cluster.connect("carol", 2, 2).await;
+    assert_eq!(notifications(&mut carol).await, strings(&["one"]));
+
+    // alice leaves node1 and comes back on node0 after the next one.
+    alice.close().await;
+    cluster
+        .wait_presence("alice", |p| p["online"] == false)
+        .await;
+    cluster
+        .publish(1, "svc", json!({"everyone": true, "message": "two"}))
+        .await;
+    let mut alice = cluster.connect("alice", 0, 0).await;
+    assert_eq!(notifications(&mut alice).await, strings(&["two"]));
+    assert_eq!(notifications(&mut bob).await, strings(&["two"]));
+    assert_eq!(notifications(&mut carol).await, strings(&["two"]));
+
+    server.start_kill().unwrap();
+    server.wait().await.unwrap();
+    wait_port(port, false).await;
+    for node in &cluster.nodes {
+        node.wait_log("backplane down", 1, Duration::from_secs(20))
+            .await;
+    }
+    cluster
+        .publish(2, "svc", json!({"everyone": true, "message": "three"}))
+        .await;
+    for client in [&mut alice, &mut bob, &mut carol] {
+        let three = client
+            .try_expect("Notification", Duration::from_secs(10))
+            .await
+            .expect("the broadcast, through the database");
+        assert_eq!(three[0]["message"], "three");
+        assert_eq!(notifications(client).await, Vec::<String>::new());
+    }
+    drop(cluster);
+    let _ = server.start_kill();
+}
+
 macro_rules! cluster_tests {
     ($($name:ident),* $(,)?) => {
         $(
@@ -669,6 +735,7 @@ macro_rules! cluster_tests {
 
 cluster_tests!(
     authentication_across_nodes,
+    broadcasts_across_nodes,
     every_target_exactly_once,
     killed_node_users_go_offline,
     backplane_restart
