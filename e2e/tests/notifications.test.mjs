@@ -25,6 +25,7 @@ let url;
 before(async () => {
   cli(['user', 'add', 'alice'], `${PASSWORD}\n`);
   cli(['user', 'add', 'backend', '--claim', 'permission=notify'], `${PASSWORD}\n`);
+  cli(['user', 'add', 'carol'], `${PASSWORD}\n`);
   // The banner: URL, storage, backplane.
   server = await startSignalbox({ env, ready: (stdout) => /Backplane: in-memory/.test(stdout) });
   url = server.url;
@@ -176,6 +177,53 @@ describe('signalbox serve', () => {
     assert.equal(reuse.status, 401);
     const revoked = await api('POST', '/api/auth/refresh', { body: { refresh_token: next.body.refresh_token } });
     assert.equal(revoked.status, 401);
+  });
+
+  test('a notification to everyone: stored once, live on every transport, replayed once, read per account', { timeout: 30_000 }, async () => {
+    const alice = await login('alice');
+    const backend = await login('backend');
+    const carol = await login('carol');
+    const connect = (token, transport) =>
+      new signalR.HubConnectionBuilder()
+        .withUrl(`${url}/hubs/notifications`, { accessTokenFactory: () => token, transport })
+        .configureLogging(signalR.LogLevel.Warning)
+        .build();
+    const aliceLp = connect(alice.access_token, signalR.HttpTransportType.LongPolling);
+    const backendWs = connect(backend.access_token, signalR.HttpTransportType.WebSockets);
+    const carolSse = connect(carol.access_token, signalR.HttpTransportType.ServerSentEvents);
+    try {
+      await aliceLp.start();
+      await backendWs.start();
+      const live = [aliceLp, backendWs].map((c) => nextInvocations(c, 'Notification', 1, { timeoutMs: 10_000 }));
+      const sent = await api('POST', '/api/notifications', {
+        token: backend.access_token,
+        body: { everyone: true, message: 'to everyone' },
+      });
+      assert.equal(sent.status, 201, JSON.stringify(sent.body));
+      assert.equal(sent.body.ids.length, 1);
+      assert.deepEqual(sent.body.notifications, []);
+      const [id] = sent.body.ids;
+      for (const [[notification]] of await Promise.all(live)) {
+        assert.equal(notification.id, id);
+        assert.equal(notification.from, 'backend');
+        assert.equal(notification.message, 'to everyone');
+      }
+      // carol was offline: she gets it when her connection comes up.
+      const replayed = nextInvocations(carolSse, 'Notification', 1, { timeoutMs: 10_000 });
+      await carolSse.start();
+      const [[missed]] = await replayed;
+      assert.equal(missed.id, id);
+      // Read marks are per account.
+      assert.equal(await carolSse.invoke('MarkRead', id), true);
+      const carolUnread = await api('GET', '/api/notifications?unread=true', { token: carol.access_token });
+      assert.deepEqual(carolUnread.body.map((n) => n.id), []);
+      const aliceUnread = await api('GET', '/api/notifications?unread=true', { token: alice.access_token });
+      assert.ok(aliceUnread.body.some((n) => n.id === id), JSON.stringify(aliceUnread.body));
+    } finally {
+      await carolSse.stop();
+      await backendWs.stop();
+      await aliceLp.stop();
+    }
   });
 
   test('the OpenAPI document is valid and declares the Bearer scheme', async () => {
