@@ -79,19 +79,58 @@ impl From<&BroadcastRow> for Notification {
     }
 }
 
-/// A connection registered with the pump.
-#[derive(Debug)]
-struct Registered {
-    user: String,
-    /// The account received every broadcast up to here through this connection or before it.
-    from: i64,
-}
-
+/// The connections registered with the pump, by id and by account.
 #[derive(Debug, Default)]
 struct State {
     /// The newest broadcast pushed to the registered connections (read at first use).
     pushed: Option<i64>,
-    connections: HashMap<String, Registered>,
+    /// Connection id → account.
+    connections: HashMap<Box<str>, Box<str>>,
+    /// Account → its registered connections, each with the `seq` up to which the account had
+    /// received every broadcast when that connection started receiving.
+    accounts: HashMap<Box<str>, Vec<(Box<str>, i64)>>,
+}
+
+impl State {
+    fn register(&mut self, connection_id: &str, user: &str, from: i64) {
+        self.connections.insert(connection_id.into(), user.into());
+        self.accounts
+            .entry(user.into())
+            .or_default()
+            .push((connection_id.into(), from));
+    }
+
+    /// The smallest `from` of `user`'s registered connections.
+    fn covered_from(&self, user: &str) -> Option<i64> {
+        self.accounts
+            .get(user)
+            .and_then(|tabs| tabs.iter().map(|(_, from)| *from).min())
+    }
+
+    fn lower_from(&mut self, connection_id: &str, from: i64) {
+        let Some(user) = self.connections.get(connection_id) else {
+            return;
+        };
+        if let Some(tab) = self
+            .accounts
+            .get_mut(user)
+            .and_then(|tabs| tabs.iter_mut().find(|(id, _)| &**id == connection_id))
+        {
+            tab.1 = tab.1.min(from);
+        }
+    }
+
+    /// Unregisters a connection: its account and `from`.
+    fn unregister(&mut self, connection_id: &str) -> Option<(Box<str>, i64)> {
+        let user = self.connections.remove(connection_id)?;
+        let tabs = self.accounts.get_mut(&user)?;
+        let index = tabs.iter().position(|(id, _)| &**id == connection_id)?;
+        let (_, from) = tabs.swap_remove(index);
+        if tabs.is_empty() {
+            self.accounts.remove(&user);
+        }
+        Some((user, from))
+    }
 }
 
 /// The broadcasts of this node: storing, the pump, and the replay on connect. Cheap to clone.
@@ -253,19 +292,8 @@ impl Broadcasts {
                 }
             };
             // Another connection of the account on this node received everything after this.
-            let covered_from = state
-                .connections
-                .values()
-                .filter(|c| c.user == user)
-                .map(|c| c.from)
-                .min();
-            state.connections.insert(
-                connection_id.to_owned(),
-                Registered {
-                    user: user.to_owned(),
-                    from: at,
-                },
-            );
+            let covered_from = state.covered_from(user);
+            state.register(connection_id, user, at);
             (at, covered_from)
         };
         if at == 0 {
@@ -279,6 +307,15 @@ impl Broadcasts {
             if cursor >= at {
                 return Ok(0);
             }
+            // Read before claiming: a claim is only made with the rows in hand.
+            let missed = if covered_from.is_some_and(|from| from <= cursor) {
+                Vec::new() // the other tab received them
+            } else {
+                self.inner
+                    .db
+                    .broadcasts_between(cursor, at, account.created_at)
+                    .await?
+            };
             if self
                 .inner
                 .db
@@ -286,14 +323,6 @@ impl Broadcasts {
                 .await?
             {
                 self.set_from(connection_id, cursor).await;
-                if covered_from.is_some_and(|from| from <= cursor) {
-                    return Ok(0); // the other tab received them
-                }
-                let missed = self
-                    .inner
-                    .db
-                    .broadcasts_between(cursor, at, account.created_at)
-                    .await?;
                 for row in &missed {
                     push(hub.clients().client(connection_id), row, 1).await;
                     crate::ops::metrics::delivered(row.created_at, true);
@@ -320,31 +349,23 @@ impl Broadcasts {
     }
 
     async fn set_from(&self, connection_id: &str, from: i64) {
-        if let Some(registered) = self
-            .inner
-            .state
-            .lock()
-            .await
-            .connections
-            .get_mut(connection_id)
-        {
-            registered.from = registered.from.min(from);
-        }
+        let mut state = self.inner.state.lock().await;
+        state.lower_from(connection_id, from);
     }
 
     /// Unregisters a connection that closed: the account received everything pushed meanwhile.
     pub async fn disconnected(&self, connection_id: &str) -> Result<(), StoreError> {
-        let (registered, upto) = {
+        let ((user, from), upto) = {
             let mut state = self.inner.state.lock().await;
-            let Some(registered) = state.connections.remove(connection_id) else {
+            let Some(registered) = state.unregister(connection_id) else {
                 return Ok(());
             };
             (registered, state.pushed.unwrap_or(0))
         };
-        if upto > registered.from {
+        if upto > from {
             self.inner
                 .db
-                .extend_broadcast_cursor(&registered.user, registered.from, upto)
+                .extend_broadcast_cursor(&user, from, upto)
                 .await?;
         }
         Ok(())
@@ -391,7 +412,7 @@ async fn drain(inner: &Inner, hub: &HubContext) -> Result<(), StoreError> {
             if state.pushed.is_some_and(|pushed| pushed >= row.seq) {
                 continue;
             }
-            let ids: Vec<String> = state.connections.keys().cloned().collect();
+            let ids: Vec<String> = state.connections.keys().map(|id| id.to_string()).collect();
             let recipients = ids.len();
             if recipients > 0 {
                 push(hub.clients().clients(ids), row, recipients).await;
