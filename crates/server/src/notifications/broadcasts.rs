@@ -444,3 +444,33 @@ async fn push(target: signalbox::hub::ClientProxy, row: &BroadcastRow, recipient
         tracing::warn!(%error, id = %row.id, "cannot push a broadcast");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::State;
+
+    #[test]
+    fn registered_connections_are_found_by_account() {
+        let mut state = State::default();
+        assert_eq!(state.covered_from("ann"), None);
+        state.register("c1", "ann", 5);
+        state.register("c2", "ann", 7);
+        state.register("c3", "bob", 2);
+        assert_eq!(state.covered_from("ann"), Some(5));
+        assert_eq!(state.covered_from("bob"), Some(2));
+
+        // A replay lowers where a connection's coverage starts, never raises it.
+        state.lower_from("c2", 3);
+        state.lower_from("c2", 9);
+        assert_eq!(state.covered_from("ann"), Some(3));
+        state.lower_from("unknown", 0);
+
+        assert_eq!(state.unregister("c2"), Some(("ann".into(), 3)));
+        assert_eq!(state.covered_from("ann"), Some(5));
+        assert_eq!(state.unregister("c2"), None, "once");
+        assert_eq!(state.unregister("c1"), Some(("ann".into(), 5)));
+        assert_eq!(state.covered_from("ann"), None);
+        assert!(!state.accounts.contains_key("ann"), "no empty entry left");
+        assert_eq!(state.connections.len(), 1);
+    }
+}
