@@ -1,6 +1,7 @@
 //! The connection table, keyed by connection token, with one reaper for abandoned negotiations
 //! (SignalR's `HttpConnectionManager`).
 
+use crate::connection::outbound::OutboundReceiver;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
@@ -54,7 +55,7 @@ pub(crate) struct ConnectionEntry {
 #[derive(Debug)]
 pub(crate) struct LongPoll {
     /// Frames waiting for the next poll; one poll holds the lock at a time.
-    pub(crate) frames: tokio::sync::Mutex<mpsc::Receiver<Bytes>>,
+    pub(crate) frames: tokio::sync::Mutex<OutboundReceiver>,
     /// The poll in progress; a newer poll cancels it (it answers 204).
     pub(crate) current: Mutex<CancellationToken>,
     /// Polls in flight.
@@ -64,7 +65,7 @@ pub(crate) struct LongPoll {
 }
 
 impl LongPoll {
-    pub(crate) fn new(frames: mpsc::Receiver<Bytes>) -> Self {
+    pub(crate) fn new(frames: OutboundReceiver) -> Self {
         Self {
             frames: tokio::sync::Mutex::new(frames),
             current: Mutex::new(CancellationToken::new()),

@@ -6,6 +6,7 @@ mod forward;
 mod id;
 pub(crate) mod manager;
 mod node_directory;
+pub(crate) mod outbound;
 mod raw;
 pub(crate) mod refresh;
 mod refresh_error;
@@ -20,7 +21,7 @@ use std::sync::{Arc, RwLock};
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use signalbox_protocol::TransportType;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 use crate::auth::Principal;
 
@@ -44,7 +45,7 @@ pub(crate) struct Connection {
     /// Bytes from the client; ends when the client is gone.
     pub(crate) inbound: BoxStream<'static, Bytes>,
     /// Frames to the client; the transport ends once every sender is dropped.
-    pub(crate) outbound: mpsc::Sender<Bytes>,
+    pub(crate) outbound: outbound::OutboundSender,
     /// Set by the hub layer once the protocol is known: send binary frames.
     pub(crate) binary: Arc<AtomicBool>,
     /// Whether the transport can carry binary data.

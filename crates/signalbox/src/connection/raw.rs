@@ -11,7 +11,6 @@ use futures_util::StreamExt;
 use futures_util::future::{BoxFuture, FutureExt};
 use futures_util::stream::BoxStream;
 use signalbox_protocol::TransportType;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::endpoint::{self, ConnectionHandler, EndpointSettings};
@@ -27,7 +26,7 @@ pub struct RawConnection {
     principal: Option<Principal>,
     request: Arc<HttpRequestInfo>,
     inbound: BoxStream<'static, Bytes>,
-    outbound: mpsc::Sender<Bytes>,
+    outbound: super::outbound::OutboundSender,
     binary: Arc<AtomicBool>,
     supports_binary: bool,
 }

@@ -214,7 +214,7 @@ impl Resumable {
 /// `sockets` delivers the writer queue of each new socket; the pump ends when the hub is done.
 pub(crate) async fn pump(
     resumable: std::sync::Arc<Resumable>,
-    mut frames: mpsc::Receiver<Bytes>,
+    mut frames: crate::connection::outbound::OutboundReceiver,
     mut sockets: mpsc::Receiver<mpsc::Sender<Bytes>>,
     binary: std::sync::Arc<AtomicBool>,
 ) {

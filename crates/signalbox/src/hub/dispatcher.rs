@@ -1,10 +1,10 @@
 //! Dispatching hub messages of one connection: invocations, server-to-client streams, upload
 //! streams, cancellation and client results (SignalR's `DefaultHubDispatcher`).
 
+use crate::connection::outbound::OutboundSender;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
 use futures_util::StreamExt;
 use signalbox_protocol::{
     CancelInvocation, Completion, CompletionOutcome, Headers, HubMessage, Invocation, Payload,
@@ -42,7 +42,7 @@ pub(crate) struct Dispatcher {
     hub: Arc<HubInner>,
     protocol: Protocol,
     caller: Caller,
-    outbound: mpsc::Sender<Bytes>,
+    outbound: OutboundSender,
     /// Running invocations and streams; dropping the set aborts them. This and the next fields
     /// are created on first use: many connections never invoke anything.
     tasks: Option<JoinSet<()>>,
@@ -57,7 +57,7 @@ impl Dispatcher {
         hub: Arc<HubInner>,
         protocol: Protocol,
         caller: Caller,
-        outbound: mpsc::Sender<Bytes>,
+        outbound: OutboundSender,
     ) -> Self {
         let rate = hub.options.invocation_rate_limit.map(TokenBucket::new);
         Self {
@@ -525,7 +525,7 @@ impl ErrorTexts {
 
 /// Encodes and queues a message, waiting for room; `false` if the connection is gone.
 pub(crate) async fn send(
-    outbound: &mpsc::Sender<Bytes>,
+    outbound: &OutboundSender,
     protocol: Protocol,
     message: HubMessage,
 ) -> bool {

@@ -421,13 +421,11 @@ impl HubLifetimeManager for LocalLifetimeManager {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
     use signalbox_protocol::Protocol;
-    use tokio::sync::mpsc;
     use tokio_util::sync::CancellationToken;
 
     struct Conn {
-        rx: mpsc::Receiver<Bytes>,
+        rx: crate::connection::outbound::OutboundReceiver,
         abort: CancellationToken,
     }
 
@@ -438,7 +436,7 @@ mod tests {
         protocol: Protocol,
         cap: usize,
     ) -> Conn {
-        let (tx, rx) = mpsc::channel(cap);
+        let (tx, rx) = crate::connection::outbound::channel(cap);
         let abort = CancellationToken::new();
         m.add(ConnectionHandle::new(
             Arc::from(id),
@@ -459,7 +457,7 @@ mod tests {
 
     fn received(conn: &mut Conn) -> usize {
         let mut n = 0;
-        while conn.rx.try_recv().is_ok() {
+        while conn.rx.try_recv().is_some() {
             n += 1;
         }
         n

@@ -9,13 +9,13 @@ mod local;
 mod scaled;
 mod serialized;
 
+use crate::connection::outbound::{OutboundSender, TrySendError};
 use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use signalbox_protocol::{Completion, Payload, Protocol};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use backplane::{
@@ -79,7 +79,7 @@ pub struct ConnectionHandle {
     id: Arc<str>,
     user_id: Option<Arc<str>>,
     protocol: Protocol,
-    outbound: mpsc::Sender<Bytes>,
+    outbound: OutboundSender,
     abort: CancellationToken,
     gate: Arc<gate::Gate>,
     /// The connection's replaceable principal (authentication refresh enabled).
@@ -102,7 +102,7 @@ impl ConnectionHandle {
         id: Arc<str>,
         user_id: Option<Arc<str>>,
         protocol: Protocol,
-        outbound: mpsc::Sender<Bytes>,
+        outbound: OutboundSender,
         abort: CancellationToken,
     ) -> Self {
         Self {
@@ -142,7 +142,7 @@ impl ConnectionHandle {
         id: Arc<str>,
         user_id: Option<Arc<str>>,
         protocol: Protocol,
-        outbound: mpsc::Sender<Bytes>,
+        outbound: OutboundSender,
         abort: CancellationToken,
     ) -> Self {
         let limit = outbound.max_capacity();
@@ -200,11 +200,11 @@ impl ConnectionHandle {
     fn queue(&self, frame: Bytes) -> bool {
         match self.outbound.try_send(frame) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(TrySendError::Full) => {
                 self.close_slow("outbound queue full; closing slow connection");
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(TrySendError::Closed) => false,
         }
     }
 

@@ -12,7 +12,6 @@ use futures_util::StreamExt;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, EXPIRES, PRAGMA};
 use http::{HeaderValue, StatusCode};
 use signalbox_protocol::TransportType;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::receiver_stream;
@@ -59,7 +58,7 @@ pub(crate) fn connect(
     queue_capacity: usize,
 ) -> (Connection, Response) {
     let (_, inbound_rx) = entry.take_inbound();
-    let (outbound_tx, outbound_rx) = mpsc::channel(queue_capacity.max(1));
+    let (outbound_tx, outbound_rx) = crate::connection::outbound::channel(queue_capacity);
     let _ = entry.long_poll.set(Box::new(LongPoll::new(outbound_rx)));
     let connection = Connection {
         id: entry.id.clone(),
@@ -116,8 +115,8 @@ pub(crate) async fn poll(entry: &ConnectionEntry, timeout: Duration) -> Response
                 let mut body = BytesMut::from(&first[..]);
                 while body.len() < MAX_POLL_BYTES {
                     match frames.try_recv() {
-                        Ok(more) => body.extend_from_slice(&more),
-                        Err(_) => break,
+                        Some(more) => body.extend_from_slice(&more),
+                        None => break,
                     }
                 }
                 crate::metrics::bytes_sent(TransportType::LongPolling, body.len() as u64);

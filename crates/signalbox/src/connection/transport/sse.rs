@@ -11,7 +11,6 @@ use futures_util::{StreamExt, future};
 use http::header::{CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE, PRAGMA};
 use http::{HeaderValue, StatusCode};
 use signalbox_protocol::TransportType;
-use tokio::sync::mpsc;
 
 use super::receiver_stream;
 use crate::auth::Principal;
@@ -43,7 +42,7 @@ pub(crate) fn connect(
     queue_capacity: usize,
 ) -> (Connection, Response) {
     let (_, inbound_rx) = entry.take_inbound();
-    let (outbound_tx, outbound_rx) = mpsc::channel(queue_capacity.max(1));
+    let (outbound_tx, outbound_rx) = crate::connection::outbound::channel(queue_capacity);
     let connection = Connection {
         id: entry.id.clone(),
         transport: TransportType::ServerSentEvents,
@@ -63,7 +62,7 @@ pub(crate) fn connect(
     // The client closing the response disposes the connection.
     let guard = entry.closed.clone().drop_guard();
     let events = futures_util::stream::once(future::ready(Bytes::from_static(b":\r\n")))
-        .chain(receiver_stream(outbound_rx).map(|frame| {
+        .chain(outbound_rx.into_stream().map(|frame| {
             let event = format_event(&frame);
             crate::metrics::bytes_sent(TransportType::ServerSentEvents, event.len() as u64);
             event

@@ -70,7 +70,7 @@ pub(crate) fn connect(
     session: WebSocketSession,
     limits: DriverLimits,
 ) -> (Connection, Driver) {
-    let (tx, rx) = mpsc::channel(session.queue_capacity.max(1));
+    let (tx, rx) = crate::connection::outbound::channel(session.queue_capacity);
     let binary = Arc::new(AtomicBool::new(false));
     let inbox = Arc::new(Inbox::default());
     let driver = Driver::new(
@@ -110,7 +110,7 @@ pub(crate) fn connect_resumable(
     // Set once: this is the first socket of the connection.
     let _ = entry.resumable.set(resumable.clone());
     let (inbound_tx, inbound_rx) = entry.take_inbound();
-    let (outbound_tx, outbound_rx) = mpsc::channel(session.queue_capacity.max(1));
+    let (outbound_tx, outbound_rx) = crate::connection::outbound::channel(session.queue_capacity);
     let (sockets_tx, sockets_rx) = mpsc::channel(1);
     let binary = Arc::new(AtomicBool::new(false));
     let _ = resumable.handoff.set((sockets_tx.clone(), binary.clone()));

@@ -6,6 +6,7 @@
 //! written. The future runs in the connection's own task, next to the hub's handler (see
 //! `endpoint::websocket_connection`), so a connection is one task.
 
+use crate::connection::outbound::OutboundReceiver;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +18,6 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use signalbox_protocol::TransportType;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::mpsc;
 use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
 
@@ -55,7 +55,7 @@ enum State {
 /// Drives one WebSocket until it is closed; see the module docs.
 pub(crate) struct Driver {
     io: TokioIo<Upgraded>,
-    outbound: mpsc::Receiver<Bytes>,
+    outbound: OutboundReceiver,
     inbox: Arc<Inbox>,
     binary: Arc<AtomicBool>,
     limits: DriverLimits,
@@ -94,7 +94,7 @@ impl Driver {
     /// binary frames once `binary` is set, else as text).
     pub(crate) fn new(
         io: Upgraded,
-        outbound: mpsc::Receiver<Bytes>,
+        outbound: OutboundReceiver,
         inbox: Arc<Inbox>,
         binary: Arc<AtomicBool>,
         limits: DriverLimits,
@@ -252,8 +252,8 @@ impl Driver {
                 self.queue(&data);
                 while self.out.len() < self.limits.write_batch {
                     match self.outbound.try_recv() {
-                        Ok(data) => self.queue(&data),
-                        Err(_) => break,
+                        Some(data) => self.queue(&data),
+                        None => break,
                     }
                 }
                 true

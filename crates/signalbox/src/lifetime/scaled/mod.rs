@@ -539,7 +539,7 @@ mod tests {
     use tokio_util::sync::CancellationToken;
 
     struct Conn {
-        rx: mpsc::Receiver<Bytes>,
+        rx: crate::connection::outbound::OutboundReceiver,
     }
 
     async fn connect(
@@ -548,7 +548,7 @@ mod tests {
         user: Option<&str>,
         protocol: Protocol,
     ) -> Conn {
-        let (tx, rx) = mpsc::channel(64);
+        let (tx, rx) = crate::connection::outbound::channel(64);
         m.on_connected(ConnectionHandle::new(
             Arc::from(id),
             user.map(Arc::from),
@@ -576,7 +576,7 @@ mod tests {
     async fn count(conn: &mut Conn) -> usize {
         settle().await;
         let mut n = 0;
-        while conn.rx.try_recv().is_ok() {
+        while conn.rx.try_recv().is_some() {
             n += 1;
         }
         n
@@ -598,7 +598,7 @@ mod tests {
         let cell = Arc::new(crate::connection::AuthCell::new(Some(principal(
             serde_json::json!({"sub": "alice", "v": 1}),
         ))));
-        let (tx, _rx) = mpsc::channel(8);
+        let (tx, _rx) = crate::connection::outbound::channel(8);
         b.on_connected(
             ConnectionHandle::new(
                 Arc::from("b1"),
