@@ -32,8 +32,12 @@ pub struct Setup {
     pub secret: String,
     /// Worker processes.
     pub workers: usize,
-    /// Source addresses 127.0.0.2 ..= 127.0.0.(1 + sources).
+    /// Source addresses 127.0.0.`first_source` ..= 127.0.0.(`first_source` + sources − 1).
     pub sources: usize,
+    /// The last byte of the first source address (2: 127.0.0.2). Runs one after the other can
+    /// each start at their own, so that a run's connects do not search for free ports among
+    /// the closed connections (`TIME_WAIT`) of the run before.
+    pub first_source: u8,
     /// Connection attempts in flight per worker.
     pub concurrency: usize,
     /// Padding bytes per published message.
@@ -220,7 +224,10 @@ impl Workers {
             .max(1)
             .min(count.max(1));
         let sources: Vec<Ipv4Addr> = (0..setup.sources)
-            .map(|i| Ipv4Addr::new(127, 0, 0, 2 + i as u8))
+            .map(|i| {
+                let last = usize::from(setup.first_source) + i;
+                Ipv4Addr::new(127, 0, 0, u8::try_from(last).unwrap_or(u8::MAX))
+            })
             .collect();
         let mut first = first;
         for w in 0..n {

@@ -315,6 +315,7 @@ impl Common {
             secret: self.secret.clone(),
             workers: self.workers,
             sources: self.sources,
+            first_source: 2,
             concurrency: self.concurrency,
             payload: self.payload,
             negotiate: self.negotiate,
@@ -558,6 +559,19 @@ fn write_out(path: Option<&PathBuf>, value: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The first source address (last byte) of the `i`-th block of `sources` addresses from
+/// 127.0.0.2; an error when the blocks do not fit in 127.0.0.0/24.
+fn source_block(i: usize, sources: usize) -> anyhow::Result<u8> {
+    let first = 2 + i * sources;
+    match u8::try_from(first + sources.saturating_sub(1)) {
+        Ok(last) if last < u8::MAX => Ok(u8::try_from(first)?),
+        _ => anyhow::bail!(
+            "{} blocks of {sources} source addresses do not fit in 127.0.0.0/24",
+            i + 1
+        ),
+    }
+}
+
 fn header() -> Value {
     json!({
         "machine": signalbox_bench::sys::machine(),
@@ -587,7 +601,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let mut out = header();
             let mut results = Vec::new();
-            for target in against {
+            // Each target connects from its own source addresses: the closed connections of
+            // the previous target (in TIME_WAIT for a minute) would otherwise slow the kernel's
+            // search for a free port.
+            let mut setup = setup;
+            for (i, target) in against.into_iter().enumerate() {
+                setup.first_source = source_block(i, setup.sources)?;
                 results.push(storm(&setup, &options, target, connections).await?);
             }
             out["ratios"] = storm_ratios(&results);
