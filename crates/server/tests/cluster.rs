@@ -299,6 +299,17 @@ impl Cluster {
     }
 }
 
+/// Kills the private backplane server on `port` and waits until every node saw it go.
+async fn stop_backplane(server: &mut Child, port: u16, cluster: &Cluster) {
+    server.start_kill().unwrap();
+    server.wait().await.unwrap();
+    wait_port(port, false).await;
+    for node in &cluster.nodes {
+        node.wait_log("backplane down", 1, Duration::from_secs(20))
+            .await;
+    }
+}
+
 /// The messages of every `Notification` received until a quiet period, sorted.
 async fn notifications(client: &mut HubClient) -> Vec<String> {
     let mut messages: Vec<String> = client
@@ -515,13 +526,7 @@ async fn backplane_restart(bp: Bp) {
     assert_eq!(notifications(&mut alice).await, strings(&["before"]));
     assert_eq!(notifications(&mut bob).await, strings(&["before"]));
 
-    server.start_kill().unwrap();
-    server.wait().await.unwrap();
-    wait_port(port, false).await;
-    for node in &cluster.nodes {
-        node.wait_log("backplane down", 1, Duration::from_secs(20))
-            .await;
-    }
+    stop_backplane(&mut server, port, &cluster).await;
     // Published on node0 while no node can reach the others: kept in the inbox.
     cluster
         .publish(
@@ -693,13 +698,7 @@ async fn broadcasts_across_nodes(bp: Bp) {
     assert_eq!(notifications(&mut bob).await, strings(&["two"]));
     assert_eq!(notifications(&mut carol).await, strings(&["two"]));
 
-    server.start_kill().unwrap();
-    server.wait().await.unwrap();
-    wait_port(port, false).await;
-    for node in &cluster.nodes {
-        node.wait_log("backplane down", 1, Duration::from_secs(20))
-            .await;
-    }
+    stop_backplane(&mut server, port, &cluster).await;
     cluster
         .publish(2, "svc", json!({"everyone": true, "message": "three"}))
         .await;

@@ -241,6 +241,19 @@ async fn listed(app: &TestApp, token: &str, query: &str) -> Vec<(String, Value)>
         .collect()
 }
 
+/// `POST /api/notifications/{id}/read` as `token`: the status.
+async fn mark_read(app: &TestApp, token: &str, id: &str) -> u16 {
+    let (status, body) = app
+        .post(
+            &format!("/api/notifications/{id}/read"),
+            Some(token),
+            json!({}),
+        )
+        .await;
+    assert!(status == 204 || status == 404, "{status}: {body}");
+    status
+}
+
 /// The message of the next `Notification` the client receives.
 async fn next_message(client: &mut HubClient) -> String {
     client.expect("Notification").await[0]["message"]
@@ -316,22 +329,12 @@ async fn everyone_is_stored_once_for_every_account(backend: Backend) {
     );
 
     // Read marks are per account: over HTTP for one, with the hub's MarkRead for another.
-    let (status, body) = app
-        .post(
-            &format!("/api/notifications/{id}/read"),
-            Some(&late),
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, 204, "{body}");
-    let (status, body) = app
-        .post(
-            &format!("/api/notifications/{id}/read"),
-            Some(&late),
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, 204, "marking read again is fine: {body}");
+    assert_eq!(mark_read(&app, &late, &id).await, 204);
+    assert_eq!(
+        mark_read(&app, &late, &id).await,
+        204,
+        "marking read again is fine"
+    );
     assert_eq!(
         listed(&app, &late, "?unread=true").await,
         [("third".to_owned(), Value::Null)]
@@ -359,10 +362,7 @@ async fn everyone_is_stored_once_for_every_account(backend: Backend) {
         app.state.inbox.unread_total().await.unwrap(),
         21 + 2 + 1 - 2
     );
-    let (status, _) = app
-        .post("/api/notifications/no-such-id/read", Some(&late), json!({}))
-        .await;
-    assert_eq!(status, 404);
+    assert_eq!(mark_read(&app, &late, "no-such-id").await, 404);
 
     late_tab.close().await;
     late_tab2.close().await;
@@ -406,14 +406,11 @@ async fn everyone_leaves_out_accounts_created_later(backend: Backend) {
         "welcome",
         "no broadcast from before"
     );
-    let (status, _) = app
-        .post(
-            &format!("/api/notifications/{id}/read"),
-            Some(&newbie),
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, 404, "not one of newbie's");
+    assert_eq!(
+        mark_read(&app, &newbie, &id).await,
+        404,
+        "not one of newbie's"
+    );
     // One account (svc) when it was stored, and "welcome".
     assert_eq!(app.state.inbox.unread_total().await.unwrap(), 2);
     tab.close().await;

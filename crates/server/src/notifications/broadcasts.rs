@@ -416,12 +416,14 @@ async fn drain(inner: &Inner, hub: &HubContext) -> Result<(), StoreError> {
             let recipients = ids.len();
             if recipients > 0 {
                 push(hub.clients().clients(ids), row, recipients).await;
-                for _ in 0..recipients {
-                    crate::ops::metrics::delivered(row.created_at, false);
-                }
             }
             state.pushed = Some(row.seq);
+            drop(state);
             inner.pushed.send_replace(row.seq);
+            // Recorded outside the lock: connections coming up do not wait for the metrics.
+            for _ in 0..recipients {
+                crate::ops::metrics::delivered(row.created_at, false);
+            }
         }
     }
 }
