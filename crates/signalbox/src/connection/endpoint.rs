@@ -373,8 +373,11 @@ fn run_handler(
     connection: Connection,
 ) -> impl Future<Output = ()> + Send + 'static {
     let connection = super::refresh::track(&endpoint.settings.options, &entry, connection);
+    // Started here, not in the block: the block would keep `connection` in its state as well as
+    // the handler future it moved into, for the connection's whole life.
+    let handler = endpoint.handler.clone().run(connection);
     async move {
-        endpoint.handler.clone().run(connection).await;
+        handler.await;
         entry.dispose();
         endpoint.manager.remove(&entry.token);
     }

@@ -31,8 +31,11 @@ pub(crate) fn run(
     hub: Arc<HubInner>,
     connection: Connection,
 ) -> impl Future<Output = ()> + Send + 'static {
+    // No parent: a parent span stays open (and keeps its fields) as long as its children, and
+    // this one lives as long as the connection; it follows from the request that opened it.
     let span = tracing::info_span!(
         target: "signalbox::hub",
+        parent: None,
         "connection",
         hub = %hub.name,
         connection_id = %connection.id,
@@ -46,6 +49,7 @@ pub(crate) fn run(
         signalr.connection.id = tracing::field::Empty,
         signalr.transport = tracing::field::Empty,
     );
+    span.follows_from(tracing::Span::current());
     if crate::trace::propagator().is_some() {
         // Traced: the OpenTelemetry names (recorded only then, so logs stay as they were).
         span.record("otel.name", format!("{}/connection", hub.name));
@@ -150,77 +154,68 @@ fn run_connection(
                 resumable.disable();
             }
         }
+        // Cancelled when the hub or the server ends the connection, and with the transport: what
+        // the receive loop waits for (one wait instead of two) and what hub methods see as
+        // `Caller::aborted`.
+        let abort = connection.transport_closed.child_token();
         // 2. Register the connection before the client can see the handshake response, so that a
         //    message sent to everyone once the client is connected cannot miss it. What is sent to
         //    it meanwhile is held and follows the handshake response.
-        let user_id: Option<Arc<str>> = connection
-            .principal
-            .as_ref()
-            .and_then(|p| p.user_id())
-            .map(Arc::from);
-        if let Some(user) = &user_id {
-            tracing::Span::current().record("user", &**user);
-        }
-        let abort = CancellationToken::new();
-        let lifetime = hub.context.lifetime_manager().clone();
-        let handle = ConnectionHandle::opening(
-            connection.id.clone(),
-            user_id.clone(),
-            protocol,
-            connection.outbound.clone(),
-            abort.clone(),
-        )
-        .with_auth(connection.auth.clone());
-        lifetime.on_connected(handle.clone()).await;
-        if let Some(hook) = &hub.initial_groups {
-            for group in hook(connection.principal.clone()).await {
-                if let Err(error) = lifetime.add_to_group(&connection.id, &group).await {
-                    tracing::warn!(%error, group, "cannot join an initial group");
+        //    (A block: what only the start needs is not kept in the connection's long-lived
+        //    state.)
+        let caller = {
+            let user_id: Option<Arc<str>> = connection
+                .principal
+                .as_ref()
+                .and_then(|p| p.user_id())
+                .map(Arc::from);
+            if let Some(user) = &user_id {
+                tracing::Span::current().record("user", &**user);
+            }
+            let lifetime = hub.context.lifetime_manager();
+            let handle = ConnectionHandle::opening(
+                connection.id.clone(),
+                user_id.clone(),
+                protocol,
+                connection.outbound.clone(),
+                abort.clone(),
+            )
+            .with_auth(connection.auth.clone());
+            lifetime.on_connected(handle.clone()).await;
+            if let Some(hook) = &hub.initial_groups {
+                for group in hook(connection.principal.clone()).await {
+                    if let Err(error) = lifetime.add_to_group(&connection.id, &group).await {
+                        tracing::warn!(%error, group, "cannot join an initial group");
+                    }
                 }
             }
-        }
-        if connection
-            .outbound
-            .send(handshake_response(None))
-            .await
-            .is_err()
-        {
-            lifetime.on_disconnected(&connection.id).await;
-            return;
-        }
-        handle.open();
-        drop(handle);
-        let caller = Caller::new(
-            connection.id.clone(),
-            connection.principal.clone(),
-            connection.auth.clone(),
-            user_id,
-            connection.request.clone(),
-            connection.transport,
-            protocol,
-            hub.context.clone(),
-            abort.clone(),
-        );
+            if connection
+                .outbound
+                .send(handshake_response(None))
+                .await
+                .is_err()
+            {
+                lifetime.on_disconnected(&connection.id).await;
+                return;
+            }
+            handle.open();
+            Caller::new(
+                connection.id.clone(),
+                connection.principal.clone(),
+                connection.auth.clone(),
+                user_id,
+                connection.request.clone(),
+                connection.transport,
+                protocol,
+                hub.context.clone(),
+                abort.clone(),
+            )
+        };
         tracing::debug!("connected");
         crate::metrics::connected(&hub.name, connection.transport, protocol);
 
         // 3. The hub's on_connected, then the loop.
-        let close = match &hub.on_connected {
-            Some(hook) => match hook(caller.clone()).await {
-                Ok(()) => None,
-                Err(error) => {
-                    tracing::warn!(%error, "on_connected failed; closing");
-                    Some(Close {
-                        error: Some(
-                            error.render(CLOSED_WITH_ERROR, options.enable_detailed_errors),
-                        ),
-                        allow_reconnect: false,
-                    })
-                }
-            },
-            None => None,
-        };
-        let close = match close {
+        let close = match connected(&hub, &caller).await {
             Some(close) => Some(close),
             None => {
                 let mut dispatcher = Dispatcher::new(
@@ -262,8 +257,26 @@ fn run_connection(
         {
             tracing::warn!(%error, "on_disconnected failed");
         }
-        lifetime.on_disconnected(&connection.id).await;
+        hub.context
+            .lifetime_manager()
+            .on_disconnected(&connection.id)
+            .await;
         tracing::debug!("disconnected");
+    }
+}
+
+/// Runs the hub's `on_connected`; `Some(close)` when it failed and the connection must end.
+async fn connected(hub: &HubInner, caller: &Caller) -> Option<Close> {
+    let hook = hub.on_connected.as_ref()?;
+    match hook(caller.clone()).await {
+        Ok(()) => None,
+        Err(error) => {
+            tracing::warn!(%error, "on_connected failed; closing");
+            Some(Close {
+                error: Some(error.render(CLOSED_WITH_ERROR, hub.options.enable_detailed_errors)),
+                allow_reconnect: false,
+            })
+        }
     }
 }
 
@@ -443,14 +456,15 @@ async fn receive_loop(
         tokio::select! {
             biased;
             () = abort.cancelled() => {
+                // A child of the transport's token: the transport may be what closed.
+                if connection.transport_closed.is_cancelled() && !caller.aborted_by_hub() {
+                    tracing::debug!("transport closed");
+                    return None;
+                }
                 return Some(Close {
                     error: None,
                     allow_reconnect: !caller.aborted_by_hub(),
                 });
-            }
-            () = connection.transport_closed.cancelled() => {
-                tracing::debug!("transport closed");
-                return None;
             }
             () = hub.context.shutdown_token().cancelled() => {
                 tracing::debug!("server shutting down; closing");

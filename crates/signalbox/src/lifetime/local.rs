@@ -1,6 +1,5 @@
 //! The in-memory lifetime manager (SignalR's `DefaultHubLifetimeManager`).
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use dashmap::DashMap;
@@ -8,6 +7,7 @@ use futures_util::future::{BoxFuture, FutureExt};
 
 use signalbox_protocol::{Completion, HubMessage, Invocation, Payload};
 
+use super::members::Members;
 use super::{
     ClientResultError, ClientResults, ConnectionHandle, HubLifetimeManager, SendError,
     SerializedMessage, Target,
@@ -21,7 +21,8 @@ use super::{
 #[derive(Debug, Default)]
 pub struct LocalLifetimeManager {
     connections: DashMap<Arc<str>, Entry>,
-    groups: DashMap<String, HashSet<Arc<str>>>,
+    /// Each group's members; the group's name is shared with the members' entries.
+    groups: DashMap<Arc<str>, Members>,
     /// Each user's connection ids: a list, as most users have a few connections at most.
     users: DashMap<Arc<str>, Vec<Arc<str>>>,
     results: ClientResults,
@@ -30,7 +31,8 @@ pub struct LocalLifetimeManager {
 #[derive(Debug)]
 struct Entry {
     handle: ConnectionHandle,
-    groups: HashSet<String>,
+    /// The groups the connection is in: a list, as most connections are in a few at most.
+    groups: Vec<Arc<str>>,
 }
 
 impl LocalLifetimeManager {
@@ -189,6 +191,8 @@ impl LocalLifetimeManager {
         if let Some(user) = handle.shared_user_id() {
             let mut ids = self.users.entry(user).or_default();
             if !ids.contains(&id) {
+                // Room for one more only: most users have one connection.
+                ids.reserve_exact(1);
                 ids.push(id.clone());
             }
         }
@@ -196,7 +200,7 @@ impl LocalLifetimeManager {
             id,
             Entry {
                 handle,
-                groups: HashSet::new(),
+                groups: Vec::new(),
             },
         );
     }
@@ -206,7 +210,7 @@ impl LocalLifetimeManager {
             return;
         };
         for group in &entry.groups {
-            self.groups.remove_if_mut(group, |_, members| {
+            self.groups.remove_if_mut(&**group, |_, members| {
                 members.remove(&id);
                 members.is_empty()
             });
@@ -287,8 +291,14 @@ impl LocalLifetimeManager {
             return false;
         };
         let id = entry.handle.shared_id();
-        entry.groups.insert(group.to_owned());
-        self.groups.entry(group.to_owned()).or_default().insert(id);
+        if entry.groups.iter().any(|g| **g == *group) {
+            // Already in it (then the group table lists it too).
+            return true;
+        }
+        let mut members = self.groups.entry(Arc::from(group)).or_default();
+        entry.groups.push(members.key().clone());
+        members.insert(id);
+        drop(members);
         drop(entry);
         true
     }
@@ -301,7 +311,9 @@ impl LocalLifetimeManager {
         let Some(mut entry) = self.connections.get_mut(connection_id) else {
             return false;
         };
-        entry.groups.remove(group);
+        if let Some(at) = entry.groups.iter().position(|g| **g == *group) {
+            entry.groups.swap_remove(at);
+        }
         self.groups.remove_if_mut(group, |_, members| {
             members.remove(connection_id);
             members.is_empty()

@@ -6,6 +6,7 @@ mod backplane;
 mod client_results;
 mod gate;
 mod local;
+mod members;
 mod scaled;
 mod serialized;
 
