@@ -130,8 +130,7 @@ impl Accounts {
         Ok(self.db.user(name).await?.is_some())
     }
 
-    /// Those of `names` that are not accounts, in the order given (one query for up to
-    /// 30,000 names).
+    /// Those of `names` that are not accounts, in the order given (one query).
     pub async fn unknown(&self, names: &[String]) -> Result<Vec<String>, StoreError> {
         let known = self.db.existing_user_names(names).await?;
         Ok(names

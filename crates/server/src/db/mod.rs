@@ -213,7 +213,7 @@ pub(crate) fn json_column<T: serde::de::DeserializeOwned>(
     serde_json::from_str(text).map_err(|_| StoreError::Corrupt(what))
 }
 
-/// `$first, $first+1, …` (`count` placeholders), for `IN (…)` lists and multi-row `VALUES`.
+/// `$first, $first+1, …` (`count` placeholders), for multi-row `VALUES`.
 pub fn placeholders(first: usize, count: usize) -> String {
     let mut out = String::with_capacity(count * 7);
     for n in first..first + count {
@@ -225,14 +225,93 @@ pub fn placeholders(first: usize, count: usize) -> String {
     out
 }
 
+/// A subquery yielding, as text, each element of the JSON array bound as parameter `$param`: the
+/// list of `column IN (…)`. For example `format!("… WHERE name IN ({})", in_json(backend, 1))`,
+/// binding [`json_array`] of the names as `$1`.
+///
+/// The list is one parameter whatever its length, so the statement's text is the same for every
+/// list: each connection prepares and caches it once, rather than once per length (`$1, …, $n`),
+/// and no list runs into a limit on the number of bound parameters. The elements compare with a
+/// text column as they are; a column of another type needs a cast.
+pub fn in_json(backend: Backend, param: usize) -> String {
+    match backend {
+        Backend::Sqlite => format!("SELECT value FROM json_each(${param})"),
+        Backend::Postgres => format!("SELECT json_array_elements_text(${param}::json)"),
+    }
+}
+
+/// `values` as the text of a JSON array of strings, the value to bind for [`in_json`].
+pub fn json_array<S: AsRef<str>>(values: impl IntoIterator<Item = S>) -> String {
+    values
+        .into_iter()
+        .map(|value| serde_json::Value::from(value.as_ref()))
+        .collect::<serde_json::Value>()
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]
     fn placeholders_are_numbered_from_first() {
         assert_eq!(placeholders(3, 3), "$3, $4, $5");
         assert_eq!(placeholders(1, 0), "");
+    }
+
+    #[test]
+    fn in_json_names_one_parameter() {
+        assert_eq!(
+            in_json(Backend::Sqlite, 2),
+            "SELECT value FROM json_each($2)"
+        );
+        assert_eq!(
+            in_json(Backend::Postgres, 1),
+            "SELECT json_array_elements_text($1::json)"
+        );
+        assert_eq!(json_array(["a", "b"]), r#"["a","b"]"#);
+        assert_eq!(json_array(Vec::<String>::new()), "[]");
+    }
+
+    #[tokio::test]
+    async fn in_json_matches_each_value_exactly() {
+        let db = Db::open("sqlite::memory:").await.unwrap();
+        let names = [
+            "plain",
+            "quote\"d",
+            "back\\slash",
+            "tab\tnew\nline",
+            "ünïcödé ☃",
+            "",
+            "[1]",
+        ];
+        let json = json_array(names);
+        let sql = format!(
+            "SELECT COUNT(*) AS n FROM (SELECT $1 AS name) AS t WHERE name IN ({})",
+            in_json(db.backend(), 2)
+        );
+        for name in names {
+            let row = sqlx::query(&sql)
+                .bind(name)
+                .bind(&json)
+                .fetch_one(db.pool())
+                .await
+                .unwrap();
+            assert_eq!(
+                sqlx::Row::try_get::<i64, _>(&row, "n").unwrap(),
+                1,
+                "{name:?}"
+            );
+        }
+        let row = sqlx::query(&sql)
+            .bind("missing")
+            .bind(&json)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        assert_eq!(sqlx::Row::try_get::<i64, _>(&row, "n").unwrap(), 0);
     }
 
     #[test]

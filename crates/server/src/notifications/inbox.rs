@@ -27,9 +27,9 @@
 //!   counting each user's connections; for a handful of recipients the per-user count is
 //!   cheaper and kept. While the backplane is down only local users are candidates, and each
 //!   is checked for connections elsewhere (degraded mode, bounded by this node's users).
-//! - **Claiming**: the rows to push are marked delivered with set-based UPDATEs (`id IN (…)`,
-//!   chunked, `RETURNING id`); only the ids this call claimed are pushed, so a replay racing
-//!   with it (a connection coming up) delivers each row once, whoever wins.
+//! - **Claiming**: the rows to push are marked delivered with one set-based UPDATE (`id IN (…)`,
+//!   `RETURNING id`); only the ids this call claimed are pushed, so a replay racing with it (a
+//!   connection coming up) delivers each row once, whoever wins.
 //! - **Pushing**: each row has its own id, so each recipient gets its own message on their
 //!   `user:NAME` group; these pushes run concurrently. With a backplane that is one envelope per
 //!   recipient online. A single cluster-wide broadcast carrying every (user, id) pair was

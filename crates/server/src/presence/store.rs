@@ -15,8 +15,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use sqlx::Row;
 
-use crate::db::placeholders;
-use crate::db::{Backend, Db, StoreError};
+use crate::db::{Backend, Db, StoreError, in_json, json_array, placeholders};
 
 /// Locks the row of user `$1` until the transaction ends.
 const LOCK_USER: &str = "UPDATE users SET last_connected_at = last_connected_at WHERE name = $1";
@@ -361,7 +360,8 @@ impl Db {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let in_users = placeholders(1, users.len());
+        let in_users = in_json(self.backend(), 1);
+        let users_json = json_array(&users);
         let mut tx = self.pool().begin().await?;
         // The users' rows, locked in name order.
         let lock = match self.backend() {
@@ -373,31 +373,24 @@ impl Db {
                 "UPDATE users SET last_connected_at = last_connected_at WHERE name IN ({in_users})"
             ),
         };
-        let mut query = sqlx::query(&lock);
-        for user in &users {
-            query = query.bind(*user);
-        }
-        query.execute(&mut *tx).await?;
+        sqlx::query(&lock)
+            .bind(&users_json)
+            .execute(&mut *tx)
+            .await?;
         let counts_sql = format!(
             "SELECT user_name, COUNT(*) AS n FROM connections WHERE user_name IN ({in_users}) \
              GROUP BY user_name"
         );
-        let mut query = sqlx::query(&counts_sql);
-        for user in &users {
-            query = query.bind(*user);
-        }
+        let query = sqlx::query(&counts_sql).bind(&users_json);
         let mut counts: HashMap<String, i64> = HashMap::new();
         for row in query.fetch_all(&mut *tx).await? {
             counts.insert(row.try_get("user_name")?, row.try_get("n")?);
         }
         let existing_sql = format!(
             "SELECT connection_id FROM connections WHERE connection_id IN ({})",
-            placeholders(1, ids.len())
+            in_json(self.backend(), 1)
         );
-        let mut query = sqlx::query(&existing_sql);
-        for id in &ids {
-            query = query.bind(*id);
-        }
+        let query = sqlx::query(&existing_sql).bind(json_array(&ids));
         let mut existing: HashSet<String> = HashSet::new();
         for row in query.fetch_all(&mut *tx).await? {
             existing.insert(row.try_get("connection_id")?);
@@ -449,13 +442,12 @@ impl Db {
         if !deleted.is_empty() {
             let sql = format!(
                 "DELETE FROM connections WHERE connection_id IN ({})",
-                placeholders(1, deleted.len())
+                in_json(self.backend(), 1)
             );
-            let mut query = sqlx::query(&sql);
-            for id in &deleted {
-                query = query.bind(*id);
-            }
-            query.execute(&mut *tx).await?;
+            sqlx::query(&sql)
+                .bind(json_array(&deleted))
+                .execute(&mut *tx)
+                .await?;
         }
         let rows: Vec<&ConnectionRow> = changes
             .iter()
@@ -493,13 +485,13 @@ impl Db {
             }
             let sql = format!(
                 "UPDATE users SET {column} = $1 WHERE name IN ({})",
-                placeholders(2, users.len())
+                in_json(self.backend(), 2)
             );
-            let mut query = sqlx::query(&sql).bind(now);
-            for user in users {
-                query = query.bind(*user);
-            }
-            query.execute(&mut *tx).await?;
+            sqlx::query(&sql)
+                .bind(now)
+                .bind(json_array(users))
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(edges)
@@ -512,13 +504,10 @@ impl Db {
         }
         let sql = format!(
             "SELECT DISTINCT user_name FROM connections WHERE user_name IN ({}) ORDER BY user_name",
-            placeholders(1, users.len())
+            in_json(self.backend(), 1)
         );
-        let mut query = sqlx::query(&sql);
-        for user in users {
-            query = query.bind(user);
-        }
-        query
+        sqlx::query(&sql)
+            .bind(json_array(users))
             .fetch_all(self.pool())
             .await?
             .iter()

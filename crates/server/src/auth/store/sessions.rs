@@ -93,12 +93,9 @@ impl Db {
         }
         let sql = format!(
             "SELECT name, disabled_at FROM users WHERE name IN ({})",
-            crate::db::placeholders(1, names.len())
+            crate::db::in_json(self.backend(), 1)
         );
-        let mut query = sqlx::query(&sql);
-        for name in names {
-            query = query.bind(name);
-        }
+        let query = sqlx::query(&sql).bind(crate::db::json_array(names));
         let mut statuses = std::collections::HashMap::with_capacity(names.len());
         for row in query.fetch_all(self.pool()).await? {
             let disabled: Option<i64> = row.try_get("disabled_at")?;

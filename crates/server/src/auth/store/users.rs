@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::db::{Db, StoreError, json_column};
+use crate::db::{Db, StoreError, in_json, json_array, json_column};
 
 /// One account.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,10 +57,6 @@ pub struct AccountSummaryRow {
     /// Whether the account is disabled.
     pub disabled: bool,
 }
-
-/// Most names one existence query binds: under SQLite's limit of 32,766 bound parameters per
-/// statement (and PostgreSQL's 65,535).
-pub(crate) const NAMES_CHUNK: usize = 30_000;
 
 impl Db {
     /// The first `limit` accounts, sorted by name.
@@ -135,25 +131,22 @@ impl Db {
         row.as_ref().map(user_from_row).transpose()
     }
 
-    /// Which of `names` are accounts, with one query per `NAMES_CHUNK` (30,000) names.
+    /// Which of `names` are accounts, with one query.
     pub async fn existing_user_names(
         &self,
         names: &[String],
     ) -> Result<HashSet<String>, StoreError> {
         let mut found = HashSet::with_capacity(names.len());
-        for chunk in names.chunks(NAMES_CHUNK) {
-            let list = (1..=chunk.len())
-                .map(|n| format!("${n}"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let sql = format!("SELECT name FROM users WHERE name IN ({list})");
-            let mut query = sqlx::query(&sql);
-            for name in chunk {
-                query = query.bind(name);
-            }
-            for row in query.fetch_all(self.pool()).await? {
-                found.insert(row.try_get::<String, _>("name")?);
-            }
+        if names.is_empty() {
+            return Ok(found);
+        }
+        let sql = format!(
+            "SELECT name FROM users WHERE name IN ({})",
+            in_json(self.backend(), 1)
+        );
+        let query = sqlx::query(&sql).bind(json_array(names));
+        for row in query.fetch_all(self.pool()).await? {
+            found.insert(row.try_get::<String, _>("name")?);
         }
         Ok(found)
     }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::db::{Db, StoreError, placeholders};
+use crate::db::{Db, StoreError, in_json, json_array};
 
 /// One notification to every account.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,13 +143,10 @@ impl Db {
         }
         let sql = format!(
             "SELECT name, broadcast_cursor, created_at FROM users WHERE name IN ({})",
-            placeholders(1, users.len())
+            in_json(self.backend(), 1)
         );
-        let mut query = sqlx::query(&sql);
-        for user in users {
-            query = query.bind(user);
-        }
-        query
+        sqlx::query(&sql)
+            .bind(json_array(users))
             .fetch_all(self.pool())
             .await?
             .iter()

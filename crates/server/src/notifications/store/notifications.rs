@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use sqlx::Row;
 use sqlx::any::{AnyArguments, AnyRow};
 
-use crate::db::{Db, StoreError, placeholders};
+use crate::db::{Db, StoreError, in_json, json_array, placeholders};
 
 /// One stored notification.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,13 +61,9 @@ pub(super) fn bind_row<'q>(
 /// SQLite's limit of 32,766 bound parameters per statement and PostgreSQL's 65,535.
 pub const INSERT_CHUNK: usize = 1000;
 
-/// Most ids one claiming UPDATE names (plus one bound value for the time).
-pub(crate) const CLAIM_CHUNK: usize = 1000;
-
 /// SQLite refuses statements with more bound parameters than this.
 const SQLITE_MAX_PARAMETERS: usize = 32_766;
 const _: () = assert!(7 * INSERT_CHUNK < SQLITE_MAX_PARAMETERS);
-const _: () = assert!(CLAIM_CHUNK < SQLITE_MAX_PARAMETERS);
 
 /// Whether the rows share every column but the id and the recipient (the rows of one publish).
 fn shares_body(rows: &[NotificationRow]) -> bool {
@@ -148,28 +144,26 @@ impl Db {
         Ok(())
     }
 
-    /// Marks the notifications `ids` delivered, those not delivered yet, with one UPDATE per
-    /// `CLAIM_CHUNK` (1,000) ids. Returns the ids claimed: this caller must deliver exactly those
-    /// (whoever else raced for the others, a replay for instance, got them).
+    /// Marks the notifications `ids` delivered, those not delivered yet, with one UPDATE.
+    /// Returns the ids claimed: this caller must deliver exactly those (whoever else raced for
+    /// the others, a replay for instance, got them).
     pub async fn claim_deliveries(
         &self,
         ids: &[&str],
         now: i64,
     ) -> Result<HashSet<String>, StoreError> {
         let mut claimed = HashSet::with_capacity(ids.len());
-        for chunk in ids.chunks(CLAIM_CHUNK) {
-            let sql = format!(
-                "UPDATE notifications SET delivered_at = $1 \
-                 WHERE delivered_at IS NULL AND id IN ({}) RETURNING id",
-                placeholders(2, chunk.len())
-            );
-            let mut query = sqlx::query(&sql).bind(now);
-            for id in chunk {
-                query = query.bind(*id);
-            }
-            for row in query.fetch_all(self.pool()).await? {
-                claimed.insert(row.try_get::<String, _>("id")?);
-            }
+        if ids.is_empty() {
+            return Ok(claimed);
+        }
+        let sql = format!(
+            "UPDATE notifications SET delivered_at = $1 \
+             WHERE delivered_at IS NULL AND id IN ({}) RETURNING id",
+            in_json(self.backend(), 2)
+        );
+        let query = sqlx::query(&sql).bind(now).bind(json_array(ids));
+        for row in query.fetch_all(self.pool()).await? {
+            claimed.insert(row.try_get::<String, _>("id")?);
         }
         Ok(claimed)
     }

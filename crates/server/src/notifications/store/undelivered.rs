@@ -5,8 +5,7 @@ use std::collections::HashMap;
 
 use sqlx::Row;
 
-use crate::db::placeholders;
-use crate::db::{Db, StoreError};
+use crate::db::{Db, StoreError, in_json, json_array};
 
 impl Db {
     /// Those of `recipients` with at least one undelivered notification.
@@ -20,13 +19,10 @@ impl Db {
         let sql = format!(
             "SELECT DISTINCT recipient FROM notifications \
              WHERE recipient IN ({}) AND delivered_at IS NULL",
-            placeholders(1, recipients.len())
+            in_json(self.backend(), 1)
         );
-        let mut query = sqlx::query(&sql);
-        for recipient in recipients {
-            query = query.bind(recipient);
-        }
-        query
+        sqlx::query(&sql)
+            .bind(json_array(recipients))
             .fetch_all(self.pool())
             .await?
             .iter()
