@@ -156,7 +156,7 @@ fn run_connection(
         }
         // Cancelled when the hub or the server ends the connection, and with the transport: what
         // the receive loop waits for (one wait instead of two) and what hub methods see as
-        // `Caller::aborted`.
+        // `Caller::closed`.
         let abort = connection.transport_closed.child_token();
         // 2. Register the connection before the client can see the handshake response, so that a
         //    message sent to everyone once the client is connected cannot miss it. What is sent to
