@@ -15,52 +15,105 @@ const ROLE_CLAIMS: [&str; 3] = [
 /// An authenticated caller: its user id and the claims of its token.
 ///
 /// Cloning is cheap: the claims are shared, not copied (one connection's principal is held by
-/// its transport, its hub caller and each invocation context). They are kept as a sorted list;
-/// [`Principal::claims`] builds a map the first time it is called.
+/// its transport, its hub caller and each invocation context). They are kept compactly, as
+/// every idle connection holds them: the claim names in one string, the values in a list sorted
+/// by name, the user id pointing at its claim when it is that claim's value; [`Principal::claims`]
+/// builds a map the first time it is called.
 #[derive(Clone)]
 pub struct Principal(Arc<Claims>);
 
 struct Claims {
-    user_id: Option<Box<str>>,
-    /// Sorted by claim type, unique.
-    entries: Box<[(Box<str>, Value)]>,
+    /// The user id, when it is not the value of one of the claims.
+    own_user_id: Option<Box<str>>,
+    /// The claim whose (string) value is the user id.
+    user_id_claim: Option<u32>,
+    /// Every claim name, one after the other, in the order of `entries`.
+    names: Box<str>,
+    /// Sorted by claim name, unique: where the name ends in `names`, and the value.
+    entries: Box<[(u32, Value)]>,
     map: OnceLock<Map<String, Value>>,
+}
+
+impl Claims {
+    fn name(&self, index: usize) -> &str {
+        let start = match index.checked_sub(1) {
+            Some(previous) => self.entries[previous].0 as usize,
+            None => 0,
+        };
+        &self.names[start..self.entries[index].0 as usize]
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
+        (0..self.entries.len()).map(|i| (self.name(i), &self.entries[i].1))
+    }
+
+    fn user_id(&self) -> Option<&str> {
+        match (&self.own_user_id, self.user_id_claim) {
+            (Some(id), _) => Some(id),
+            (None, Some(index)) => self.entries[index as usize].1.as_str(),
+            (None, None) => None,
+        }
+    }
 }
 
 impl PartialEq for Principal {
     fn eq(&self, other: &Self) -> bool {
-        self.0.user_id == other.0.user_id && self.0.entries == other.0.entries
+        self.0.user_id() == other.0.user_id() && self.0.iter().eq(other.0.iter())
     }
 }
 
 impl std::fmt::Debug for Principal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Principal")
-            .field("user_id", &self.0.user_id)
-            .field("claims", &self.0.entries)
+            .field("user_id", &self.0.user_id())
+            .field("claims", &self.0.iter().collect::<Vec<_>>())
             .finish()
     }
+}
+
+/// How a principal's user id is found.
+enum UserId<'a> {
+    /// The value of this claim (a string, or a number or boolean as text).
+    Claim(&'a str),
+    /// This id, whatever the claims say.
+    Given(String),
 }
 
 impl Principal {
     /// Builds a principal from a claim set, taking the user id from `user_id_claim`.
     pub fn new(claims: Map<String, Value>, user_id_claim: &str) -> Self {
-        let user_id = claims
-            .get(user_id_claim)
-            .and_then(claim_as_string)
-            .map(String::into_boxed_str);
-        Self::from_parts(claims, user_id)
+        Self::from_parts(claims, UserId::Claim(user_id_claim))
     }
 
-    fn from_parts(claims: Map<String, Value>, user_id: Option<Box<str>>) -> Self {
-        let mut entries: Box<[(Box<str>, Value)]> = claims
-            .into_iter()
-            .map(|(k, v)| (k.into_boxed_str(), v))
-            .collect();
-        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    fn from_parts(claims: Map<String, Value>, user_id: UserId<'_>) -> Self {
+        let mut sorted: Vec<(String, Value)> = claims.into_iter().collect();
+        sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut names = String::with_capacity(sorted.iter().map(|(name, _)| name.len()).sum());
+        let mut own_user_id = None;
+        let mut user_id_claim = None;
+        let mut entries = Vec::with_capacity(sorted.len());
+        for (index, (name, value)) in sorted.into_iter().enumerate() {
+            names.push_str(&name);
+            if let UserId::Claim(claim) = &user_id
+                && name == *claim
+            {
+                match &value {
+                    // Pointing at the claim: the id is not stored twice.
+                    Value::String(_) => user_id_claim = u32::try_from(index).ok(),
+                    other => own_user_id = claim_as_string(other).map(String::into_boxed_str),
+                }
+            }
+            // Claim names of a token are far below 4 GiB.
+            entries.push((u32::try_from(names.len()).unwrap_or(u32::MAX), value));
+        }
+        if let UserId::Given(id) = user_id {
+            own_user_id = Some(id.into_boxed_str());
+        }
         Self(Arc::new(Claims {
-            user_id,
-            entries,
+            own_user_id,
+            user_id_claim,
+            names: names.into_boxed_str(),
+            entries: entries.into_boxed_slice(),
             map: OnceLock::new(),
         }))
     }
@@ -69,33 +122,37 @@ impl Principal {
     /// an application that maps a token to one of its own users (an external issuer's `sub` or
     /// e-mail to a local account name), so that hubs, user targets and logs see the local user.
     pub fn with_user_id(claims: Map<String, Value>, user_id: impl Into<String>) -> Self {
-        Self::from_parts(claims, Some(user_id.into().into_boxed_str()))
+        Self::from_parts(claims, UserId::Given(user_id.into()))
     }
 
     /// The user id (by default the `sub` claim); `None` when the token has no such claim.
     pub fn user_id(&self) -> Option<&str> {
-        self.0.user_id.as_deref()
+        self.0.user_id()
     }
 
     /// All claims of the token (built on first use).
     pub fn claims(&self) -> &Map<String, Value> {
         self.0.map.get_or_init(|| {
             self.0
-                .entries
                 .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
+                .map(|(k, v)| (k.to_owned(), v.clone()))
                 .collect()
         })
     }
 
     /// The raw value of one claim.
     pub fn claim(&self, claim_type: &str) -> Option<&Value> {
-        let entries = &self.0.entries;
-        entries
-            .binary_search_by(|(k, _)| (**k).cmp(claim_type))
-            .ok()
-            .and_then(|i| entries.get(i))
-            .map(|(_, v)| v)
+        let claims = &self.0;
+        let (mut low, mut high) = (0, claims.entries.len());
+        while low < high {
+            let middle = low + (high - low) / 2;
+            match claims.name(middle).cmp(claim_type) {
+                std::cmp::Ordering::Less => low = middle + 1,
+                std::cmp::Ordering::Greater => high = middle,
+                std::cmp::Ordering::Equal => return Some(&claims.entries[middle].1),
+            }
+        }
+        None
     }
 
     /// The values of one claim as strings: a string claim gives one value, an array claim one per
@@ -162,6 +219,8 @@ mod tests {
             Some("a@example.com")
         );
         assert_eq!(principal(json!({"name": "x"})).user_id(), None);
+        assert_eq!(principal(json!({"sub": 42})).user_id(), Some("42"));
+        assert_eq!(principal(json!({"sub": ["a"]})).user_id(), None);
     }
 
     #[test]

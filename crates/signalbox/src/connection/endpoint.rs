@@ -26,7 +26,7 @@ use super::transport::websocket_driver::DriverLimits;
 use super::transport::websocket_upgrade;
 use super::transport::{long_polling, sse};
 use super::{Connection, HttpRequestInfo, RefreshError};
-use futures_util::future::BoxFuture;
+use futures_util::future::{BoxFuture, Either, FutureExt as _};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{AuthError, AuthRequest, Policy, Principal, SharedAuthenticator};
@@ -73,6 +73,8 @@ struct Endpoint {
     /// Passes requests for connections of other nodes on to them (with a cluster node and a
     /// connection token secret).
     forwarder: Option<Forwarder>,
+    /// Every WebSocket driver's limits (shared: each connection holds a pointer, not a copy).
+    driver_limits: Arc<DriverLimits>,
 }
 
 /// Adds the routes of an endpoint running `handler` on each connection: `POST {path}/negotiate`,
@@ -94,7 +96,15 @@ where
         (Some(node), Some(_)) => Some(Forwarder::new(node.clone(), settings.shutdown.clone())),
         _ => None,
     };
+    let options = &settings.options;
+    let driver_limits = Arc::new(DriverLimits {
+        read_size: options.websocket_read_buffer_size,
+        write_batch: options.websocket_write_buffer_size,
+        max_message: options.websocket_max_message_size,
+        send_timeout: options.transport_send_timeout,
+    });
     let endpoint = Arc::new(Endpoint {
+        driver_limits,
         settings,
         handler,
         manager: Arc::new(ConnectionManager::default()),
@@ -548,12 +558,7 @@ async fn websocket_connection(
         }
     };
     let options = &endpoint.settings.options;
-    let limits = DriverLimits {
-        read_size: options.websocket_read_buffer_size,
-        write_batch: options.websocket_write_buffer_size,
-        max_message: options.websocket_max_message_size,
-        send_timeout: options.transport_send_timeout,
-    };
+    let limits = endpoint.driver_limits.clone();
     let session = WebSocketSession {
         id: entry.id.clone(),
         principal,
@@ -563,19 +568,22 @@ async fn websocket_connection(
         closed: entry.closed.clone(),
     };
     let endpoint = endpoint.clone();
-    let upgrade = accepted.upgrade;
-    tokio::spawn(async move {
-        let io = match upgrade.await {
-            Ok(io) => io,
-            Err(error) => {
-                tracing::debug!(target: "signalbox::transport", %error, "websocket upgrade failed");
-                endpoint.manager.remove(&entry.token);
-                return;
-            }
-        };
-        let (connection, driver) = websocket::connect(io, session, limits);
-        futures_util::future::join(run_handler(endpoint, entry, connection), driver).await;
-    });
+    // `then`, not an async block: a block keeps what it captured (the session, the limits) in its
+    // state for the connection's whole life, even once they are moved into the driver.
+    tokio::spawn(accepted.upgrade.then(move |upgraded| match upgraded {
+        Ok(io) => {
+            let (connection, driver) = websocket::connect(io, session, limits);
+            Either::Left(
+                futures_util::future::join(run_handler(endpoint, entry, connection), driver)
+                    .map(drop),
+            )
+        }
+        Err(error) => {
+            tracing::debug!(target: "signalbox::transport", %error, "websocket upgrade failed");
+            endpoint.manager.remove(&entry.token);
+            Either::Right(std::future::ready(()))
+        }
+    }));
     accepted.response
 }
 

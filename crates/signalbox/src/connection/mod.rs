@@ -15,13 +15,13 @@ pub(crate) mod resume;
 mod token;
 mod transport;
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::UNIX_EPOCH;
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use signalbox_protocol::TransportType;
-use tokio::sync::Notify;
 
 use crate::auth::Principal;
 
@@ -65,15 +65,26 @@ pub(crate) struct Connection {
 #[derive(Debug)]
 pub(crate) struct AuthCell {
     principal: RwLock<Option<Principal>>,
-    /// Wakes the connection's receive loop after a refresh (to re-arm the expiry timer).
-    changed: Notify,
+    /// When the current principal's token expires, in milliseconds since the Unix epoch (0: it
+    /// does not): what the hub's heartbeat compares against, without taking the lock.
+    expires_at: AtomicU64,
+}
+
+/// `principal`'s expiry in milliseconds since the Unix epoch; 0 when it has none.
+pub(crate) fn expiry_millis(principal: Option<&Principal>) -> u64 {
+    principal
+        .and_then(Principal::expires_at)
+        .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |at| {
+            u64::try_from(at.as_millis()).unwrap_or(u64::MAX).max(1)
+        })
 }
 
 impl AuthCell {
     pub(crate) fn new(principal: Option<Principal>) -> Self {
         Self {
+            expires_at: AtomicU64::new(expiry_millis(principal.as_ref())),
             principal: RwLock::new(principal),
-            changed: Notify::new(),
         }
     }
 
@@ -83,6 +94,11 @@ impl AuthCell {
             Ok(principal) => principal.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
+    }
+
+    /// When the current principal's token expires (milliseconds since the Unix epoch), if it does.
+    pub(crate) fn expires_at(&self) -> Option<u64> {
+        Some(self.expires_at.load(Ordering::Acquire)).filter(|&at| at != 0)
     }
 
     /// Replaces the principal with `new`, which must have the same user id: a refresh never
@@ -96,15 +112,9 @@ impl AuthCell {
             Some(old) if old.user_id() == new.user_id() => {}
             _ => return Err(RefreshError::PermissionChangeRejected),
         }
+        self.expires_at
+            .store(expiry_millis(Some(&new)), Ordering::Release);
         *current = Some(new);
-        drop(current);
-        // One waiter (the receive loop); a stored permit wakes it if it is busy right now.
-        self.changed.notify_one();
         Ok(())
-    }
-
-    /// Resolves after the next refresh (or at once if one happened since the last call).
-    pub(crate) async fn changed(&self) {
-        self.changed.notified().await;
     }
 }

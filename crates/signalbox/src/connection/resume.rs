@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -44,6 +44,10 @@ pub(crate) struct Resumable {
     state: Mutex<State>,
     enabled: AtomicBool,
     acked: Notify,
+    /// The highest id of the client's trackable messages processed, and the highest acknowledged
+    /// to the client (the hub's heartbeat sends the Ack when they differ).
+    inbound_received: AtomicU64,
+    inbound_acked: AtomicU64,
     limit: usize,
     pub(crate) handoff: std::sync::OnceLock<Handoff>,
 }
@@ -88,6 +92,8 @@ impl Resumable {
             }),
             enabled: AtomicBool::new(false),
             acked: Notify::new(),
+            inbound_received: AtomicU64::new(0),
+            inbound_acked: AtomicU64::new(0),
             limit,
             handoff: std::sync::OnceLock::new(),
         }
@@ -148,6 +154,18 @@ impl Resumable {
         state.socket = CancellationToken::new();
         state.parked_since = None;
         state.socket.clone()
+    }
+
+    /// The client's trackable message `id` was processed.
+    pub(crate) fn received_from_client(&self, id: u64) {
+        self.inbound_received.fetch_max(id, Ordering::AcqRel);
+    }
+
+    /// The id to acknowledge to the client, if it sent something new since the last Ack.
+    pub(crate) fn take_client_ack(&self) -> Option<u64> {
+        let received = self.inbound_received.load(Ordering::Acquire);
+        let acked = self.inbound_acked.fetch_max(received, Ordering::AcqRel);
+        (received > acked).then_some(received)
     }
 
     /// The client acknowledged everything up to `sequence_id`.

@@ -1,7 +1,7 @@
 //! The caller of a hub method (SignalR's `HubCallerContext` plus `Clients` and `Groups`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use signalbox_protocol::{Protocol, TransportType};
 use tokio_util::sync::CancellationToken;
@@ -46,8 +46,36 @@ struct CallerInner {
     protocol: Protocol,
     context: HubContext,
     abort: CancellationToken,
-    /// Set by [`Caller::abort`]: the close then tells the client not to reconnect.
-    aborted_by_hub: AtomicBool,
+    /// Why the connection closes, once something closed it (a [`CloseReason`]; 0 before).
+    close_reason: AtomicU8,
+    /// When the client last sent something, in the hub heartbeat's milliseconds (0: not yet).
+    last_received: AtomicU64,
+}
+
+/// Why a connection is closed by the server side: decides what the client is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum CloseReason {
+    /// Hub code called [`Caller::abort`]: the client is told not to reconnect.
+    Hub = 1,
+    /// The client sent nothing within the client timeout.
+    ClientTimeout = 2,
+    /// The connection's token expired.
+    AuthenticationExpired = 3,
+    /// The server is shutting down.
+    Shutdown = 4,
+}
+
+impl CloseReason {
+    fn from_u8(value: u8) -> Option<Self> {
+        match value {
+            1 => Some(Self::Hub),
+            2 => Some(Self::ClientTimeout),
+            3 => Some(Self::AuthenticationExpired),
+            4 => Some(Self::Shutdown),
+            _ => None,
+        }
+    }
 }
 
 impl std::fmt::Debug for Caller {
@@ -88,7 +116,8 @@ impl Caller {
                 protocol,
                 context,
                 abort,
-                aborted_by_hub: AtomicBool::new(false),
+                close_reason: AtomicU8::new(0),
+                last_received: AtomicU64::new(0),
             }),
             cancellation: None,
             principal,
@@ -180,13 +209,53 @@ impl Caller {
 
     /// Closes this connection (`Context.Abort()`); the client is told not to reconnect.
     pub fn abort(&self) {
-        self.inner.aborted_by_hub.store(true, Ordering::Release);
+        self.close(CloseReason::Hub);
+    }
+
+    /// Closes the connection for `reason`; the first reason given is the one that counts.
+    pub(crate) fn close(&self, reason: CloseReason) {
+        let _ = self.inner.close_reason.compare_exchange(
+            0,
+            reason as u8,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
         self.inner.abort.cancel();
     }
 
-    /// Whether hub code closed the connection with [`Caller::abort`].
-    pub(crate) fn aborted_by_hub(&self) -> bool {
-        self.inner.aborted_by_hub.load(Ordering::Acquire)
+    /// Why the server side closed the connection, if it did.
+    pub(crate) fn close_reason(&self) -> Option<CloseReason> {
+        CloseReason::from_u8(self.inner.close_reason.load(Ordering::Acquire))
+    }
+
+    /// Whether the connection is closing (for any reason, the transport's included).
+    pub(crate) fn is_closing(&self) -> bool {
+        self.inner.abort.is_cancelled()
+    }
+
+    /// Records that the client sent something at `at` (the hub heartbeat's clock).
+    pub(crate) fn mark_received(&self, at: u64) {
+        self.inner.last_received.store(at.max(1), Ordering::Relaxed);
+    }
+
+    /// When the client last sent something (the hub heartbeat's clock), if it did.
+    pub(crate) fn last_received(&self) -> Option<u64> {
+        Some(self.inner.last_received.load(Ordering::Relaxed)).filter(|&at| at != 0)
+    }
+
+    /// When the connection's current token expires: after an authentication refresh, the new
+    /// token's (in milliseconds since the Unix epoch).
+    pub(crate) fn refreshed_expiry(&self) -> Option<Option<u64>> {
+        self.inner.auth.as_ref().map(|auth| auth.expires_at())
+    }
+
+    /// The same connection with no principal or invocation of its own: what the heartbeat keeps.
+    pub(crate) fn detached(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            cancellation: None,
+            principal: None,
+        }
     }
 
     /// Resolves when the connection is closing.

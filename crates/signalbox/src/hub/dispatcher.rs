@@ -47,9 +47,11 @@ pub(crate) struct Dispatcher {
     /// are created on first use: many connections never invoke anything.
     tasks: Option<JoinSet<()>>,
     slots: Option<Arc<Semaphore>>,
-    uploads: HashMap<String, mpsc::Sender<UploadEvent>>,
+    /// (Boxed, as the rate limiter: an idle connection holds a pointer, not an empty table.)
+    #[allow(clippy::box_collection)]
+    uploads: Option<Box<HashMap<String, mpsc::Sender<UploadEvent>>>>,
     streams: Option<Arc<Mutex<HashMap<String, CancellationToken>>>>,
-    rate: Option<TokenBucket>,
+    rate: Option<Box<TokenBucket>>,
 }
 
 impl Dispatcher {
@@ -59,7 +61,10 @@ impl Dispatcher {
         caller: Caller,
         outbound: OutboundSender,
     ) -> Self {
-        let rate = hub.options.invocation_rate_limit.map(TokenBucket::new);
+        let rate = hub
+            .options
+            .invocation_rate_limit
+            .map(|limit| Box::new(TokenBucket::new(limit)));
         Self {
             hub,
             protocol,
@@ -67,7 +72,7 @@ impl Dispatcher {
             outbound,
             tasks: None,
             slots: None,
-            uploads: HashMap::new(),
+            uploads: None,
             streams: None,
             rate,
         }
@@ -215,7 +220,7 @@ impl Dispatcher {
             .into_iter()
             .map(|id| {
                 let (tx, rx) = mpsc::channel(self.hub.options.stream_buffer_capacity.max(1));
-                self.uploads.insert(id, tx);
+                self.uploads.get_or_insert_default().insert(id, tx);
                 rx
             })
             .collect();
@@ -227,18 +232,28 @@ impl Dispatcher {
     }
 
     async fn upload_item(&mut self, stream_id: &str, event: UploadEvent) {
-        let Some(tx) = self.uploads.get(stream_id) else {
+        let Some(tx) = self
+            .uploads
+            .as_ref()
+            .and_then(|uploads| uploads.get(stream_id))
+        else {
             tracing::debug!(stream_id, "item for an unknown stream ignored");
             return;
         };
         // Waiting here applies backpressure to the client, as the official server does.
-        if tx.send(event).await.is_err() {
-            self.uploads.remove(stream_id);
+        if tx.send(event).await.is_err()
+            && let Some(uploads) = &mut self.uploads
+        {
+            uploads.remove(stream_id);
         }
     }
 
     async fn completion(&mut self, completion: Completion) {
-        if let Some(tx) = self.uploads.remove(&completion.invocation_id) {
+        if let Some(tx) = self
+            .uploads
+            .as_mut()
+            .and_then(|uploads| uploads.remove(&completion.invocation_id))
+        {
             if let CompletionOutcome::Error(error) = completion.outcome {
                 // The method may have stopped reading; then nobody needs the error.
                 let _ = tx.send(UploadEvent::Error(error)).await;

@@ -3,21 +3,21 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::StreamExt;
 use signalbox_protocol::{
     Close, HubMessage, Protocol, TransferFormat, handshake_response, parse_handshake_request,
 };
-use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::caller::CloseReason;
 use super::dispatcher::{Dispatcher, Flow};
+use super::heartbeat::Member;
 use super::{Caller, HubInner};
 use crate::connection::resume::Resumable;
-use crate::connection::{AuthCell, Connection};
+use crate::connection::{Connection, expiry_millis};
 use crate::lifetime::ConnectionHandle;
 use crate::metrics::DisconnectReason;
 
@@ -213,6 +213,15 @@ fn run_connection(
         };
         tracing::debug!("connected");
         crate::metrics::connected(&hub.name, connection.transport, protocol);
+        // Pings, the client timeout, token expiry and shutdown come from the hub's heartbeat,
+        // which closes the connection through `abort` (see `Caller::close`).
+        let heartbeat = hub.heartbeat.register(Member {
+            caller: caller.clone(),
+            outbound: connection.outbound.clone(),
+            keep_alive: connection.keep_alive,
+            expires_at: Some(expiry_millis(connection.principal.as_ref())).filter(|&at| at != 0),
+            resumable: connection.resumable.clone().filter(|r| r.is_enabled()),
+        });
 
         // 3. The hub's on_connected, then the loop.
         let close = match connected(&hub, &caller).await {
@@ -252,6 +261,7 @@ fn run_connection(
             let _ = connection.outbound.try_send(frame);
         }
         abort.cancel();
+        drop(heartbeat);
         if let Some(hook) = &hub.on_disconnected
             && let Err(error) = hook(caller.clone()).await
         {
@@ -308,16 +318,14 @@ fn check_protocol(
 }
 
 /// Sequence bookkeeping of the messages a stateful client sends (HubProtocol.md, "Stateful
-/// Reconnect"): duplicates replayed after a reconnect are dropped, and acks are sent about once a
-/// second.
+/// Reconnect"): duplicates replayed after a reconnect are dropped; the hub's heartbeat sends the
+/// Acks (about once a second).
 struct Incoming {
     resumable: Arc<Resumable>,
     /// Id of the next trackable message received.
     next_id: u64,
     /// Highest id processed.
     received: u64,
-    /// Highest id acknowledged to the client.
-    acked: u64,
 }
 
 impl Incoming {
@@ -344,48 +352,19 @@ impl Incoming {
                     return Ok(false);
                 }
                 self.received = id;
+                self.resumable.received_from_client(id);
                 Ok(true)
             }
             _ => Ok(true),
         }
     }
-
-    /// The Ack to send, if anything new arrived since the last one.
-    fn ack(&mut self) -> Option<HubMessage> {
-        (self.received > self.acked).then(|| {
-            self.acked = self.received;
-            HubMessage::Ack(signalbox_protocol::Ack {
-                sequence_id: self.received,
-            })
-        })
-    }
-}
-
-/// When the connection's token expires, as an instant: the current token's, after an
-/// authentication refresh.
-fn expiry(hub: &HubInner, connection: &Connection) -> Option<Instant> {
-    if !hub.connection_options.close_on_authentication_expiration {
-        return None;
-    }
-    let expires = match &connection.auth {
-        Some(auth) => auth.get()?.expires_at()?,
-        None => connection.principal.as_ref()?.expires_at()?,
-    };
-    let left = expires
-        .duration_since(std::time::SystemTime::now())
-        .unwrap_or_default();
-    Some(Instant::now() + left)
-}
-
-/// Resolves after an authentication refresh of the connection (never without refresh).
-async fn refreshed(auth: Option<&AuthCell>) {
-    match auth {
-        Some(auth) => auth.changed().await,
-        None => std::future::pending().await,
-    }
 }
 
 /// The receive loop; returns the Close message to send, if any.
+///
+/// It waits for two things only (and for invocations it started): input and `abort`. What else
+/// ends a connection (the hub, the heartbeat, the server shutting down, the transport) cancels
+/// `abort`, and the caller's close reason says why.
 async fn receive_loop(
     hub: &HubInner,
     dispatcher: &mut Dispatcher,
@@ -395,11 +374,7 @@ async fn receive_loop(
     abort: &CancellationToken,
     caller: &Caller,
 ) -> Option<Close> {
-    const ACK_INTERVAL: Duration = Duration::from_secs(1);
-    let options = &hub.options;
-    let max = options.maximum_receive_message_size;
-    let keep_alive = connection.keep_alive;
-    let ping = protocol.encode_to_bytes(&HubMessage::Ping).ok();
+    let max = hub.options.maximum_receive_message_size;
     let mut incoming = connection
         .resumable
         .clone()
@@ -408,43 +383,11 @@ async fn receive_loop(
             resumable,
             next_id: 1,
             received: 0,
-            acked: 0,
         });
-    let mut expires_at = expiry(hub, connection);
-    let auth = connection.auth.clone();
-    let mut next_ping = Instant::now() + options.keep_alive_interval;
-    let mut next_ack = Instant::now() + ACK_INTERVAL;
-    let mut last_received: Option<Instant> = None;
-    let deadline = |next_ping: Instant,
-                    next_ack: Instant,
-                    last: Option<Instant>,
-                    stateful: bool,
-                    expires_at: Option<Instant>| {
-        let far = Instant::now() + Duration::from_secs(86_400 * 365);
-        let mut at = if keep_alive { next_ping } else { far };
-        if keep_alive && let Some(last) = last {
-            at = at.min(last + options.client_timeout_interval);
-        }
-        if stateful {
-            at = at.min(next_ack);
-        }
-        if let Some(expires_at) = expires_at {
-            at = at.min(expires_at);
-        }
-        at
-    };
-    let timer = sleep_until(deadline(
-        next_ping,
-        next_ack,
-        last_received,
-        incoming.is_some(),
-        expires_at,
-    ));
-    tokio::pin!(timer);
 
     // Messages that arrived together with the handshake.
     if !buf.is_empty() {
-        last_received = Some(Instant::now());
+        caller.mark_received(hub.heartbeat.now());
         if let Some(close) =
             Box::pin(drain(dispatcher, protocol, buf, max, incoming.as_mut())).await
         {
@@ -455,73 +398,15 @@ async fn receive_loop(
     loop {
         tokio::select! {
             biased;
-            () = abort.cancelled() => {
-                // A child of the transport's token: the transport may be what closed.
-                if connection.transport_closed.is_cancelled() && !caller.aborted_by_hub() {
-                    tracing::debug!("transport closed");
-                    return None;
-                }
-                return Some(Close {
-                    error: None,
-                    allow_reconnect: !caller.aborted_by_hub(),
-                });
-            }
-            () = hub.context.shutdown_token().cancelled() => {
-                tracing::debug!("server shutting down; closing");
-                return Some(Close { error: None, allow_reconnect: true });
-            }
+            () = abort.cancelled() => return closing(hub, connection, caller),
             chunk = connection.inbound.next() => {
                 let chunk = chunk?;
                 crate::metrics::received(protocol, 0, chunk.len() as u64);
-                last_received = Some(Instant::now());
+                caller.mark_received(hub.heartbeat.now());
                 buf.extend_from_slice(&chunk);
                 if let Some(close) = Box::pin(drain(dispatcher, protocol, buf, max, incoming.as_mut())).await {
                     return close;
                 }
-            }
-            () = &mut timer => {
-                let now = Instant::now();
-                if expires_at.is_some_and(|at| now >= at) {
-                    tracing::debug!("authentication expired; closing");
-                    return Some(Close { error: None, allow_reconnect: true });
-                }
-                if keep_alive && now >= next_ping {
-                    if let Some(ping) = &ping {
-                        // A full queue means the client is busy receiving already.
-                        let _ = connection.outbound.try_send(ping.clone());
-                    }
-                    next_ping = now + options.keep_alive_interval;
-                }
-                if keep_alive
-                    && let Some(last) = last_received
-                    && now >= last + options.client_timeout_interval
-                {
-                    tracing::debug!("client timeout");
-                    let detail = if options.enable_detailed_errors {
-                        format!("{CLOSED_WITH_ERROR} OperationCanceledException: Client hasn't sent a message/ping within the configured ClientTimeoutInterval.")
-                    } else {
-                        CLOSED_WITH_ERROR.to_owned()
-                    };
-                    return Some(Close { error: Some(detail), allow_reconnect: true });
-                }
-                if let Some(incoming) = incoming.as_mut()
-                    && now >= next_ack
-                {
-                    if let Some(ack) = incoming.ack()
-                        && let Ok(frame) = protocol.encode_to_bytes(&ack)
-                    {
-                        // Acks are advisory: a later one covers a dropped one.
-                        let _ = connection.outbound.try_send(frame);
-                    }
-                    next_ack = now + ACK_INTERVAL;
-                }
-                timer.as_mut().reset(deadline(next_ping, next_ack, last_received, incoming.is_some(), expires_at));
-            }
-            () = refreshed(auth.as_deref()) => {
-                // A refresh replaced the token: close at the new one's expiry instead.
-                expires_at = expiry(hub, connection);
-                tracing::debug!("authentication refreshed");
-                timer.as_mut().reset(deadline(next_ping, next_ack, last_received, incoming.is_some(), expires_at));
             }
             Some(result) = dispatcher.join_next(), if dispatcher.has_tasks() => {
                 if let Err(error) = result
@@ -532,6 +417,34 @@ async fn receive_loop(
             }
         }
     }
+}
+
+/// The Close message for a connection whose `abort` was cancelled (`None`: the client is gone).
+fn closing(hub: &HubInner, connection: &Connection, caller: &Caller) -> Option<Close> {
+    let reason = caller.close_reason();
+    // A child of the transport's token: the transport may be what closed.
+    if connection.transport_closed.is_cancelled() && reason != Some(CloseReason::Hub) {
+        tracing::debug!("transport closed");
+        return None;
+    }
+    let error = match reason {
+        Some(CloseReason::ClientTimeout) => Some(if hub.options.enable_detailed_errors {
+            format!(
+                "{CLOSED_WITH_ERROR} OperationCanceledException: Client hasn't sent a message/ping within the configured ClientTimeoutInterval."
+            )
+        } else {
+            CLOSED_WITH_ERROR.to_owned()
+        }),
+        Some(CloseReason::Shutdown) => {
+            tracing::debug!("server shutting down; closing");
+            None
+        }
+        _ => None,
+    };
+    Some(Close {
+        error,
+        allow_reconnect: reason != Some(CloseReason::Hub),
+    })
 }
 
 /// Decodes and dispatches every complete message in `buf`. `Some(close)` ends the connection.

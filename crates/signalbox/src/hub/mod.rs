@@ -9,6 +9,7 @@ pub(crate) mod endpoint;
 mod error;
 mod fallback;
 pub(crate) mod handler;
+mod heartbeat;
 pub(crate) mod method;
 mod rate_limit;
 mod upload;
@@ -64,6 +65,8 @@ pub(crate) struct HubInner {
     pub(crate) auth: Option<SharedAuthenticator>,
     pub(crate) context: HubContext,
     pub(crate) negotiate_redirect: Option<NegotiateRedirectHook>,
+    /// Pings, client timeouts, token expiry and shutdown for all of the hub's connections.
+    pub(crate) heartbeat: heartbeat::Heartbeat,
 }
 
 impl std::fmt::Debug for Hub {
@@ -344,6 +347,13 @@ impl HubBuilder {
         let lifetime = self
             .lifetime
             .unwrap_or_else(|| Arc::new(LocalLifetimeManager::new()));
+        let context = HubContext::new(lifetime);
+        let heartbeat = heartbeat::Heartbeat::new(
+            self.options.keep_alive_interval,
+            self.options.client_timeout_interval,
+            self.connection_options.close_on_authentication_expiration,
+            context.shutdown_token().clone(),
+        );
         Hub {
             inner: Arc::new(HubInner {
                 name: self.name,
@@ -356,8 +366,9 @@ impl HubBuilder {
                 connection_options: self.connection_options,
                 policy: self.policy,
                 auth: self.auth,
-                context: HubContext::new(lifetime),
+                context,
                 negotiate_redirect: self.negotiate_redirect,
+                heartbeat,
             }),
         }
     }

@@ -68,7 +68,7 @@ fn classify(message: Result<Message, axum::Error>) -> Inbound {
 pub(crate) fn connect(
     io: Upgraded,
     session: WebSocketSession,
-    limits: DriverLimits,
+    limits: Arc<DriverLimits>,
 ) -> (Connection, Driver) {
     let (tx, rx) = crate::connection::outbound::channel(session.queue_capacity);
     let binary = Arc::new(AtomicBool::new(false));

@@ -58,7 +58,7 @@ pub(crate) struct Driver {
     outbound: OutboundReceiver,
     inbox: Arc<Inbox>,
     binary: Arc<AtomicBool>,
-    limits: DriverLimits,
+    limits: Arc<DriverLimits>,
     /// Cancelled when a write fails or times out: the hub then ends the connection.
     failed: CancellationToken,
     state: State,
@@ -72,8 +72,8 @@ pub(crate) struct Driver {
     out_payload: usize,
     /// Received bytes that are not a whole frame yet; unallocated when idle.
     partial: BytesMut,
-    /// A fragmented message being received: its type and the payload so far.
-    fragments: Option<(OpCode, BytesMut)>,
+    /// A fragmented message being received: its type and the payload so far (boxed: rare).
+    fragments: Option<Box<(OpCode, BytesMut)>>,
     /// Armed while a batch waits for room in the socket.
     timer: Option<Pin<Box<Sleep>>>,
 }
@@ -97,7 +97,7 @@ impl Driver {
         outbound: OutboundReceiver,
         inbox: Arc<Inbox>,
         binary: Arc<AtomicBool>,
-        limits: DriverLimits,
+        limits: Arc<DriverLimits>,
         failed: CancellationToken,
     ) -> Self {
         Self {
@@ -174,21 +174,24 @@ impl Driver {
                 self.deliver(opcode, frame.payload)
             }
             opcode @ OpCode::Data(Data::Text | Data::Binary) => {
-                self.fragments = Some((opcode, frame.payload));
+                self.fragments = Some(Box::new((opcode, frame.payload)));
                 Ok(())
             }
             OpCode::Data(Data::Continue) => {
-                let Some((opcode, mut message)) = self.fragments.take() else {
+                let Some(mut fragments) = self.fragments.take() else {
                     return Err(FrameError::Protocol);
                 };
+                let (opcode, message) = &mut *fragments;
+                let opcode = *opcode;
                 if message.len() + frame.payload.len() > self.limits.max_message {
                     return Err(FrameError::TooBig);
                 }
                 message.unsplit(frame.payload);
                 if fin {
+                    let (_, message) = *fragments;
                     self.deliver(opcode, message)
                 } else {
-                    self.fragments = Some((opcode, message));
+                    self.fragments = Some(fragments);
                     Ok(())
                 }
             }
