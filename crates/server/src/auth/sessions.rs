@@ -43,8 +43,8 @@ pub enum SessionError {
 
 #[derive(Debug)]
 struct Tracked {
-    user: String,
-    session: Option<String>,
+    user: Box<str>,
+    session: Option<Box<str>>,
 }
 
 #[derive(Debug)]
@@ -54,7 +54,7 @@ struct Inner {
     accounts: Coalescer<AccountStatus>,
     hub: OnceLock<HubContext>,
     // std mutex: never held across an await.
-    local: Mutex<HashMap<String, Tracked>>,
+    local: Mutex<HashMap<Box<str>, Tracked>>,
 }
 
 /// The sessions of this node's connections, and the checks every request goes through.
@@ -88,7 +88,7 @@ impl Sessions {
         }
     }
 
-    fn local(&self) -> std::sync::MutexGuard<'_, HashMap<String, Tracked>> {
+    fn local(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Tracked>> {
         self.inner
             .local
             .lock()
@@ -119,10 +119,10 @@ impl Sessions {
     /// Remembers a connection of this node, so that it closes when its session or user ends.
     pub fn track(&self, connection_id: &str, user: &str, session: Option<&str>) {
         self.local().insert(
-            connection_id.to_owned(),
+            connection_id.into(),
             Tracked {
-                user: user.to_owned(),
-                session: session.map(str::to_owned),
+                user: user.into(),
+                session: session.map(Into::into),
             },
         );
     }
@@ -140,9 +140,9 @@ impl Sessions {
                 AuthEvent::SessionEnded(session) => {
                     tracked.session.as_deref() == Some(session.as_str())
                 }
-                AuthEvent::UserEnded(user) => tracked.user == *user,
+                AuthEvent::UserEnded(user) => *tracked.user == **user,
             })
-            .map(|(id, _)| id.clone())
+            .map(|(id, _)| id.to_string())
             .collect()
     }
 

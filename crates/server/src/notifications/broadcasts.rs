@@ -84,20 +84,24 @@ impl From<&BroadcastRow> for Notification {
 struct State {
     /// The newest broadcast pushed to the registered connections (read at first use).
     pushed: Option<i64>,
-    /// Connection id → account.
-    connections: HashMap<Box<str>, Box<str>>,
+    /// Connection id → account (the account's name shared with `accounts`).
+    connections: HashMap<Box<str>, Arc<str>>,
     /// Account → its registered connections, each with the `seq` up to which the account had
-    /// received every broadcast when that connection started receiving.
-    accounts: HashMap<Box<str>, Vec<(Box<str>, i64)>>,
+    /// received every broadcast when that connection started receiving (sized to fit: most
+    /// accounts have one connection).
+    accounts: HashMap<Arc<str>, Vec<(Box<str>, i64)>>,
 }
 
 impl State {
     fn register(&mut self, connection_id: &str, user: &str, from: i64) {
-        self.connections.insert(connection_id.into(), user.into());
-        self.accounts
-            .entry(user.into())
-            .or_default()
-            .push((connection_id.into(), from));
+        let user: Arc<str> = match self.accounts.get_key_value(user) {
+            Some((shared, _)) => shared.clone(),
+            None => Arc::from(user),
+        };
+        self.connections.insert(connection_id.into(), user.clone());
+        let tabs = self.accounts.entry(user).or_default();
+        tabs.reserve_exact(1);
+        tabs.push((connection_id.into(), from));
     }
 
     /// The smallest `from` of `user`'s registered connections.
@@ -121,7 +125,7 @@ impl State {
     }
 
     /// Unregisters a connection: its account and `from`.
-    fn unregister(&mut self, connection_id: &str) -> Option<(Box<str>, i64)> {
+    fn unregister(&mut self, connection_id: &str) -> Option<(Arc<str>, i64)> {
         let user = self.connections.remove(connection_id)?;
         let tabs = self.accounts.get_mut(&user)?;
         let index = tabs.iter().position(|(id, _)| &**id == connection_id)?;

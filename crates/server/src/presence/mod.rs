@@ -12,7 +12,7 @@ pub mod store;
 pub mod watch;
 pub mod writer;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
@@ -51,12 +51,22 @@ pub struct PresenceChanged {
     pub at: String,
 }
 
+/// This node's live connections. Kept compact, as every idle connection has an entry: the user
+/// name is stored once per user, a connection's set-up state is a flag, not a second table.
 #[derive(Debug, Default)]
 struct LocalState {
-    by_user: HashMap<String, HashSet<String>>,
-    by_connection: HashMap<String, String>,
-    /// Connections whose set-up is complete.
-    ready: HashSet<String>,
+    /// Each user with a live connection here, and how many it has.
+    by_user: HashMap<Arc<str>, usize>,
+    by_connection: HashMap<Box<str>, LocalConnection>,
+    /// How many connections are fully set up.
+    ready: usize,
+}
+
+#[derive(Debug)]
+struct LocalConnection {
+    user: Arc<str>,
+    /// Set up: its presence recorded and its missed notifications replayed.
+    ready: bool,
 }
 
 /// Tracks the connections of this node and records presence in the database.
@@ -180,15 +190,18 @@ impl Presence {
     /// notifications replayed); ignored if it already ended.
     pub fn set_up(&self, connection_id: &str) {
         let mut local = self.local();
-        if local.by_connection.contains_key(connection_id) {
-            local.ready.insert(connection_id.to_owned());
+        if let Some(connection) = local.by_connection.get_mut(connection_id)
+            && !connection.ready
+        {
+            connection.ready = true;
+            local.ready += 1;
         }
-        ready_gauge(local.ready.len());
+        ready_gauge(local.ready);
     }
 
     /// How many connections of this node are fully set up.
     pub fn ready_count(&self) -> usize {
-        self.local().ready.len()
+        self.local().ready
     }
 
     /// Tells `webhooks` about connections and presence edges from now on (once; call before
@@ -230,7 +243,7 @@ impl Presence {
         self.local()
             .by_user
             .get(user)
-            .is_some_and(|c| !c.is_empty())
+            .is_some_and(|&count| count > 0)
     }
 
     /// Every live connection of this node with its user.
@@ -238,18 +251,25 @@ impl Presence {
         self.local()
             .by_connection
             .iter()
-            .map(|(c, u)| (c.clone(), u.clone()))
+            .map(|(c, connection)| (c.to_string(), connection.user.to_string()))
             .collect()
     }
 
     /// The users with a live connection on this node.
     pub fn local_users(&self) -> Vec<String> {
-        self.local().by_user.keys().cloned().collect()
+        self.local()
+            .by_user
+            .keys()
+            .map(|user| user.to_string())
+            .collect()
     }
 
     /// The user of a live connection of this node.
     pub fn user_of(&self, connection_id: &str) -> Option<String> {
-        self.local().by_connection.get(connection_id).cloned()
+        self.local()
+            .by_connection
+            .get(connection_id)
+            .map(|connection| connection.user.to_string())
     }
 
     /// Removes the rows a previous process of this node left behind (it crashed or was killed)
@@ -292,14 +312,16 @@ impl Presence {
         let (online, now) = (applied.edge, applied.at);
         {
             let mut local = self.local();
-            local
-                .by_user
-                .entry(user.to_owned())
-                .or_default()
-                .insert(connection_id.to_owned());
-            local
-                .by_connection
-                .insert(connection_id.to_owned(), user.to_owned());
+            if !local.by_connection.contains_key(connection_id) {
+                let user: Arc<str> = match local.by_user.get_key_value(user) {
+                    Some((shared, _)) => shared.clone(),
+                    None => Arc::from(user),
+                };
+                *local.by_user.entry(user.clone()).or_default() += 1;
+                local
+                    .by_connection
+                    .insert(connection_id.into(), LocalConnection { user, ready: false });
+            }
         }
         // The user's presence event is recorded first: once the connection's event is stored,
         // what the receivers are told about the user is settled.
@@ -328,14 +350,16 @@ impl Presence {
         let _serial = self.stripe(&user).lock().await;
         {
             let mut local = self.local();
-            local.by_connection.remove(connection_id);
-            if local.ready.remove(connection_id) {
-                ready_gauge(local.ready.len());
-            }
-            if let Some(set) = local.by_user.get_mut(&user) {
-                set.remove(connection_id);
-                if set.is_empty() {
-                    local.by_user.remove(&user);
+            if let Some(connection) = local.by_connection.remove(connection_id) {
+                if connection.ready {
+                    local.ready -= 1;
+                    ready_gauge(local.ready);
+                }
+                if let Some(count) = local.by_user.get_mut(&*connection.user) {
+                    *count -= 1;
+                    if *count == 0 {
+                        local.by_user.remove(&*connection.user);
+                    }
                 }
             }
         }
@@ -407,7 +431,7 @@ impl Presence {
         let mut local = self.local();
         local.by_user.clear();
         local.by_connection.clear();
-        local.ready.clear();
+        local.ready = 0;
         ready_gauge(0);
         drop(local);
         tracing::debug!(offline = users.len(), "presence rows of this node removed");

@@ -31,6 +31,8 @@ use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
+use bytes::BytesMut;
+use futures_util::StreamExt as _;
 use signalbox::Target;
 use signalbox::auth::bearer_token;
 use signalbox::lifetime::SendError;
@@ -467,18 +469,45 @@ fn reads_body(op: &Op) -> bool {
     )
 }
 
+/// Bodies over the limit but at most this large are read to their end (and dropped) before the
+/// 413: a server that answers and closes while the client is still sending resets the connection,
+/// and the client may see the reset instead of the answer. Larger ones are answered at once.
+const DRAIN_BYTES: usize = 8 * MAX_BODY_BYTES;
+
 /// Reads a body of at most [`MAX_BODY_BYTES`]; 413 beyond.
 async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, RestError> {
     let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let mut chunks = body.into_data_stream();
     if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+        if declared.is_some_and(|len| len <= DRAIN_BYTES as u64) {
+            drain(&mut chunks, 0).await;
+        }
         return Err(RestError::TooLarge(MAX_BODY_BYTES));
     }
-    axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|_| RestError::TooLarge(MAX_BODY_BYTES))
+    let mut read = BytesMut::new();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk
+            .map_err(|error| RestError::BadRequest(format!("cannot read the body: {error}")))?;
+        if read.len() + chunk.len() > MAX_BODY_BYTES {
+            drain(&mut chunks, read.len() + chunk.len()).await;
+            return Err(RestError::TooLarge(MAX_BODY_BYTES));
+        }
+        read.extend_from_slice(&chunk);
+    }
+    Ok(read.freeze())
+}
+
+/// Reads and drops the rest of a body, up to [`DRAIN_BYTES`] in all (`seen` so far).
+async fn drain(chunks: &mut axum::body::BodyDataStream, mut seen: usize) {
+    while seen <= DRAIN_BYTES {
+        match chunks.next().await {
+            Some(Ok(chunk)) => seen += chunk.len(),
+            _ => return,
+        }
+    }
 }
 
 fn hub_error(error: AzureError) -> RestError {
