@@ -13,6 +13,7 @@
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
+use std::io::IsTerminal as _;
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 use axum::extract::Request;
@@ -56,6 +57,9 @@ pub fn init(format: LogFormat) {
 pub fn init_with(format: LogFormat, telemetry: Option<&Telemetry>) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| DEFAULT_FILTER.into());
     let ids = telemetry.is_some();
+    // Colours only on a terminal: a file or a pipe gets plain text (and each span's stored
+    // fields stay short: escape codes around every field name would double them).
+    let ansi = !ids && std::io::stderr().is_terminal();
     let dispatch = DispatchCell::default();
     let registry = tracing_subscriber::registry()
         .with(filter)
@@ -66,9 +70,10 @@ pub fn init_with(format: LogFormat, telemetry: Option<&Telemetry>) {
         LogFormat::Human => registry
             .with(
                 tracing_subscriber::fmt::layer()
+                    .with_ansi(ansi)
                     // The ids are added through a buffer, without colours: none then.
                     .event_format(TraceIds {
-                        inner: tracing_subscriber::fmt::format().with_ansi(!ids),
+                        inner: tracing_subscriber::fmt::format().with_ansi(ansi),
                         dispatch: ids.then(|| dispatch.clone()),
                         json: false,
                     })

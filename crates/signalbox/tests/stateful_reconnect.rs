@@ -77,8 +77,9 @@ async fn a_new_socket_takes_over_from_one_the_server_still_holds() {
     );
 
     // The previous socket was let go.
+    let left = first.recv().await;
     assert!(
-        first.recv().await.is_none(),
-        "the previous socket ends once replaced"
+        left.is_none(),
+        "the previous socket ends once replaced: {left:?}"
     );
 }

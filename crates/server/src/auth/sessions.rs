@@ -43,7 +43,7 @@ pub enum SessionError {
 
 #[derive(Debug)]
 struct Tracked {
-    user: Box<str>,
+    user: Arc<str>,
     session: Option<Box<str>>,
 }
 
@@ -54,7 +54,7 @@ struct Inner {
     accounts: Coalescer<AccountStatus>,
     hub: OnceLock<HubContext>,
     // std mutex: never held across an await.
-    local: Mutex<HashMap<Box<str>, Tracked>>,
+    local: Mutex<HashMap<Arc<str>, Tracked>>,
 }
 
 /// The sessions of this node's connections, and the checks every request goes through.
@@ -88,7 +88,7 @@ impl Sessions {
         }
     }
 
-    fn local(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Tracked>> {
+    fn local(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Tracked>> {
         self.inner
             .local
             .lock()
@@ -117,11 +117,12 @@ impl Sessions {
     }
 
     /// Remembers a connection of this node, so that it closes when its session or user ends.
-    pub fn track(&self, connection_id: &str, user: &str, session: Option<&str>) {
+    /// (The ids are shared with the hub's own tables: see `Caller::shared_connection_id`.)
+    pub fn track(&self, connection_id: Arc<str>, user: Arc<str>, session: Option<&str>) {
         self.local().insert(
-            connection_id.into(),
+            connection_id,
             Tracked {
-                user: user.into(),
+                user,
                 session: session.map(Into::into),
             },
         );

@@ -85,23 +85,20 @@ struct State {
     /// The newest broadcast pushed to the registered connections (read at first use).
     pushed: Option<i64>,
     /// Connection id → account (the account's name shared with `accounts`).
-    connections: HashMap<Box<str>, Arc<str>>,
+    connections: HashMap<Arc<str>, Arc<str>>,
     /// Account → its registered connections, each with the `seq` up to which the account had
     /// received every broadcast when that connection started receiving (sized to fit: most
     /// accounts have one connection).
-    accounts: HashMap<Arc<str>, Vec<(Box<str>, i64)>>,
+    accounts: HashMap<Arc<str>, Vec<(Arc<str>, i64)>>,
 }
 
 impl State {
-    fn register(&mut self, connection_id: &str, user: &str, from: i64) {
-        let user: Arc<str> = match self.accounts.get_key_value(user) {
-            Some((shared, _)) => shared.clone(),
-            None => Arc::from(user),
-        };
-        self.connections.insert(connection_id.into(), user.clone());
-        let tabs = self.accounts.entry(user).or_default();
+    /// (The ids are shared with the hub's own tables: see `Caller::shared_connection_id`.)
+    fn register(&mut self, connection_id: &Arc<str>, user: &Arc<str>, from: i64) {
+        self.connections.insert(connection_id.clone(), user.clone());
+        let tabs = self.accounts.entry(user.clone()).or_default();
         tabs.reserve_exact(1);
-        tabs.push((connection_id.into(), from));
+        tabs.push((connection_id.clone(), from));
     }
 
     /// The smallest `from` of `user`'s registered connections.
@@ -282,9 +279,10 @@ impl Broadcasts {
     pub async fn connected(
         &self,
         hub: &HubContext,
-        connection_id: &str,
-        user: &str,
+        shared_connection_id: &Arc<str>,
+        shared_user: &Arc<str>,
     ) -> Result<usize, StoreError> {
+        let (connection_id, user): (&str, &str) = (shared_connection_id, shared_user);
         let (at, covered_from) = {
             let mut state = self.inner.state.lock().await;
             let at = match state.pushed {
@@ -297,7 +295,7 @@ impl Broadcasts {
             };
             // Another connection of the account on this node received everything after this.
             let covered_from = state.covered_from(user);
-            state.register(connection_id, user, at);
+            state.register(shared_connection_id, shared_user, at);
             (at, covered_from)
         };
         if at == 0 {
@@ -459,9 +457,9 @@ mod tests {
     fn registered_connections_are_found_by_account() {
         let mut state = State::default();
         assert_eq!(state.covered_from("ann"), None);
-        state.register("c1", "ann", 5);
-        state.register("c2", "ann", 7);
-        state.register("c3", "bob", 2);
+        state.register(&"c1".into(), &"ann".into(), 5);
+        state.register(&"c2".into(), &"ann".into(), 7);
+        state.register(&"c3".into(), &"bob".into(), 2);
         assert_eq!(state.covered_from("ann"), Some(5));
         assert_eq!(state.covered_from("bob"), Some(2));
 

@@ -14,7 +14,7 @@ use signalbox::{Caller, ClusterNode, ConnectionOptions, Hub, HubError, Policy};
 use crate::auth::accounts::Accounts;
 use crate::auth::identity::Authenticator;
 use crate::db::StoreError;
-use crate::notifications::inbox::{Inbox, MAX_MESSAGE_LENGTH, user_group};
+use crate::notifications::inbox::{Inbox, MAX_MESSAGE_LENGTH};
 use crate::presence::{Presence, PresenceError};
 
 /// Where the hub is mounted.
@@ -117,25 +117,24 @@ pub fn notifications_hub(
             async move {
                 // The authenticator mapped the token to its local user and checked that the
                 // sign-in stands; remember the session so that ending it closes this connection.
+                // The tables of connections below share the hub's ids instead of copying them.
                 let user = caller
-                    .user_id()
-                    .ok_or_else(|| HubError::new("authentication required"))?
-                    .to_owned();
+                    .shared_user_id()
+                    .ok_or_else(|| HubError::new("authentication required"))?;
+                let connection_id = caller.shared_connection_id();
                 let session = caller
                     .principal()
                     .and_then(|p| p.claim("sid"))
                     .and_then(serde_json::Value::as_str);
                 s.identity
                     .sessions()
-                    .track(caller.connection_id(), &user, session);
+                    .track(connection_id.clone(), user.clone(), session);
+                // Notifications reach the user's connections as a SignalR user target (the
+                // connection's user id is the local account name).
                 let hub = caller.context();
-                hub.groups()
-                    .add(caller.connection_id(), &user_group(&user))
-                    .await
-                    .map_err(|e| HubError::internal(e.to_string()))?;
                 let user_agent = caller.request().header("user-agent").map(str::to_owned);
                 s.presence
-                    .connected(hub, caller.connection_id(), &user, user_agent)
+                    .connected(hub, &connection_id, &user, user_agent)
                     .await
                     .map_err(|e| internal(&e))?;
                 let replayed = s
@@ -145,7 +144,7 @@ pub fn notifications_hub(
                     .map_err(|e| internal(&e))?
                     + s.inbox
                         .broadcasts()
-                        .connected(hub, caller.connection_id(), &user)
+                        .connected(hub, &connection_id, &user)
                         .await
                         .map_err(|e| internal(&e))?;
                 s.presence.set_up(caller.connection_id());

@@ -68,11 +68,6 @@ const FEW_USERS: usize = 8;
 /// Pushes to distinct recipients in flight at once (each may wait for the backplane).
 const PUSH_CONCURRENCY: usize = 64;
 
-/// The SignalR group every connection of `user` joins.
-pub fn user_group(user: &str) -> String {
-    format!("user:{user}")
-}
-
 /// What a recipient's client receives as the single argument of `Notification`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Notification {
@@ -434,7 +429,7 @@ async fn push(hub: &HubContext, user: &str, row: &NotificationRow) {
     let payload = Notification::from(row);
     if let Err(error) = hub
         .clients()
-        .group(user_group(user))
+        .user(user)
         .send_with_headers(NOTIFICATION, (payload,), headers)
         .instrument(span)
         .await

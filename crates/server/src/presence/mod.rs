@@ -57,7 +57,7 @@ pub struct PresenceChanged {
 struct LocalState {
     /// Each user with a live connection here, and how many it has.
     by_user: HashMap<Arc<str>, usize>,
-    by_connection: HashMap<Box<str>, LocalConnection>,
+    by_connection: HashMap<Arc<str>, LocalConnection>,
     /// How many connections are fully set up.
     ready: usize,
 }
@@ -293,10 +293,11 @@ impl Presence {
     pub async fn connected(
         &self,
         hub: &HubContext,
-        connection_id: &str,
-        user: &str,
+        shared_connection_id: &Arc<str>,
+        shared_user: &Arc<str>,
         user_agent: Option<String>,
     ) -> Result<(), StoreError> {
+        let (connection_id, user): (&str, &str) = (shared_connection_id, shared_user);
         let _serial = self.stripe(user).lock().await;
         let applied = self
             .inner

@@ -31,7 +31,8 @@ struct Claims {
     names: Box<str>,
     /// Sorted by claim name, unique: where the name ends in `names`, and the value.
     entries: Box<[(u32, Value)]>,
-    map: OnceLock<Map<String, Value>>,
+    /// Boxed: most principals never build it.
+    map: OnceLock<Box<Map<String, Value>>>,
 }
 
 impl Claims {
@@ -94,19 +95,27 @@ impl Principal {
         let mut entries = Vec::with_capacity(sorted.len());
         for (index, (name, value)) in sorted.into_iter().enumerate() {
             names.push_str(&name);
-            if let UserId::Claim(claim) = &user_id
-                && name == *claim
-            {
-                match &value {
-                    // Pointing at the claim: the id is not stored twice.
-                    Value::String(_) => user_id_claim = u32::try_from(index).ok(),
-                    other => own_user_id = claim_as_string(other).map(String::into_boxed_str),
+            match (&user_id, &value) {
+                // Pointing at the claim: the id is not stored twice.
+                (UserId::Claim(claim), Value::String(_)) if name == *claim => {
+                    user_id_claim = u32::try_from(index).ok();
                 }
+                (UserId::Claim(claim), other) if name == *claim => {
+                    own_user_id = claim_as_string(other).map(String::into_boxed_str);
+                }
+                (UserId::Given(id), Value::String(text))
+                    if user_id_claim.is_none() && text == id =>
+                {
+                    user_id_claim = u32::try_from(index).ok();
+                }
+                _ => {}
             }
             // Claim names of a token are far below 4 GiB.
             entries.push((u32::try_from(names.len()).unwrap_or(u32::MAX), value));
         }
-        if let UserId::Given(id) = user_id {
+        if let UserId::Given(id) = user_id
+            && user_id_claim.is_none()
+        {
             own_user_id = Some(id.into_boxed_str());
         }
         Self(Arc::new(Claims {
@@ -133,10 +142,12 @@ impl Principal {
     /// All claims of the token (built on first use).
     pub fn claims(&self) -> &Map<String, Value> {
         self.0.map.get_or_init(|| {
-            self.0
-                .iter()
-                .map(|(k, v)| (k.to_owned(), v.clone()))
-                .collect()
+            Box::new(
+                self.0
+                    .iter()
+                    .map(|(k, v)| (k.to_owned(), v.clone()))
+                    .collect(),
+            )
         })
     }
 
@@ -232,6 +243,14 @@ mod tests {
         assert_eq!(p.user_id(), Some("alice"));
         assert_eq!(p.claim("sub"), Some(&json!("google-123")));
         assert_eq!(p.claim("email"), Some(&json!("a@example.com")));
+        // The same id as a claim's value: still that id.
+        let Value::Object(map) = json!({"sub": "alice", "name": "alice"}) else {
+            unreachable!()
+        };
+        let p = Principal::with_user_id(map, "alice");
+        assert_eq!(p.user_id(), Some("alice"));
+        assert_eq!(p, Principal::with_user_id(p.claims().clone(), "alice"));
+        assert_ne!(p, Principal::with_user_id(p.claims().clone(), "bob"));
     }
 
     #[test]

@@ -152,6 +152,17 @@ impl Caller {
         self.inner.user_id.as_deref()
     }
 
+    /// The connection id as the hub keeps it: for tables of connections, which then share it
+    /// instead of copying it (every idle connection has an entry in each).
+    pub fn shared_connection_id(&self) -> Arc<str> {
+        self.inner.connection_id.clone()
+    }
+
+    /// The user id as the hub keeps it (see [`Caller::shared_connection_id`]).
+    pub fn shared_user_id(&self) -> Option<Arc<str>> {
+        self.inner.user_id.clone()
+    }
+
     /// The authenticated principal, if any (`Context.User`): for the caller of an invocation, the
     /// connection's principal when the invocation started (after an authentication refresh, the
     /// new one). See [`Caller::current_principal`] for code that runs across a refresh.

@@ -79,6 +79,11 @@ impl Dispatcher {
     }
 
     /// Whether invocations or streams are running.
+    /// The connection's caller.
+    pub(crate) fn caller(&self) -> &Caller {
+        &self.caller
+    }
+
     pub(crate) fn has_tasks(&self) -> bool {
         self.tasks.as_ref().is_some_and(|tasks| !tasks.is_empty())
     }
@@ -272,12 +277,13 @@ impl Dispatcher {
     }
 
     /// The span an invocation runs in. Untraced (no [`crate::trace::TracePropagator`]): the
-    /// connection's span, as before. Traced: `{Hub}/{Method}` with the attributes of ASP.NET
+    /// connection's span when it is enabled, otherwise one naming the connection and the method
+    /// (see `handler::hook_span`). Traced: `{Hub}/{Method}` with the attributes of ASP.NET
     /// Core's `Microsoft.AspNetCore.SignalR.Server` activity, a child of the `traceparent` in the
     /// message headers if any, otherwise a root following from the connection's span.
     fn invocation_span(&self, target: &str, headers: &Headers) -> tracing::Span {
         if crate::trace::propagator().is_none() {
-            return tracing::Span::current();
+            return super::handler::hook_span(&self.hub, &self.caller, target);
         }
         let span = tracing::info_span!(
             target: "signalbox::hub",

@@ -33,22 +33,36 @@ pub(crate) fn run(
 ) -> impl Future<Output = ()> + Send + 'static {
     // No parent: a parent span stays open (and keeps its fields) as long as its children, and
     // this one lives as long as the connection; it follows from the request that opened it.
-    let span = tracing::info_span!(
-        target: "signalbox::hub",
-        parent: None,
-        "connection",
-        hub = %hub.name,
-        connection_id = %connection.id,
-        transport = connection.transport.name(),
-        protocol = tracing::field::Empty,
-        user = tracing::field::Empty,
-        otel.name = tracing::field::Empty,
-        otel.kind = tracing::field::Empty,
-        rpc.system = tracing::field::Empty,
-        rpc.service = tracing::field::Empty,
-        signalr.connection.id = tracing::field::Empty,
-        signalr.transport = tracing::field::Empty,
-    );
+    // Untraced, it is a debug span: a log subscriber keeps every enabled span's fields for as
+    // long as the span lives, which at info level would be the largest part of an idle
+    // connection. Events at info and above then name their connection themselves, and hooks and
+    // invocations run in short-lived spans of their own (see `hook_span`).
+    macro_rules! connection_span {
+        ($level:expr) => {
+            tracing::span!(
+                target: "signalbox::hub",
+                parent: None,
+                $level,
+                "connection",
+                hub = %hub.name,
+                connection_id = %connection.id,
+                transport = connection.transport.name(),
+                protocol = tracing::field::Empty,
+                user = tracing::field::Empty,
+                otel.name = tracing::field::Empty,
+                otel.kind = tracing::field::Empty,
+                rpc.system = tracing::field::Empty,
+                rpc.service = tracing::field::Empty,
+                signalr.connection.id = tracing::field::Empty,
+                signalr.transport = tracing::field::Empty,
+            )
+        };
+    }
+    let span = if crate::trace::propagator().is_some() {
+        connection_span!(tracing::Level::INFO)
+    } else {
+        connection_span!(tracing::Level::DEBUG)
+    };
     span.follows_from(tracing::Span::current());
     if crate::trace::propagator().is_some() {
         // Traced: the OpenTelemetry names (recorded only then, so logs stay as they were).
@@ -185,7 +199,7 @@ fn run_connection(
             if let Some(hook) = &hub.initial_groups {
                 for group in hook(connection.principal.clone()).await {
                     if let Err(error) = lifetime.add_to_group(&connection.id, &group).await {
-                        tracing::warn!(%error, group, "cannot join an initial group");
+                        tracing::warn!(%error, group, connection_id = %connection.id, "cannot join an initial group");
                     }
                 }
             }
@@ -263,9 +277,11 @@ fn run_connection(
         abort.cancel();
         drop(heartbeat);
         if let Some(hook) = &hub.on_disconnected
-            && let Err(error) = hook(caller.clone()).await
+            && let Err(error) = hook(caller.clone())
+                .instrument(hook_span(&hub, &caller, "on_disconnected"))
+                .await
         {
-            tracing::warn!(%error, "on_disconnected failed");
+            tracing::warn!(%error, connection_id = caller.connection_id(), user = caller.user_id(), "on_disconnected failed");
         }
         hub.context
             .lifetime_manager()
@@ -275,13 +291,33 @@ fn run_connection(
     }
 }
 
+/// The span a hook or an invocation runs in: the connection's when it is enabled, otherwise (at
+/// the default level, untraced) a short-lived one naming the connection, its user and `what`.
+pub(crate) fn hook_span(hub: &HubInner, caller: &Caller, what: &str) -> tracing::Span {
+    let current = tracing::Span::current();
+    if !current.is_disabled() {
+        return current;
+    }
+    tracing::info_span!(
+        target: "signalbox::hub",
+        "connection",
+        hub = %hub.name,
+        connection_id = caller.connection_id(),
+        user = caller.user_id(),
+        call = what,
+    )
+}
+
 /// Runs the hub's `on_connected`; `Some(close)` when it failed and the connection must end.
 async fn connected(hub: &HubInner, caller: &Caller) -> Option<Close> {
     let hook = hub.on_connected.as_ref()?;
-    match hook(caller.clone()).await {
+    match hook(caller.clone())
+        .instrument(hook_span(hub, caller, "on_connected"))
+        .await
+    {
         Ok(()) => None,
         Err(error) => {
-            tracing::warn!(%error, "on_connected failed; closing");
+            tracing::warn!(%error, connection_id = caller.connection_id(), user = caller.user_id(), "on_connected failed; closing");
             Some(Close {
                 error: Some(error.render(CLOSED_WITH_ERROR, hub.options.enable_detailed_errors)),
                 allow_reconnect: false,
@@ -412,7 +448,7 @@ async fn receive_loop(
                 if let Err(error) = result
                     && error.is_panic()
                 {
-                    tracing::error!("a hub method panicked");
+                    tracing::error!(connection_id = caller.connection_id(), "a hub method panicked");
                 }
             }
         }
@@ -502,7 +538,7 @@ async fn drain_counted(
             }
             Ok(None) => return None,
             Err(error) => {
-                tracing::warn!(%error, "invalid message from client; closing");
+                tracing::warn!(%error, connection_id = dispatcher.caller().connection_id(), "invalid message from client; closing");
                 return Some(Some(Close {
                     error: Some(format!("{CLOSED_WITH_ERROR} InvalidDataException: {error}")),
                     allow_reconnect: false,

@@ -21,6 +21,9 @@ use crate::connection::resume::Resumable;
 /// and how often stateful clients get their Ack.
 const MAX_PERIOD: Duration = Duration::from_secs(1);
 
+/// How often a stateful client is acknowledged what it sent (at most; only when it sent some).
+const ACK_INTERVAL: Duration = Duration::from_secs(1);
+
 /// A hub's heartbeat (one per hub, started with its first connection).
 pub(crate) struct Heartbeat {
     shared: Arc<Shared>,
@@ -53,6 +56,8 @@ struct Beat {
     expires_at: u64,
     /// Stateful reconnect, when negotiated: its Acks.
     resumable: Option<Arc<Resumable>>,
+    /// When to send the next Ack, if there is something to acknowledge (heartbeat clock).
+    next_ack: u64,
 }
 
 /// A connection's place in the heartbeat; dropping it leaves.
@@ -134,6 +139,7 @@ impl Heartbeat {
                 .filter(|_| shared.close_on_expiry)
                 .unwrap_or(0),
             resumable: member.resumable,
+            next_ack: shared.now() + millis(ACK_INTERVAL),
         });
         // After the insert: either the shutdown sweep saw this connection, or this sees the
         // shutdown.
@@ -204,6 +210,7 @@ impl Shared {
                 }
             }
             if let Some(resumable) = &beat.resumable
+                && now >= beat.next_ack
                 && resumable.is_enabled()
                 && let Some(sequence_id) = resumable.take_client_ack()
                 && let Ok(frame) = beat
@@ -212,6 +219,7 @@ impl Shared {
             {
                 // Acks are advisory: a later one covers a dropped one.
                 let _ = beat.outbound.try_send(frame);
+                beat.next_ack = now + millis(ACK_INTERVAL);
             }
         }
     }
@@ -229,7 +237,7 @@ async fn run(shared: Weak<Shared>, shutdown: CancellationToken) {
     let Some(period) = shared.upgrade().map(|shared| shared.period) else {
         return;
     };
-    let mut ticks = tokio::time::interval(period);
+    let mut ticks = tokio::time::interval_at(Instant::now() + period, period);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut shut_down = false;
     loop {
