@@ -19,8 +19,8 @@ const HANDSHAKE_HEADERS: [HeaderName; 5] = [
 ];
 
 /// The headers and query of the request that established the transport (the WebSocket upgrade,
-/// the SSE stream request, or the first long poll). The `access_token` query parameter is removed,
-/// and so are the headers of the WebSocket handshake itself (`Connection`, `Upgrade`,
+/// the SSE stream request, or the first long poll). The `access_token` and `id` (connection token)
+/// query parameters are removed, and so are the headers of the WebSocket handshake itself (`Connection`, `Upgrade`,
 /// `Sec-WebSocket-Key`, `-Version`, `-Extensions`).
 ///
 /// Every connection keeps one for its whole life, so it is stored compactly: the path, header
@@ -97,7 +97,9 @@ fn push(data: &mut Vec<u8>, bytes: &[u8]) -> Range<u32> {
 }
 
 impl HttpRequestInfo {
-    /// Captures a request; `access_token` is dropped from the query.
+    /// Captures a request; `access_token` and `id` (the connection token, which lets whoever holds
+    /// it send as the connection) are dropped from the query: secrets are not kept for as long as
+    /// the connection lives, nor shown to hub code that might log them.
     ///
     /// Header values are copied: the server's header values share its whole request read buffer
     /// (several KiB), which a long-lived connection must not keep alive.
@@ -118,7 +120,9 @@ impl HttpRequestInfo {
         let query = raw_query
             .map(|q| {
                 form_urlencoded::parse(q.as_bytes())
-                    .filter(|(k, _)| !k.eq_ignore_ascii_case("access_token"))
+                    .filter(|(k, _)| {
+                        !k.eq_ignore_ascii_case("access_token") && !k.eq_ignore_ascii_case("id")
+                    })
                     .map(|(k, v)| (push(&mut data, k.as_bytes()), push(&mut data, v.as_bytes())))
                     .collect()
             })
@@ -236,7 +240,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn drops_access_token_and_matches_keys_case_insensitively() {
+    fn drops_the_tokens_and_matches_keys_case_insensitively() {
         let mut headers = HeaderMap::new();
         headers.insert("cookie", "a=1; testCookie=testValue".parse().unwrap());
         let info = HttpRequestInfo::new(
@@ -245,6 +249,7 @@ mod tests {
             Some("id=x&ACCESS_TOKEN=secret&numRedirects=2"),
         );
         assert_eq!(info.query("access_token"), None);
+        assert_eq!(info.query("id"), None);
         assert_eq!(info.query("NUMREDIRECTS"), Some("2"));
         assert_eq!(info.cookie("testCookie"), Some("testValue"));
         assert_eq!(info.cookie("missing"), None);
