@@ -28,7 +28,8 @@ pub struct HubOptions {
     /// Interval between server pings. Defaults to 15 seconds.
     pub keep_alive_interval: Duration,
     /// A client that sent nothing for this long (counted from its first message) is closed.
-    /// Defaults to 30 seconds.
+    /// Defaults to 30 seconds. Checked by the hub's heartbeat, once a second (or at this interval
+    /// or the keep-alive interval, when shorter), as ASP.NET Core checks it.
     pub client_timeout_interval: Duration,
     /// Time allowed for the handshake. Defaults to 15 seconds.
     pub handshake_timeout: Duration,
@@ -191,7 +192,8 @@ pub struct ConnectionOptions {
     /// Defaults to 100,000.
     pub stateful_reconnect_buffer_size: usize,
     /// Close a connection (with `allowReconnect`) when its token's `exp` passes, so the client
-    /// comes back with a fresh token. Defaults to `false`.
+    /// comes back with a fresh token. Checked by the hub's heartbeat, once a second. Defaults to
+    /// `false`.
     pub close_on_authentication_expiration: bool,
     /// Let clients replace a connection's token without reconnecting (ASP.NET Core 11
     /// `EnableAuthenticationRefresh`): negotiate answers carry `tokenLifetimeSeconds` (seconds

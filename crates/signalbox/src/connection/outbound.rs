@@ -26,6 +26,8 @@ pub(crate) fn channel(capacity: usize) -> (OutboundSender, OutboundReceiver) {
             receiver_alive: true,
             receiver: None,
             waiting_senders: Vec::new(),
+            holding: false,
+            sealed: false,
         }),
     });
     (OutboundSender(shared.clone()), OutboundReceiver { shared })
@@ -46,6 +48,11 @@ struct State {
     receiver: Option<Waker>,
     /// Senders waiting for room.
     waiting_senders: Vec<Waker>,
+    /// Frames are queued but not handed to the receiver yet (see [`OutboundSender::hold`]).
+    holding: bool,
+    /// The last frame was queued (see [`OutboundSender::try_send_last`]): senders find the
+    /// queue closed.
+    sealed: bool,
 }
 
 impl Shared {
@@ -114,7 +121,7 @@ impl OutboundSender {
     ) -> Result<(), (Bytes, TrySendError)> {
         let receiver = {
             let mut state = self.0.lock();
-            if !state.receiver_alive {
+            if !state.receiver_alive || state.sealed {
                 return Err((frame, TrySendError::Closed));
             }
             if state.frames.len() >= self.0.capacity {
@@ -129,6 +136,54 @@ impl OutboundSender {
                 return Err((frame, TrySendError::Full));
             }
             state.frames.push_back(frame);
+            state.receiver.take()
+        };
+        if let Some(receiver) = receiver {
+            receiver.wake();
+        }
+        Ok(())
+    }
+
+    /// Queues `frame` as the last one: nothing is queued after it (senders find the queue
+    /// closed), so that a Close message is the last thing the client receives. A full queue
+    /// drops it, as [`OutboundSender::try_send`] would.
+    pub(crate) fn try_send_last(&self, frame: Bytes) -> Result<(), TrySendError> {
+        let receiver = {
+            let mut state = self.0.lock();
+            if !state.receiver_alive || state.sealed {
+                return Err(TrySendError::Closed);
+            }
+            state.sealed = true;
+            if state.frames.len() >= self.0.capacity {
+                return Err(TrySendError::Full);
+            }
+            state.frames.push_back(frame);
+            state.receiver.take()
+        };
+        if let Some(receiver) = receiver {
+            receiver.wake();
+        }
+        Ok(())
+    }
+
+    /// Holds what is queued from now on back from the receiver until
+    /// [`OutboundSender::release_after`]: a hub connection is registered (and may be sent to)
+    /// before its handshake response is queued, and what is sent to it meanwhile must follow the
+    /// response. Held frames count against the capacity like any other.
+    pub(crate) fn hold(&self) {
+        self.0.lock().holding = true;
+    }
+
+    /// Queues `first` ahead of everything held (whatever the capacity), then hands the frames to
+    /// the receiver again.
+    pub(crate) fn release_after(&self, first: Bytes) -> Result<(), Closed> {
+        let receiver = {
+            let mut state = self.0.lock();
+            state.holding = false;
+            if !state.receiver_alive {
+                return Err(Closed);
+            }
+            state.frames.push_front(first);
             state.receiver.take()
         };
         if let Some(receiver) = receiver {
@@ -162,6 +217,7 @@ impl OutboundSender {
     }
 
     /// The most frames the queue holds.
+    #[cfg(test)]
     pub(crate) fn max_capacity(&self) -> usize {
         self.0.capacity
     }
@@ -203,7 +259,12 @@ impl OutboundReceiver {
     fn take(&mut self, cx: Option<&mut Context<'_>>) -> Poll<Option<Bytes>> {
         let (frame, senders) = {
             let mut state = self.shared.lock();
-            match state.frames.pop_front() {
+            let next = if state.holding {
+                None
+            } else {
+                state.frames.pop_front()
+            };
+            match next {
                 Some(frame) => {
                     if state.frames.is_empty() {
                         // Release the list: an idle queue holds none.
@@ -259,6 +320,52 @@ impl OutboundReceiver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn nothing_follows_the_last_frame() {
+        let (tx, mut rx) = channel(4);
+        tx.try_send(Bytes::from_static(b"a")).unwrap();
+        tx.try_send_last(Bytes::from_static(b"close")).unwrap();
+        assert!(matches!(
+            tx.try_send(Bytes::from_static(b"late")),
+            Err(TrySendError::Closed)
+        ));
+        assert!(tx.send(Bytes::from_static(b"later")).await.is_err());
+        assert!(matches!(
+            tx.try_send_last(Bytes::from_static(b"again")),
+            Err(TrySendError::Closed)
+        ));
+        assert_eq!(rx.try_recv().as_deref(), Some(&b"a"[..]));
+        assert_eq!(rx.try_recv().as_deref(), Some(&b"close"[..]));
+        drop(tx);
+        assert_eq!(rx.recv().await, None);
+    }
+
+    #[tokio::test]
+    async fn held_frames_follow_the_first_one_released() {
+        let (tx, mut rx) = channel(2);
+        tx.hold();
+        tx.try_send(Bytes::from_static(b"a")).unwrap();
+        tx.try_send(Bytes::from_static(b"b")).unwrap();
+        // Held frames count against the capacity.
+        assert!(matches!(
+            tx.try_send(Bytes::from_static(b"c")),
+            Err(TrySendError::Full)
+        ));
+        assert_eq!(rx.try_recv(), None, "nothing is handed over while held");
+        {
+            let mut next = std::pin::pin!(rx.recv());
+            assert!(futures_util::poll!(next.as_mut()).is_pending());
+            // The first frame goes ahead of the held ones, whatever the capacity.
+            tx.release_after(Bytes::from_static(b"first")).unwrap();
+            assert_eq!(next.await.as_deref(), Some(&b"first"[..]));
+        }
+        assert_eq!(rx.try_recv().as_deref(), Some(&b"a"[..]));
+        assert_eq!(rx.try_recv().as_deref(), Some(&b"b"[..]));
+        assert_eq!(rx.try_recv(), None);
+        drop(rx);
+        assert!(tx.release_after(Bytes::from_static(b"late")).is_err());
+    }
 
     #[tokio::test]
     async fn frames_arrive_in_order_and_the_end_is_seen() {

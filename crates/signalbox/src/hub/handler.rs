@@ -187,7 +187,9 @@ fn run_connection(
                 tracing::Span::current().record("user", &**user);
             }
             let lifetime = hub.context.lifetime_manager();
-            let handle = ConnectionHandle::opening(
+            // Held back from the transport until the handshake response is queued ahead of it.
+            connection.outbound.hold();
+            let handle = ConnectionHandle::new(
                 connection.id.clone(),
                 user_id.clone(),
                 protocol,
@@ -195,7 +197,7 @@ fn run_connection(
                 abort.clone(),
             )
             .with_auth(connection.auth.clone());
-            lifetime.on_connected(handle.clone()).await;
+            lifetime.on_connected(handle).await;
             if let Some(hook) = &hub.initial_groups {
                 for group in hook(connection.principal.clone()).await {
                     if let Err(error) = lifetime.add_to_group(&connection.id, &group).await {
@@ -205,14 +207,12 @@ fn run_connection(
             }
             if connection
                 .outbound
-                .send(handshake_response(None))
-                .await
+                .release_after(handshake_response(None))
                 .is_err()
             {
                 lifetime.on_disconnected(&connection.id).await;
                 return;
             }
-            handle.open();
             Caller::new(
                 connection.id.clone(),
                 connection.principal.clone(),
@@ -271,8 +271,9 @@ fn run_connection(
         if let Some(close) = close
             && let Ok(frame) = protocol.encode_to_bytes(&HubMessage::Close(close))
         {
-            // Best effort: a full or closed queue means the client cannot be told anyway.
-            let _ = connection.outbound.try_send(frame);
+            // Best effort: a full or closed queue means the client cannot be told anyway. The last
+            // frame: nothing sent to the connection meanwhile follows the Close.
+            let _ = connection.outbound.try_send_last(frame);
         }
         abort.cancel();
         drop(heartbeat);

@@ -4,7 +4,6 @@
 
 mod backplane;
 mod client_results;
-mod gate;
 mod local;
 mod members;
 mod scaled;
@@ -82,7 +81,6 @@ pub struct ConnectionHandle {
     protocol: Protocol,
     outbound: OutboundSender,
     abort: CancellationToken,
-    gate: Arc<gate::Gate>,
     /// The connection's replaceable principal (authentication refresh enabled).
     auth: Option<Arc<AuthCell>>,
 }
@@ -112,7 +110,6 @@ impl ConnectionHandle {
             protocol,
             outbound,
             abort,
-            gate: Arc::new(gate::Gate::opened()),
             auth: None,
         }
     }
@@ -130,34 +127,6 @@ impl ConnectionHandle {
             Some(auth) => auth.refresh(principal),
             None => Err(RefreshError::NotFound),
         }
-    }
-
-    /// A handle that holds what is sent to it until [`ConnectionHandle::open`]: the hub
-    /// registers a connection with one before it queues the handshake response.
-    ///
-    /// At most as many frames are held as `outbound` can queue (its capacity,
-    /// [`HubOptions::outbound_queue_capacity`](crate::HubOptions::outbound_queue_capacity) for hub
-    /// connections); a frame past that is dropped and the connection is closed as a slow
-    /// consumer, as when its outbound queue is full.
-    pub(crate) fn opening(
-        id: Arc<str>,
-        user_id: Option<Arc<str>>,
-        protocol: Protocol,
-        outbound: OutboundSender,
-        abort: CancellationToken,
-    ) -> Self {
-        let limit = outbound.max_capacity();
-        Self {
-            gate: Arc::new(gate::Gate::closed(limit)),
-            ..Self::new(id, user_id, protocol, outbound, abort)
-        }
-    }
-
-    /// Sends what was held, in order; from now on frames go straight to the connection.
-    pub(crate) fn open(&self) {
-        self.gate.open(|frame| {
-            self.queue(frame);
-        });
     }
 
     /// The public connection id.
@@ -187,18 +156,11 @@ impl ConnectionHandle {
 
     /// Queues a frame without waiting. A full queue marks the connection as a slow consumer and
     /// closes it; a closed one means the connection is gone. Returns whether the frame was queued.
+    ///
+    /// (While its handshake completes, a hub connection's queue holds what is sent to it until
+    /// the handshake response is queued ahead of it; held frames count against the queue's
+    /// capacity.)
     pub fn try_send(&self, frame: Bytes) -> bool {
-        match self.gate.hold(frame) {
-            gate::Hold::Pass(frame) => self.queue(frame),
-            gate::Hold::Held => true,
-            gate::Hold::Full => {
-                self.close_slow("handshake gate full; closing slow connection");
-                false
-            }
-        }
-    }
-
-    fn queue(&self, frame: Bytes) -> bool {
         match self.outbound.try_send(frame) {
             Ok(()) => true,
             Err(TrySendError::Full) => {
