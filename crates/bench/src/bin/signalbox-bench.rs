@@ -315,7 +315,7 @@ impl Common {
             secret: self.secret.clone(),
             workers: self.workers,
             sources: self.sources,
-            first_source: 2,
+            first_source: quiet_source_block(self.sources)?,
             concurrency: self.concurrency,
             payload: self.payload,
             negotiate: self.negotiate,
@@ -343,9 +343,12 @@ impl Common {
 }
 
 async fn run_idle(common: &Common, n: usize) -> anyhow::Result<Vec<IdleResult>> {
-    let setup = common.setup()?;
+    let mut setup = common.setup()?;
     let mut results = Vec::new();
-    for (kind, proto) in common.runs() {
+    for (i, (kind, proto)) in common.runs().into_iter().enumerate() {
+        if i > 0 {
+            setup.first_source = quiet_source_block(setup.sources)?;
+        }
         results.push(coord::idle(&setup, kind, proto, n).await?);
     }
     Ok(results)
@@ -561,6 +564,44 @@ fn write_out(path: Option<&PathBuf>, value: &Value) -> anyhow::Result<()> {
 
 /// The first source address (last byte) of the `i`-th block of `sources` addresses from
 /// 127.0.0.2; an error when the blocks do not fit in 127.0.0.0/24.
+/// The first address of the block of `sources` loopback source addresses (blocks from
+/// 127.0.0.2 on) holding the fewest sockets in `TIME_WAIT`: the closed connections of an earlier
+/// run stay there for a minute, and connects from the same addresses would search past their
+/// ports for free ones (runs started back to back stalled at a tenth of their rate).
+fn quiet_source_block(sources: usize) -> anyhow::Result<u8> {
+    let time_wait = signalbox_bench::sys::time_wait_by_address();
+    let mut best: Option<(usize, u8)> = None;
+    for i in 0.. {
+        let Ok(first) = source_block(i, sources) else {
+            break;
+        };
+        let closed: usize = (0..sources)
+            .filter_map(|k| u8::try_from(usize::from(first) + k).ok())
+            .map(|last| {
+                time_wait
+                    .get(&std::net::Ipv4Addr::new(127, 0, 0, last))
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .sum();
+        if best.is_none_or(|(fewest, _)| closed < fewest) {
+            best = Some((closed, first));
+        }
+        if closed == 0 {
+            break;
+        }
+    }
+    let (closed, first) = best
+        .ok_or_else(|| anyhow::anyhow!("{sources} source addresses do not fit in 127.0.0.0/24"))?;
+    if first != 2 {
+        eprintln!(
+            "source addresses 127.0.0.{first} ..= 127.0.0.{} ({closed} sockets of earlier runs in TIME_WAIT there)",
+            usize::from(first) + sources - 1
+        );
+    }
+    Ok(first)
+}
+
 fn source_block(i: usize, sources: usize) -> anyhow::Result<u8> {
     let first = 2 + i * sources;
     match u8::try_from(first + sources.saturating_sub(1)) {
@@ -601,12 +642,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let mut out = header();
             let mut results = Vec::new();
-            // Each target connects from its own source addresses: the closed connections of
-            // the previous target (in TIME_WAIT for a minute) would otherwise slow the kernel's
-            // search for a free port.
+            // Each target connects from the source addresses with the fewest closed connections
+            // (see `quiet_source_block`), not those the previous target just used.
             let mut setup = setup;
             for (i, target) in against.into_iter().enumerate() {
-                setup.first_source = source_block(i, setup.sources)?;
+                if i > 0 {
+                    setup.first_source = quiet_source_block(setup.sources)?;
+                }
                 results.push(storm(&setup, &options, target, connections).await?);
             }
             out["ratios"] = storm_ratios(&results);
