@@ -562,8 +562,6 @@ fn write_out(path: Option<&PathBuf>, value: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The first source address (last byte) of the `i`-th block of `sources` addresses from
-/// 127.0.0.2; an error when the blocks do not fit in 127.0.0.0/24.
 /// The first address of the block of `sources` loopback source addresses (blocks from
 /// 127.0.0.2 on) holding the fewest sockets in `TIME_WAIT`: the closed connections of an earlier
 /// run stay there for a minute, and connects from the same addresses would search past their
@@ -602,6 +600,8 @@ fn quiet_source_block(sources: usize) -> anyhow::Result<u8> {
     Ok(first)
 }
 
+/// The first source address (last byte) of the `i`-th block of `sources` addresses from
+/// 127.0.0.2; an error when the blocks do not fit in 127.0.0.0/24.
 fn source_block(i: usize, sources: usize) -> anyhow::Result<u8> {
     let first = 2 + i * sources;
     match u8::try_from(first + sources.saturating_sub(1)) {
